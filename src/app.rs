@@ -1,0 +1,437 @@
+//! The commands as library calls: `run`, `once`, `check`, `state`, `demo`, `simulate`.
+//! `main.rs` parses the command line and maps the returned [`Error`] to an exit code; this
+//! file wires config, client, store, sinks and pipeline together and owns nothing else.
+
+use crate::cli::StateAction;
+use crate::config::{Backfill, Config, Format, Resolved};
+use crate::event::Origin;
+use crate::pipeline::{
+    encoders_for, CycleSummary, DeliveryPolicy, Pipeline, Progress, RetryPolicy, SinkSet,
+};
+use crate::shutdown::Shutdown;
+use crate::simulate::{SimOptions, Simulator};
+use crate::sink::Sink;
+use crate::source::senhasegura::VaultClient;
+use crate::state::{horizon, Dedup, Delivered, SledStore, StateError};
+use crate::Error;
+use chrono::Utc;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events per delivery batch.
+const BATCH_SIZE: usize = 1000;
+/// `once` gives up on a sink after this long.
+const ONCE_SINK_GIVE_UP: Duration = Duration::from_secs(60);
+/// How often the store is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A store that knows nothing and remembers nothing (`--dry-run` without a state directory).
+struct EmptyStore;
+
+impl Dedup for EmptyStore {
+    fn contains(&self, _key: &str) -> Result<bool, StateError> {
+        Ok(false)
+    }
+    fn commit(&self, _delivered: &[Delivered]) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+/// Load and resolve the config file the command line names.
+pub fn load_config(path: Option<&Path>) -> Result<Resolved, Error> {
+    let path = crate::config::config_path(path);
+    Ok(Config::load(&path)?.resolve()?)
+}
+
+/// The agent: pipeline plus what `run` needs between cycles.
+pub struct Agent {
+    pipeline: Pipeline,
+    store: Option<Arc<SledStore>>,
+    retention: Duration,
+    first_run: Option<chrono::DateTime<Utc>>,
+    interval: Duration,
+    last_prune: Option<Instant>,
+}
+
+fn first_run_horizon(backfill: Backfill) -> Option<chrono::DateTime<Utc>> {
+    match backfill {
+        Backfill::All => None,
+        Backfill::Since(d) => Some(
+            Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500)),
+        ),
+    }
+}
+
+impl Agent {
+    /// Wire an agent. `dry_run` prints each format to stdout and commits nothing; `once`
+    /// makes delivery give up after a minute instead of retrying until shutdown.
+    pub fn new(resolved: &Resolved, dry_run: bool, once: bool) -> Result<Agent, Error> {
+        let config = &resolved.config;
+        if resolved.timezone_from_host {
+            tracing::warn!(
+                zone = resolved.timezone.name(),
+                "source.timezone is not set; reading vault times in the host's zone"
+            );
+        } else {
+            tracing::info!(
+                zone = resolved.timezone.name(),
+                "Reading vault times in the configured zone"
+            );
+        }
+        let client = Arc::new(VaultClient::new(resolved)?);
+        let backfill_horizon = first_run_horizon(config.source.backfill);
+        let state_path = &config.state.path;
+        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) =
+            if dry_run && !state_path.exists() {
+                (None, Arc::new(EmptyStore))
+            } else {
+                let vault = (!dry_run).then_some(resolved.base_url.as_str());
+                let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
+                (Some(s.clone()), s)
+            };
+        let first_run = match &store {
+            Some(s) => s.meta()?.first_run_horizon,
+            None => backfill_horizon,
+        };
+        let sink_formats: Vec<(Sink, Format)> = if dry_run {
+            let mut formats: Vec<Format> = config.sinks.iter().map(|s| s.format()).collect();
+            formats.dedup();
+            formats
+                .into_iter()
+                .map(|f| (Sink::Stdout(Default::default()), f))
+                .collect()
+        } else {
+            config
+                .sinks
+                .iter()
+                .map(|s| (Sink::from_config(s), s.format()))
+                .collect()
+        };
+        let (encoders, encoder_of) = encoders_for(&sink_formats, config);
+        let sinks = SinkSet {
+            sinks: sink_formats.into_iter().map(|(s, _)| s).collect(),
+            encoder_of,
+            encoders: Arc::new(encoders),
+            policy: DeliveryPolicy {
+                backoff: Duration::from_millis(500),
+                backoff_max: Duration::from_secs(30),
+                give_up_after: once.then_some(ONCE_SINK_GIVE_UP),
+            },
+        };
+        let pipeline = Pipeline {
+            client,
+            store: dedup,
+            sinks,
+            origin: Arc::new(Origin {
+                base_url: resolved.base_url.clone(),
+                vault_host: resolved.vault_host.clone(),
+                timezone: resolved.timezone,
+            }),
+            retry: RetryPolicy {
+                retries: config.source.retries,
+                backoff: config.source.retry_backoff.0,
+                backoff_max: config.source.retry_backoff_max.0,
+            },
+            commit: !dry_run,
+            batch_size: BATCH_SIZE,
+            keep_original: config.ecs.include_original,
+            progress: Arc::new(Progress::default()),
+        };
+        Ok(Agent {
+            pipeline,
+            store,
+            retention: config.state.retention.0,
+            first_run,
+            interval: config.source.interval.0,
+            last_prune: None,
+        })
+    }
+
+    fn prune_if_due(&mut self) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if !self.pipeline.commit || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return Ok(());
+        }
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or_default();
+        let removed = store.prune(cutoff)?;
+        if removed > 0 {
+            tracing::info!(removed, "Pruned state entries older than the retention");
+        }
+        self.last_prune = Some(Instant::now());
+        Ok(())
+    }
+
+    /// One cycle.
+    pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<CycleSummary, Error> {
+        self.prune_if_due()?;
+        let h = horizon(Utc::now(), self.retention, self.first_run);
+        self.pipeline.poll(h, shutdown).await
+    }
+
+    /// Live progress of the current listing.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.pipeline.progress.clone()
+    }
+}
+
+/// `once`: one cycle. Shows a progress line while a long listing streams in, when stderr is a
+/// terminal.
+pub async fn once(resolved: &Resolved, dry_run: bool) -> Result<CycleSummary, Error> {
+    let mut agent = Agent::new(resolved, dry_run, true)?;
+    let ticker = std::io::stderr()
+        .is_terminal()
+        .then(|| spawn_progress(agent.progress()));
+    let (trigger, shutdown) = crate::shutdown::channel();
+    crate::shutdown::on_signals(trigger);
+    let result = agent.poll(&shutdown).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprint!("\r\x1b[K");
+    }
+    result
+}
+
+fn spawn_progress(progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let mb = progress.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+            let records = progress.records.load(Ordering::Relaxed);
+            eprint!(
+                "\r\x1b[Kreading listing: {mb:.1} MB, {records} records, {}s",
+                started.elapsed().as_secs()
+            );
+        }
+    })
+}
+
+/// `run`: poll every interval until shutdown. Source and sink failures are logged and retried
+/// on the next cycle (the vault or SIEM may come back); state errors end the run.
+pub async fn run(resolved: &Resolved, shutdown: Shutdown) -> Result<(), Error> {
+    run_agent(Agent::new(resolved, false, false)?, shutdown, None).await
+}
+
+async fn run_agent(
+    mut agent: Agent,
+    mut shutdown: Shutdown,
+    cycles: Option<u64>,
+) -> Result<(), Error> {
+    let mut done = 0u64;
+    tracing::info!(interval_s = agent.interval.as_secs_f64(), "Polling started");
+    loop {
+        let started = Instant::now();
+        match agent.poll(&shutdown).await {
+            Ok(_) => {}
+            Err(Error::Sink(crate::sink::SinkError::Closed { sink, message })) => {
+                tracing::info!(sink, message, "Output closed; stopping");
+                return Ok(());
+            }
+            Err(e @ Error::State(_)) => return Err(e),
+            Err(_) if shutdown.is_fired() => {}
+            Err(_) => {} // logged by the pipeline; the next cycle retries
+        }
+        done += 1;
+        if shutdown.is_fired() || cycles.is_some_and(|c| done >= c) {
+            tracing::info!(cycles = done, "Stopped");
+            return Ok(());
+        }
+        let wait = agent.interval.saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => {
+                tracing::info!(cycles = done, "Stopped");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One line of the `check` report.
+fn report(ok: bool, what: &str, detail: &str) {
+    println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+}
+
+/// `check`: the config is valid (already, to get here), a token can be had, the listing
+/// answers, and every sink is healthy.
+pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error> {
+    report(true, "config", &config_path.display().to_string());
+    if resolved.timezone_from_host {
+        println!("warn timezone: source.timezone is not set; the host's zone {} is used. Set it to the vault's zone.", resolved.timezone.name());
+    } else {
+        report(true, "timezone", resolved.timezone.name());
+    }
+    if resolved.config.source.insecure {
+        println!("warn tls: source.insecure = true turns certificate verification off");
+    }
+    let client = VaultClient::new(resolved)?;
+    if let Err(e) = client.authenticate().await {
+        report(false, "token", &e.to_string());
+        return Err(e.into());
+    }
+    report(true, "token", "obtained an access token");
+    match client.open_listing().await {
+        Ok(resp) => {
+            report(
+                true,
+                "listing",
+                &format!(
+                    "{}{} answered HTTP {}",
+                    resolved.base_url,
+                    client.path(),
+                    resp.status().as_u16()
+                ),
+            );
+            drop(resp);
+        }
+        Err(e) => {
+            report(false, "listing", &e.to_string());
+            return Err(e.into());
+        }
+    }
+    for sink_config in &resolved.config.sinks {
+        let mut sink = Sink::from_config(sink_config);
+        match sink.health_check().await {
+            Ok(detail) => report(true, &format!("sink {}", sink.name()), &detail),
+            Err(e) => {
+                report(false, &format!("sink {}", sink.name()), &e.to_string());
+                return Err(e.into());
+            }
+        }
+    }
+    report(
+        true,
+        "state",
+        &resolved.config.state.path.display().to_string(),
+    );
+    Ok(())
+}
+
+/// `state ...`.
+pub fn state(
+    config_path: Option<&Path>,
+    state_dir: Option<PathBuf>,
+    action: StateAction,
+) -> Result<(), Error> {
+    let (path, retention) = match state_dir {
+        Some(dir) => {
+            let retention = match config_path {
+                Some(p) => Config::load(p)?.state.retention.0,
+                None => crate::config::StateConfig::default().retention.0,
+            };
+            (dir, retention)
+        }
+        None => {
+            let config = Config::load(&crate::config::config_path(config_path))?;
+            (config.state.path, config.state.retention.0)
+        }
+    };
+    if !path.exists() {
+        return Err(StateError::Open {
+            path,
+            message: "no state directory here".into(),
+        }
+        .into());
+    }
+    let store = SledStore::open(&path, None, None)?;
+    let io = |e: std::io::Error| Error::State(StateError::Io(e.to_string()));
+    match action {
+        StateAction::Stats => {
+            let stats = store.stats()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&stats).map_err(|e| StateError::Io(e.to_string()))?
+            );
+        }
+        StateAction::List { limit } => {
+            for item in store.list().take(limit.unwrap_or(usize::MAX)) {
+                let (key, time) = item?;
+                println!("{key}\t{}", time.to_rfc3339());
+            }
+        }
+        StateAction::Forget { keys, session } => {
+            let mut all = keys;
+            for s in session {
+                all.push(format!("{s}:start"));
+                all.push(format!("{s}:end"));
+            }
+            if all.is_empty() {
+                return Err(Error::Usage("state forget needs keys or --session".into()));
+            }
+            let n = store.forget(&all)?;
+            eprintln!("forgot {n} key(s)");
+        }
+        StateAction::Prune => {
+            let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+            let n = store.prune(cutoff)?;
+            eprintln!("pruned {n} key(s) older than {}", cutoff.to_rfc3339());
+        }
+        StateAction::Export { output } => {
+            let n = match output {
+                Some(file) => {
+                    let mut opts = std::fs::OpenOptions::new();
+                    opts.write(true).create(true).truncate(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                    let f = opts.open(&file).map_err(io)?;
+                    store.export(&mut std::io::BufWriter::new(f))?
+                }
+                None => store.export(&mut std::io::stdout().lock())?,
+            };
+            eprintln!("exported {n} key(s)");
+        }
+        StateAction::Import { file } => {
+            let n = if file.as_os_str() == "-" {
+                store.import(&mut std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(&file).map_err(io)?;
+                store.import(&mut std::io::BufReader::new(f))?
+            };
+            eprintln!("imported {n} key(s)");
+        }
+    }
+    Ok(())
+}
+
+/// `simulate`: serve until shutdown; the first stdout line is the base URL.
+pub async fn simulate(opts: SimOptions, mut shutdown: Shutdown) -> Result<(), Error> {
+    let sim = Simulator::start(opts).await.map_err(Error::Usage)?;
+    println!("{}", sim.base_url);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown.wait().await;
+    Ok(())
+}
+
+/// `demo`: a growing simulator and the agent polling it to stdout, temporary state, no config.
+pub async fn demo(cycles: Option<u64>, interval: u64, shutdown: Shutdown) -> Result<(), Error> {
+    let opts = SimOptions {
+        sessions: 12,
+        active: 3,
+        grow: 2,
+        history: Duration::from_secs(7200),
+        ..SimOptions::default()
+    };
+    let sim = Simulator::start(opts.clone()).await.map_err(Error::Usage)?;
+    let dir = tempfile::tempdir()
+        .map_err(|e| StateError::Io(format!("cannot create a temporary state directory: {e}")))?;
+    let toml = format!(
+        "[source]\nurl = \"{url}\"\ntimezone = \"UTC\"\ninterval = \"{interval}s\"\nbackfill = \"all\"\n\
+         [source.auth]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n\
+         [state]\npath = {state}\n[[sink]]\ntype = \"stdout\"\nformat = \"ecs\"\n",
+        url = sim.base_url,
+        id = opts.client_id,
+        secret = opts.client_secret,
+        state = toml::Value::String(dir.path().join("state").display().to_string()),
+    );
+    let resolved = Config::from_toml(&toml, Path::new("<demo>"))?.resolve()?;
+    tracing::info!(simulator = %sim.base_url, "Demo: polling a simulated vault that grows by 2 sessions per poll; Ctrl-C stops");
+    run_agent(Agent::new(&resolved, false, false)?, shutdown, cycles).await
+}

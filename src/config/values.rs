@@ -1,0 +1,170 @@
+//! Value types the configuration is written in: human durations (`"90s"`, `"24h"`, `"90d"`),
+//! strings with `${VAR}` expanded from the environment, and secrets that never print.
+//! Each one fails with a message that names what is wrong; toml adds the key and line.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::time::Duration;
+
+/// A duration written as a human string: `"500ms"`, `"60s"`, `"10m"`, `"24h"`, `"90d"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parse `"60s"`-style text.
+    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration `{text}` ({e}); write e.g. \"90s\", \"10m\", \"24h\" or \"90d\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Expanded::deserialize(d)?;
+        HumanDuration::parse(&text.0).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// How far back the first run looks: a duration, or `"all"` for no first-run limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backfill {
+    /// Everything in the listing (still bounded by `state.retention`).
+    All,
+    /// Only events newer than `now - duration` on the first run.
+    Since(Duration),
+}
+
+impl<'de> Deserialize<'de> for Backfill {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Expanded::deserialize(d)?;
+        if text.0.trim().eq_ignore_ascii_case("all") {
+            return Ok(Backfill::All);
+        }
+        HumanDuration::parse(&text.0)
+            .map(|h| Backfill::Since(h.0))
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"all\"")))
+    }
+}
+
+/// A string value with `${VAR}` expanded from the environment (`$${` writes a literal `${`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Expanded(pub String);
+
+impl fmt::Debug for Expanded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Expand `${VAR}` references in `text` using `lookup`.
+pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
+            let name = &tail[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "invalid environment variable name `{name}` in `${{{name}}}`"
+                ));
+            }
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            out.push_str(&value);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl<'de> Deserialize<'de> for Expanded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_with(&raw, |name| std::env::var(name).ok())
+            .map(Expanded)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A secret: compared and used, never printed (Debug and Display show `***`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Expanded::deserialize(d).map(|e| Secret(e.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_and_escapes() {
+        let env = |n: &str| (n == "A").then(|| "x".to_string());
+        assert_eq!(expand_with("a${A}b", env).unwrap(), "axb");
+        assert_eq!(expand_with("$${A} $5", env).unwrap(), "${A} $5");
+        assert!(expand_with("${B}", env)
+            .unwrap_err()
+            .contains("`B` is not set"));
+        assert!(expand_with("${A", env).unwrap_err().contains("unclosed"));
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(
+            HumanDuration::parse("90d").unwrap().0,
+            Duration::from_secs(90 * 86400)
+        );
+        assert_eq!(
+            HumanDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert!(HumanDuration::parse("ten minutes")
+            .unwrap_err()
+            .contains("invalid duration"));
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

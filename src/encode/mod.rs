@@ -1,0 +1,39 @@
+//! Encoders: turn a [`SessionEvent`] into the bytes of one output format. This is the only
+//! place that knows ECS (and, later, CEF). Encoders never see API records or sinks.
+
+pub mod ecs;
+
+use crate::config::{Config, Format};
+use crate::event::SessionEvent;
+
+/// Counters an encoder keeps (e.g. truncations), reported in the cycle summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeCounters {
+    /// Values truncated to a format limit.
+    pub truncated: u64,
+    /// Events emitted although some field could not be mapped.
+    pub partial: u64,
+}
+
+/// One encoder per configured format.
+#[derive(Debug, Clone)]
+pub enum Encoder {
+    /// ECS JSON.
+    Ecs(ecs::EcsEncoder),
+}
+
+impl Encoder {
+    /// The encoder for `format` with the config's options.
+    pub fn new(format: Format, config: &Config) -> Encoder {
+        match format {
+            Format::Ecs => Encoder::Ecs(ecs::EcsEncoder::new(config.ecs.include_original)),
+        }
+    }
+
+    /// Append the encoding of `event` to `out` (no trailing newline).
+    pub fn encode(&self, event: &SessionEvent, out: &mut Vec<u8>, counters: &mut EncodeCounters) {
+        match self {
+            Encoder::Ecs(e) => e.encode(event, out, counters),
+        }
+    }
+}

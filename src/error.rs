@@ -1,0 +1,39 @@
+//! The top-level error: one variant per failing layer, each mapped to a documented exit code
+//! (DESIGN.md §6). Modules keep their own typed errors; this only groups them.
+
+use crate::config::ConfigError;
+use crate::sink::SinkError;
+use crate::source::senhasegura::SourceError;
+use crate::state::StateError;
+
+/// Any error that ends a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad usage or configuration (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The vault could not be read after retries (exit 3).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink did not acknowledge after retries (exit 4).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The state store failed (exit 5).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Anything else that is a usage problem (exit 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The process exit code DESIGN.md §6 documents for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => 2,
+            Error::Source(_) => 3,
+            Error::Sink(_) => 4,
+            Error::State(_) => 5,
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The normalised session event, the pipeline's currency, and the rules that turn a record's
+//! wall-clock texts into instants.
+//!
+//! Every fact an encoder needs is derived here once (device host/port split, IP or domain,
+//! duration, event id), so ECS and CEF can never derive a field differently. This module knows
+//! neither the API's field names (that is `model.rs`) nor any output format (that is `encode`).
+//!
+//! Time rule: the vault writes local wall-clock times without a zone. They are read in the
+//! configured IANA zone. A time that falls in a DST fold (it happened twice) takes the earlier
+//! instant (the offset in force before the change); a time in a DST gap (it never happened on
+//! the clock) is moved forward by the gap's length, i.e. read with the offset in force before
+//! the gap. This is the rule of java.time's `ZonedDateTime.ofLocal` and Python's `fold=0`.
+
+use crate::source::senhasegura::model::SessionRecord;
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// Which moment of a session an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The session was first seen running.
+    Start,
+    /// The session has ended.
+    End,
+}
+
+impl Phase {
+    /// `start` or `end`, as used in keys, MSGIDs and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::End => "end",
+        }
+    }
+}
+
+/// Parse a vault wall-clock text (`YYYY-MM-DD HH:MM:SS`, also with `T` or fractional seconds).
+/// Zero dates and other unusable values give `None`.
+pub fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
+    let t = text.trim();
+    if t.starts_with("0000") {
+        return None;
+    }
+    NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
+        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
+        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        })
+        .ok()
+}
+
+/// Convert a wall-clock time in `tz` to UTC by the module's gap/fold rule.
+pub fn to_utc(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => t.with_timezone(&Utc),
+        LocalResult::Ambiguous(earlier, _) => earlier.with_timezone(&Utc),
+        LocalResult::None => {
+            // In a gap: read it with the offset in force just before the gap, which moves it
+            // forward by the gap's length. Gaps are at most a few hours; step back to find it.
+            let mut probe = local;
+            for _ in 0..48 {
+                probe -= chrono::Duration::minutes(30);
+                if let Some(before) = tz.from_local_datetime(&probe).earliest() {
+                    let offset = before.offset().clone();
+                    let utc = local
+                        - chrono::Duration::seconds(
+                            chrono::Offset::fix(&offset).local_minus_utc() as i64
+                        );
+                    return Utc.from_utc_datetime(&utc);
+                }
+            }
+            Utc.from_utc_datetime(&local)
+        }
+    }
+}
+
+/// Parse `HH:MM:SS` (hours may exceed 24) into seconds.
+pub fn parse_hms(text: &str) -> Option<i64> {
+    let mut parts = text.trim().split(':');
+    let h: i64 = parts.next()?.trim().parse().ok()?;
+    let m: i64 = parts.next()?.trim().parse().ok()?;
+    let s: i64 = parts.next()?.trim().parse().ok()?;
+    if parts.next().is_some() || h < 0 || !(0..60).contains(&m) || !(0..60).contains(&s) {
+        return None;
+    }
+    Some(h * 3600 + m * 60 + s)
+}
+
+/// The target device, split into what encoders map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Device {
+    /// Host part as written (brackets of IPv6 removed).
+    pub host: Option<String>,
+    /// The host when it is an IP address.
+    pub ip: Option<IpAddr>,
+    /// The host when it is a host name.
+    pub domain: Option<String>,
+    /// The port, when given.
+    pub port: Option<u16>,
+    /// Set when the text is neither host nor host:port; then only `raw` is usable.
+    pub unparsed: bool,
+}
+
+fn is_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && !h.starts_with('.')
+        && !h.starts_with('-')
+}
+
+impl Device {
+    /// Parse `host:port`, `[v6]:port`, a bare IPv6, an IP or a host name.
+    pub fn parse(raw: &str) -> Device {
+        let text = raw.trim();
+        let (host, port_text) = if let Some(rest) = text.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((h, tail)) if tail.is_empty() => (h, None),
+                Some((h, tail)) => match tail.strip_prefix(':') {
+                    Some(p) => (h, Some(p)),
+                    None => {
+                        return Device {
+                            unparsed: true,
+                            ..Device::default()
+                        }
+                    }
+                },
+                None => {
+                    return Device {
+                        unparsed: true,
+                        ..Device::default()
+                    }
+                }
+            }
+        } else {
+            match text.matches(':').count() {
+                0 => (text, None),
+                1 => {
+                    let (h, p) = text.split_once(':').expect("one colon");
+                    (h, Some(p))
+                }
+                _ => (text, None),
+            }
+        };
+        let port = match port_text {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return Device {
+                        unparsed: true,
+                        ..Device::default()
+                    }
+                }
+            },
+        };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Device {
+                host: Some(host.to_string()),
+                ip: Some(ip),
+                domain: None,
+                port,
+                unparsed: false,
+            };
+        }
+        if is_hostname(host) {
+            return Device {
+                host: Some(host.to_string()),
+                ip: None,
+                domain: Some(host.to_string()),
+                port,
+                unparsed: false,
+            };
+        }
+        Device {
+            unparsed: true,
+            ..Device::default()
+        }
+    }
+}
+
+/// Which vault the events come from; part of every `event.id`.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Base URL of the vault.
+    pub base_url: String,
+    /// Vault host name (`observer.hostname`, CEF `dvchost`).
+    pub vault_host: String,
+    /// The vault's zone.
+    pub timezone: Tz,
+}
+
+/// One event, ready for any encoder.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// start or end.
+    pub phase: Phase,
+    /// The dedup key `<session_id>:<phase>`.
+    pub key: String,
+    /// Deterministic id of (vault, tenant, session, phase).
+    pub id: String,
+    /// The event's own time: start for `start`, end for `end`.
+    pub timestamp: DateTime<Utc>,
+    /// Session start.
+    pub start: Option<DateTime<Utc>>,
+    /// Session end (phase end only).
+    pub end: Option<DateTime<Utc>>,
+    /// Session duration in nanoseconds (phase end only).
+    pub duration_ns: Option<i64>,
+    /// When the agent read the record.
+    pub created: DateTime<Utc>,
+    /// The vault's zone name.
+    pub timezone: &'static str,
+    /// Vault host.
+    pub vault_host: String,
+    /// Envelope tenant.
+    pub tenant: Option<String>,
+    /// The session's unique id.
+    pub session_id: String,
+    /// Record number as sent.
+    pub record_id: Option<String>,
+    /// Record number as an integer, when it is one.
+    pub record_number: Option<i64>,
+    /// PAM user.
+    pub user: Option<String>,
+    /// Origin address as sent.
+    pub origin: Option<String>,
+    /// Origin as an IP, when it parses.
+    pub origin_ip: Option<IpAddr>,
+    /// Target account.
+    pub credential: Option<String>,
+    /// Device as sent.
+    pub device_raw: Option<String>,
+    /// Device split.
+    pub device: Device,
+    /// Protocol, lowercased.
+    pub protocol: Option<String>,
+    /// Proxy.
+    pub proxy: Option<String>,
+    /// Duration text as sent.
+    pub duration_text: Option<String>,
+    /// prevent_purge as a boolean.
+    pub prevent_purge: Option<bool>,
+    /// Access request.
+    pub request: Option<String>,
+    /// ITSM ticket.
+    pub itsm: Option<String>,
+    /// The raw record JSON, when asked for.
+    pub original: Option<String>,
+}
+
+/// What a record means for the pipeline before any store lookup: its candidate event's phase
+/// and time. Cheap: no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The phase to emit.
+    pub phase: Phase,
+    /// The event's own time (start or end); `None` for a running session with no start.
+    pub time: Option<DateTime<Utc>>,
+    /// Parsed start.
+    pub start: Option<DateTime<Utc>>,
+    /// Parsed end.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Why a record cannot become an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordProblem {
+    /// No `session_id`.
+    #[error("record has no session_id")]
+    NoSessionId,
+    /// `end` is set but is not a date.
+    #[error("record has an unreadable end time `{0}`")]
+    BadEnd(String),
+}
+
+impl Candidate {
+    /// Decide the candidate event of a record. A session with a usable end is `end`; one
+    /// without is `start`.
+    pub fn of(record: &SessionRecord<'_>, tz: Tz) -> Result<Candidate, RecordProblem> {
+        if record.session_id.is_none() {
+            return Err(RecordProblem::NoSessionId);
+        }
+        let start = record
+            .start
+            .as_deref()
+            .and_then(parse_wall_clock)
+            .map(|t| to_utc(t, tz));
+        let end = match record.end.as_deref() {
+            None => None,
+            Some(text) => match parse_wall_clock(text) {
+                Some(t) => Some(to_utc(t, tz)),
+                None if text.trim().starts_with("0000") => None,
+                None => return Err(RecordProblem::BadEnd(text.to_string())),
+            },
+        };
+        Ok(match end {
+            Some(e) => Candidate {
+                phase: Phase::End,
+                time: Some(e),
+                start,
+                end,
+            },
+            None => Candidate {
+                phase: Phase::Start,
+                time: start,
+                start,
+                end: None,
+            },
+        })
+    }
+}
+
+/// The dedup key of a session's phase.
+pub fn event_key(session_id: &str, phase: Phase, out: &mut String) {
+    out.clear();
+    out.push_str(session_id);
+    out.push(':');
+    out.push_str(phase.as_str());
+}
+
+/// The deterministic `event.id`: SHA-256 of (base URL, tenant, session id, phase), 128 bits hex.
+pub fn event_id(base_url: &str, tenant: Option<&str>, session_id: &str, phase: Phase) -> String {
+    let mut h = Sha256::new();
+    for part in [base_url, tenant.unwrap_or(""), session_id, phase.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+fn owned(v: &Option<std::borrow::Cow<'_, str>>) -> Option<String> {
+    v.as_deref().map(str::to_string)
+}
+
+impl SessionEvent {
+    /// Build the event of a record whose candidate passed the filter.
+    pub fn build(
+        record: &SessionRecord<'_>,
+        candidate: Candidate,
+        origin: &Origin,
+        tenant: Option<&str>,
+        created: DateTime<Utc>,
+        original: Option<&[u8]>,
+    ) -> SessionEvent {
+        let session_id = record.session_id.as_deref().unwrap_or_default().to_string();
+        let mut key = String::with_capacity(session_id.len() + 6);
+        event_key(&session_id, candidate.phase, &mut key);
+        let duration_ns = match candidate.phase {
+            Phase::Start => None,
+            Phase::End => match (candidate.start, candidate.end) {
+                (Some(s), Some(e)) if e >= s => (e - s).num_nanoseconds(),
+                _ => record
+                    .duration
+                    .as_deref()
+                    .and_then(parse_hms)
+                    .map(|s| s * 1_000_000_000),
+            },
+        };
+        let device_raw = owned(&record.device);
+        let device = device_raw.as_deref().map(Device::parse).unwrap_or_default();
+        let origin_text = owned(&record.origin_ip);
+        let origin_ip = origin_text
+            .as_deref()
+            .and_then(|o| o.trim().trim_matches(['[', ']']).parse().ok());
+        SessionEvent {
+            phase: candidate.phase,
+            id: event_id(&origin.base_url, tenant, &session_id, candidate.phase),
+            key,
+            timestamp: candidate.time.unwrap_or(created),
+            start: candidate.start,
+            end: candidate.end.filter(|_| candidate.phase == Phase::End),
+            duration_ns,
+            created,
+            timezone: origin.timezone.name(),
+            vault_host: origin.vault_host.clone(),
+            tenant: tenant.map(str::to_string),
+            session_id,
+            record_id: owned(&record.record_id),
+            record_number: record
+                .record_id
+                .as_deref()
+                .and_then(|s| s.trim().parse().ok()),
+            user: owned(&record.user),
+            origin: origin_text,
+            origin_ip,
+            credential: owned(&record.credential),
+            device_raw,
+            device,
+            protocol: record
+                .protocol
+                .as_deref()
+                .map(|p| p.trim().to_ascii_lowercase()),
+            proxy: owned(&record.proxy),
+            duration_text: owned(&record.duration),
+            prevent_purge: record.prevent_purge.as_deref().and_then(|p| {
+                match p.trim().to_ascii_lowercase().as_str() {
+                    "yes" | "sim" | "true" | "1" | "y" => Some(true),
+                    "no" | "nao" | "não" | "false" | "0" | "n" => Some(false),
+                    _ => None,
+                }
+            }),
+            request: owned(&record.request),
+            itsm: owned(&record.itsm),
+            original: original.map(|o| String::from_utf8_lossy(o).into_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(tz: Tz, text: &str) -> String {
+        to_utc(parse_wall_clock(text).unwrap(), tz).to_rfc3339()
+    }
+
+    #[test]
+    fn wall_clock_to_utc_with_gaps_and_folds() {
+        let sp: Tz = "America/Sao_Paulo".parse().unwrap();
+        assert_eq!(utc(sp, "2024-05-06 16:07:59"), "2024-05-06T19:07:59+00:00");
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // Gap: 2024-03-10 02:30 never happened; read with EST (-5) → 07:30Z (= 03:30 EDT).
+        assert_eq!(utc(ny, "2024-03-10 02:30:00"), "2024-03-10T07:30:00+00:00");
+        // Fold: 2024-11-03 01:30 happened twice; the earlier (EDT, -4) is taken.
+        assert_eq!(utc(ny, "2024-11-03 01:30:00"), "2024-11-03T05:30:00+00:00");
+    }
+
+    #[test]
+    fn zero_dates_and_hms() {
+        assert_eq!(parse_wall_clock("0000-00-00 00:00:00"), None);
+        assert_eq!(parse_hms("27:00:05"), Some(27 * 3600 + 5));
+        assert_eq!(parse_hms("1:75:00"), None);
+    }
+
+    #[test]
+    fn devices() {
+        let d = Device::parse("10.66.33.15:3389");
+        assert_eq!(
+            (d.ip.unwrap().to_string(), d.port),
+            ("10.66.33.15".into(), Some(3389))
+        );
+        let d = Device::parse("[fd00::1]:22");
+        assert_eq!(
+            (d.ip.unwrap().to_string(), d.port),
+            ("fd00::1".into(), Some(22))
+        );
+        let d = Device::parse("fd00::1");
+        assert_eq!(
+            (d.ip.unwrap().to_string(), d.port),
+            ("fd00::1".into(), None)
+        );
+        let d = Device::parse("DB-01.corp.example");
+        assert_eq!(
+            (d.domain.as_deref(), d.host.as_deref()),
+            (Some("DB-01.corp.example"), Some("DB-01.corp.example"))
+        );
+        assert!(Device::parse("a b:c").unparsed);
+        assert!(Device::parse("host:99999").unparsed);
+    }
+
+    #[test]
+    fn event_ids_are_stable_and_distinct() {
+        let a = event_id("https://v", Some("t"), "s", Phase::Start);
+        assert_eq!(a, event_id("https://v", Some("t"), "s", Phase::Start));
+        assert_ne!(a, event_id("https://v", Some("t"), "s", Phase::End));
+        assert_ne!(a, event_id("https://w", Some("t"), "s", Phase::Start));
+        assert_eq!(a.len(), 32);
+    }
+}

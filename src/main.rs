@@ -1,0 +1,86 @@
+//! The binary: set up logging and the umask, parse the command line, call the library, and map
+//! errors to the documented exit codes. No logic lives here.
+
+use clap::Parser;
+use senhasegura_forwarder::cli::{Cli, Command, LogFormat};
+use senhasegura_forwarder::{app, shutdown, Error};
+use std::process::ExitCode;
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Run(c) => {
+            let resolved = app::load_config(c.config.as_deref())?;
+            let (trigger, sd) = shutdown::channel();
+            shutdown::on_signals(trigger);
+            app::run(&resolved, sd).await
+        }
+        Command::Once { config, dry_run } => {
+            let resolved = app::load_config(config.config.as_deref())?;
+            app::once(&resolved, dry_run).await.map(|_| ())
+        }
+        Command::Check(c) => {
+            let path = senhasegura_forwarder::config::config_path(c.config.as_deref());
+            let resolved = match app::load_config(Some(&path)) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("FAIL config: {e}");
+                    return Err(e);
+                }
+            };
+            app::check(&resolved, &path).await
+        }
+        Command::State {
+            config,
+            state_dir,
+            action,
+        } => app::state(config.config.as_deref(), state_dir, action),
+        Command::Simulate(opts) => {
+            let (trigger, sd) = shutdown::channel();
+            shutdown::on_signals(trigger);
+            app::simulate(opts, sd).await
+        }
+        Command::Demo { cycles, interval } => {
+            let (trigger, sd) = shutdown::channel();
+            shutdown::on_signals(trigger);
+            app::demo(cycles, interval, sd).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // State, exports and anything else this process creates is private to its user.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Exiting");
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Delivery: fan one batch out to every sink, concurrently, and retry the sinks that did not
+//! acknowledge (only those: a sink that acknowledged is not sent the batch again) with
+//! backoff. Returns only when all acknowledged, when a sink is closed for good, when the
+//! give-up time of `once` passed, or when shutdown abandons the batch (never committed).
+
+use super::{backoff_delay, Batch};
+use crate::encode::Encoder;
+use crate::shutdown::Shutdown;
+use crate::sink::{Frame, Sink, SinkError};
+use crate::state::Delivered;
+use crate::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long and how often delivery retries.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    /// First retry delay.
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Give up after this long (`once`); `None` retries until shutdown (`run`).
+    pub give_up_after: Option<Duration>,
+}
+
+/// The configured sinks with the encoder each one reads.
+pub struct SinkSet {
+    /// The sinks.
+    pub sinks: Vec<Sink>,
+    /// Index into `encoders` for each sink.
+    pub encoder_of: Vec<usize>,
+    /// One encoder per distinct format.
+    pub encoders: Arc<Vec<Encoder>>,
+    /// Retry policy.
+    pub policy: DeliveryPolicy,
+}
+
+/// The keys of a delivered batch.
+pub fn delivered_keys(batch: &Batch) -> Vec<Delivered> {
+    batch
+        .metas
+        .iter()
+        .map(|m| Delivered {
+            key: m.key.clone(),
+            time: m.time,
+        })
+        .collect()
+}
+
+impl SinkSet {
+    /// Deliver `batch` to every sink; `Ok` once all acknowledged.
+    pub async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Result<(), Error> {
+        let frames: Vec<Vec<Frame<'_>>> = (0..self.encoders.len())
+            .map(|e| {
+                batch
+                    .metas
+                    .iter()
+                    .zip(&batch.ranges[e])
+                    .map(|(meta, &(s, t))| Frame {
+                        meta,
+                        payload: &batch.payloads[e][s..t],
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut acked = vec![false; self.sinks.len()];
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let pending = self
+                .sinks
+                .iter_mut()
+                .zip(&self.encoder_of)
+                .zip(acked.iter())
+                .filter(|(_, done)| !**done);
+            let results = futures_util::future::join_all(pending.map(|((sink, &e), _)| {
+                let frames = &frames[e];
+                async move { (sink.name(), sink.deliver(frames).await) }
+            }))
+            .await;
+            let mut last_error = None;
+            let mut results = results.into_iter();
+            for done in acked.iter_mut().filter(|d| !**d) {
+                let (name, result) = results.next().expect("one result per pending sink");
+                match result {
+                    Ok(()) => *done = true,
+                    Err(e @ SinkError::Closed { .. }) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(sink = name, error = %e, attempt = attempt + 1, "Sink did not acknowledge; will retry");
+                        last_error = Some((name, e));
+                    }
+                }
+            }
+            let Some((name, error)) = last_error else {
+                return Ok(());
+            };
+            if let Some(limit) = self.policy.give_up_after {
+                if started.elapsed() >= limit {
+                    return Err(SinkError::GaveUp {
+                        sink: name,
+                        seconds: limit.as_secs(),
+                        message: error.to_string(),
+                    }
+                    .into());
+                }
+            }
+            let delay = backoff_delay(attempt, self.policy.backoff, self.policy.backoff_max);
+            let mut sd = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = sd.wait() => {
+                    return Err(SinkError::Failed { sink: name, message: format!("abandoned at shutdown: {error}") }.into());
+                }
+            }
+            attempt += 1;
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The loopback senhasegura API (DESIGN.md §8), for tests, benchmarks and `demo`.
+//!
+//! It serves the token endpoint and the listing at both documented paths, streams generated
+//! listings chunk by chunk (a million sessions never sit in memory), grows between polls,
+//! serves a fixture verbatim, and injects faults: 500s, cut connections, delays, rejected
+//! credentials and revoked tokens. It shares no code with the agent's source side, so the
+//! agent is tested against an independent reading of the API.
+
+pub mod generate;
+mod tls;
+
+use bytes::Bytes;
+use chrono::{NaiveDateTime, Utc};
+use chrono_tz::Tz;
+use generate::{Body, Sessions, Shape};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Simulator options (also the `simulate` command's flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimOptions {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// OAuth 2.0 client id the token endpoint accepts.
+    #[arg(long, default_value = "forwarder")]
+    pub client_id: String,
+    /// OAuth 2.0 client secret the token endpoint accepts.
+    #[arg(long, default_value = "simulator-secret")]
+    pub client_secret: String,
+    /// Lifetime of issued tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Number of generated sessions.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: u64,
+    /// How many of the newest generated sessions are still running.
+    #[arg(long, default_value_t = 5)]
+    pub active: u64,
+    /// Seed of the generated values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Each listing call adds K new running sessions and ends up to K running ones.
+    #[arg(long, default_value_t = 0)]
+    pub grow: u64,
+    /// Time span the generated sessions' starts are spread over, ending now.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub history: Duration,
+    /// The vault's wall-clock "now" at start (YYYY-MM-DD HH:MM:SS); default the real clock.
+    #[arg(long, value_parser = parse_wall)]
+    pub now: Option<NaiveDateTime>,
+    /// IANA zone of the wall-clock times the simulated vault writes.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: Tz,
+    /// Envelope shape of generated listings.
+    #[arg(long, value_enum, default_value = "flat")]
+    pub shape: Shape,
+    /// Envelope tenant of generated listings.
+    #[arg(long, default_value = "Segura")]
+    pub tenant: String,
+    /// Which listing paths exist: both, v3 (/api/pam/session/...) or v4 (/api/session/...).
+    #[arg(long, value_enum, default_value = "both")]
+    pub paths: Paths,
+    /// Serve this file verbatim as the listing instead of generated sessions.
+    #[arg(long)]
+    pub fixture: Option<PathBuf>,
+    /// Answer the first N listing calls with 500 "Unexpected error.".
+    #[arg(long, default_value_t = 0)]
+    pub fail_first: u64,
+    /// Drop the connection after this many body bytes of every listing.
+    #[arg(long)]
+    pub truncate_at: Option<u64>,
+    /// Wait this long before answering each listing.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Refuse every token request with "Client authentication failed.".
+    #[arg(long)]
+    pub reject_auth: bool,
+    /// Invalidate every issued token after each N listings (a 401 for the next poll).
+    #[arg(long, default_value_t = 0)]
+    pub revoke_tokens_every: u64,
+    /// Serve HTTPS with a generated certificate.
+    #[arg(long)]
+    pub tls: bool,
+    /// Write the generated CA certificate (PEM) here.
+    #[arg(long)]
+    pub tls_ca_out: Option<PathBuf>,
+}
+
+/// Which listing paths the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Paths {
+    /// Both documented paths.
+    Both,
+    /// Only the v3 path.
+    V3,
+    /// Only the v4 path.
+    V4,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_wall(s: &str) -> Result<NaiveDateTime, String> {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .map_err(|e| format!("expected YYYY-MM-DD HH:MM:SS: {e}"))
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            o: SimOptions,
+        }
+        Wrap::parse_from(["simulate"]).o
+    }
+}
+
+/// Counters the simulator exposes at `/_simulator/stats`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SimStats {
+    /// Listing calls answered (any status).
+    pub listings: u64,
+    /// Token requests answered.
+    pub token_requests: u64,
+    /// Sessions currently listed.
+    pub sessions: u64,
+}
+
+struct State {
+    opts: SimOptions,
+    sessions: Arc<Sessions>,
+    tokens: HashMap<String, Instant>,
+    stats: SimStats,
+    started: Instant,
+    base: NaiveDateTime,
+}
+
+impl State {
+    fn now(&self) -> NaiveDateTime {
+        self.base + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+type HttpBody = BoxBody<Bytes, std::io::Error>;
+
+/// A running simulator.
+pub struct Simulator {
+    /// Its base URL (`http://127.0.0.1:PORT` or `https://...`).
+    pub base_url: String,
+    /// The CA PEM when serving TLS.
+    pub ca_pem: Option<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Bind and start serving in the background.
+    pub async fn start(opts: SimOptions) -> Result<Simulator, String> {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (ca_pem, acceptor) = if opts.tls {
+            let (pem, config) = tls::generate()?;
+            if let Some(out) = &opts.tls_ca_out {
+                std::fs::write(out, &pem)
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            }
+            (Some(pem), Some(tokio_rustls::TlsAcceptor::from(config)))
+        } else {
+            (None, None)
+        };
+        let base = opts
+            .now
+            .unwrap_or_else(|| Utc::now().with_timezone(&opts.timezone).naive_local());
+        let sessions = Sessions::new(opts.seed, opts.sessions, opts.active, base, opts.history);
+        let state = Arc::new(Mutex::new(State {
+            sessions: Arc::new(sessions),
+            tokens: HashMap::new(),
+            stats: SimStats::default(),
+            started: Instant::now(),
+            base,
+            opts: opts.clone(),
+        }));
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{addr}");
+        let task = tokio::spawn(serve(listener, acceptor, state));
+        Ok(Simulator {
+            base_url,
+            ca_pem,
+            task,
+        })
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    state: Shared,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let builder = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                Some(acceptor) => {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<HttpBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("static response parts are valid")
+}
+
+fn api_error(status: StatusCode, message: &str) -> Response<HttpBody> {
+    let body = serde_json::json!({
+        "code": status.as_u16(),
+        "response": {"status": status.as_u16(), "message": message, "error": true, "error_code": status.as_u16(),
+                     "detail": "", "mensagem": message, "erro": true, "cod_erro": status.as_u16()}
+    });
+    json(status, body.to_string())
+}
+
+async fn handle(
+    state: Shared,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<HttpBody>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    Ok(match (method.as_str(), path.as_str()) {
+        ("POST", "/iso/oauth2/token") => token(state, req).await,
+        ("GET", "/_simulator/stats") => {
+            let s = state.lock().expect("simulator state lock");
+            let mut stats = s.stats.clone();
+            stats.sessions = s.sessions.len();
+            json(
+                StatusCode::OK,
+                serde_json::to_string(&stats).expect("stats serialise"),
+            )
+        }
+        ("GET", "/api/pam/session/remotesessions") | ("GET", "/api/session/remotesessions") => {
+            listing(state, req, &path).await
+        }
+        _ => api_error(StatusCode::NOT_FOUND, "Resource sub not found"),
+    })
+}
+
+async fn token(state: Shared, req: Request<hyper::body::Incoming>) -> Response<HttpBody> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return api_error(StatusCode::BAD_REQUEST, "Bad request"),
+    };
+    let form: HashMap<String, String> = url_decode_form(&body);
+    let mut s = state.lock().expect("simulator state lock");
+    s.stats.token_requests += 1;
+    let ok = !s.opts.reject_auth
+        && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form.get("client_id") == Some(&s.opts.client_id)
+        && form.get("client_secret") == Some(&s.opts.client_secret);
+    if !ok {
+        let body = serde_json::json!({"error": "invalid_client", "error_description": "Client authentication failed.",
+            "message": "Client authentication failed."});
+        return json(StatusCode::UNAUTHORIZED, body.to_string());
+    }
+    let token = hex::encode(rand::random::<[u8; 20]>());
+    let ttl = s.opts.token_ttl;
+    s.tokens
+        .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+    json(
+        StatusCode::OK,
+        serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": ttl})
+            .to_string(),
+    )
+}
+
+fn url_decode_form(body: &[u8]) -> HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match std::str::from_utf8(&bytes[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+async fn listing(
+    state: Shared,
+    req: Request<hyper::body::Incoming>,
+    path: &str,
+) -> Response<HttpBody> {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::to_string);
+    let (snapshot, fixture, delay, truncate) = {
+        let mut s = state.lock().expect("simulator state lock");
+        let Some(token) = bearer else {
+            return api_error(
+                StatusCode::UNAUTHORIZED,
+                "No route matched with those values.",
+            );
+        };
+        match s.tokens.get(&token) {
+            Some(exp) if *exp > Instant::now() => {}
+            _ => {
+                return api_error(
+                    StatusCode::UNAUTHORIZED,
+                    "You are not authorized to access this resource.",
+                )
+            }
+        }
+        let served = match s.opts.paths {
+            Paths::Both => true,
+            Paths::V3 => path.starts_with("/api/pam/"),
+            Paths::V4 => !path.starts_with("/api/pam/"),
+        };
+        if !served {
+            return api_error(StatusCode::NOT_FOUND, "Resource sub not found");
+        }
+        s.stats.listings += 1;
+        let n = s.stats.listings;
+        if n <= s.opts.fail_first {
+            return api_error(StatusCode::INTERNAL_SERVER_ERROR, "Unexpected error.");
+        }
+        if s.opts.revoke_tokens_every > 0 && n % s.opts.revoke_tokens_every == 0 {
+            s.tokens.clear();
+        }
+        if s.opts.grow > 0 {
+            let now = s.now();
+            let k = s.opts.grow;
+            Arc::make_mut(&mut s.sessions).grow(k, now);
+        }
+        (
+            s.sessions.clone(),
+            s.opts.fixture.clone(),
+            s.opts.delay_ms,
+            s.opts.truncate_at,
+        )
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let (shape, tenant) = {
+        let s = state.lock().expect("simulator state lock");
+        (s.opts.shape, s.opts.tenant.clone())
+    };
+    let source: Box<dyn FnMut() -> Option<Bytes> + Send + Sync> = match fixture {
+        Some(file) => match std::fs::read(&file) {
+            Ok(bytes) => {
+                let mut once = Some(Bytes::from(bytes));
+                Box::new(move || once.take())
+            }
+            Err(e) => {
+                return api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("fixture {}: {e}", file.display()),
+                )
+            }
+        },
+        None => {
+            let mut body = Body::new(snapshot, shape, &tenant);
+            Box::new(move || body.next_chunk())
+        }
+    };
+    let stream = futures_util::stream::unfold(
+        (source, 0u64, Cut::No),
+        move |(mut source, sent, cut)| async move {
+            let cut_error = || Err(std::io::Error::other("connection cut by --truncate-at"));
+            match cut {
+                Cut::Done => None,
+                Cut::Next => Some((cut_error(), (source, sent, Cut::Done))),
+                Cut::No => {
+                    let chunk = source()?;
+                    let len = chunk.len() as u64;
+                    match truncate {
+                        Some(limit) if sent + len >= limit => {
+                            let keep = (limit - sent) as usize;
+                            if keep == 0 {
+                                Some((cut_error(), (source, sent, Cut::Done)))
+                            } else {
+                                Some((
+                                    Ok(Frame::data(chunk.slice(..keep))),
+                                    (source, limit, Cut::Next),
+                                ))
+                            }
+                        }
+                        _ => Some((Ok(Frame::data(chunk)), (source, sent + len, Cut::No))),
+                    }
+                }
+            }
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("static response parts are valid")
+}
+
+/// Where a `--truncate-at` body is in its cut.
+#[derive(Clone, Copy)]
+enum Cut {
+    No,
+    Next,
+    Done,
+}

@@ -1,0 +1,91 @@
+//! Sinks deliver encoded events and say when they are safe: `deliver` returns `Ok` only once
+//! every frame of the batch is acknowledged (written and flushed for streams; a delivery
+//! report for Kafka). Sinks see bytes plus a small envelope ([`EventMeta`]), never records,
+//! and they do not know ECS or CEF.
+
+pub mod stdout;
+
+use crate::config::SinkConfig;
+use crate::event::Phase;
+use chrono::{DateTime, Utc};
+
+/// A sink failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The output is gone for good (e.g. stdout's reader closed the pipe): stop cleanly.
+    #[error("{sink} sink closed: {message}")]
+    Closed { sink: &'static str, message: String },
+    /// Delivery failed; may succeed on retry.
+    #[error("{sink} sink failed: {message}")]
+    Failed { sink: &'static str, message: String },
+    /// Delivery kept failing until the retry time ran out.
+    #[error("{sink} sink did not acknowledge after retrying for {seconds}s: {message}")]
+    GaveUp {
+        sink: &'static str,
+        seconds: u64,
+        message: String,
+    },
+}
+
+/// What a sink may need besides the payload (Kafka key and headers, syslog MSGID and time).
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    /// The dedup key `<session_id>:<phase>`.
+    pub key: String,
+    /// The session id (Kafka message key).
+    pub session_id: String,
+    /// start or end.
+    pub phase: Phase,
+    /// The event's own time.
+    pub time: DateTime<Utc>,
+    /// The envelope tenant.
+    pub tenant: Option<String>,
+    /// The deterministic event id.
+    pub event_id: String,
+}
+
+/// One encoded event for one sink.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Envelope facts.
+    pub meta: &'a EventMeta,
+    /// The encoded event (no trailing newline).
+    pub payload: &'a [u8],
+}
+
+/// The configured sinks (static dispatch; each variant one file).
+#[derive(Debug)]
+pub enum Sink {
+    /// Standard output.
+    Stdout(stdout::StdoutSink),
+}
+
+impl Sink {
+    /// Build the sink a config entry describes.
+    pub fn from_config(config: &SinkConfig) -> Sink {
+        match config {
+            SinkConfig::Stdout(_) => Sink::Stdout(stdout::StdoutSink::new()),
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Stdout(_) => "stdout",
+        }
+    }
+
+    /// Deliver a batch; `Ok` means every frame was acknowledged.
+    pub async fn deliver(&mut self, frames: &[Frame<'_>]) -> Result<(), SinkError> {
+        match self {
+            Sink::Stdout(s) => s.deliver(frames).await,
+        }
+    }
+
+    /// Check that the sink can take events (for `check`).
+    pub async fn health_check(&mut self) -> Result<String, SinkError> {
+        match self {
+            Sink::Stdout(_) => Ok("standard output is writable".into()),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The senhasegura A2A API: authentication ([`auth`]), the HTTP client with its retries and
+//! path fallback ([`client`]), the record model ([`model`], the only file that knows field
+//! names) and the streaming listing scanner ([`stream`]).
+
+pub mod auth;
+pub mod client;
+pub mod model;
+pub mod stream;
+
+pub use client::VaultClient;
+
+/// A failure to read the vault (exit 3). Every message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The token endpoint refused the client credentials.
+    #[error("the vault rejected the client credentials ({message}): check source.auth.client_id and the client secret, and that the A2A authorization for this application is enabled in senhasegura (A2A > Applications > Authorizations)")]
+    AuthRejected { message: String },
+    /// The listing was refused even with a fresh token.
+    #[error("the vault refused the listing with a fresh token ({message}): the A2A authorization must grant access to the remote sessions resource (and, for OAuth 1.0a, the signature keys must match)")]
+    NotAuthorized { message: String },
+    /// The path does not exist on this vault.
+    #[error("the listing path {path} was not found ({message}); set source.path to the path your vault version documents ({v3} or {v4})", v3 = crate::config::PATH_V3, v4 = crate::config::PATH_V4)]
+    NotFound { path: String, message: String },
+    /// A 5xx or timeout answer from the vault.
+    #[error("the vault answered HTTP {status}: {message}")]
+    Server { status: u16, message: String },
+    /// Another unexpected answer.
+    #[error("the vault answered HTTP {status}: {message}")]
+    Api { status: u16, message: String },
+    /// The listing envelope says the call failed.
+    #[error("the vault reported an error in the listing: {message}")]
+    Listing { message: String },
+    /// The TLS certificate could not be verified.
+    #[error("TLS to the vault failed: {message}; if the vault uses a private CA, set source.ca_file to its PEM certificate")]
+    Tls { message: String },
+    /// Connection refused, reset, DNS, or the body was cut short.
+    #[error("network error talking to the vault: {message}")]
+    Network { message: String },
+    /// The listing did not complete in time.
+    #[error("the listing did not complete within {seconds}s (source.timeout); raise it for very long listings")]
+    Timeout { seconds: u64 },
+    /// The listing body is not what the API documents.
+    #[error("the listing body is invalid: {message}")]
+    Body { message: String, retryable: bool },
+}
+
+impl SourceError {
+    /// Worth retrying with backoff (never auth errors).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Server { .. }
+            | SourceError::Network { .. }
+            | SourceError::Timeout { .. } => true,
+            SourceError::Body { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+}
+
+/// The whole cause chain of an error on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// Classify a reqwest error.
+pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceError {
+    let message = chain(e);
+    if e.is_timeout() {
+        return SourceError::Timeout {
+            seconds: timeout.as_secs(),
+        };
+    }
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("invalid peer")
+    {
+        return SourceError::Tls { message };
+    }
+    SourceError::Network { message }
+}

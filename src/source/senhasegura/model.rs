@@ -1,0 +1,273 @@
+//! The senhasegura API's record and envelope as the vault sends them. This is the only file
+//! that knows API field names: everything past [`RawSession::to_record`] speaks in
+//! [`SessionRecord`], the vault-neutral shape the event layer reads.
+//!
+//! Records are parsed tolerantly: every field may be missing, null, a string or a number
+//! (`id` is documented as int but sent as a string); unknown fields are ignored.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+
+/// One element of `remote_sessions[]`, borrowed from the listing bytes where possible.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct RawSession<'a> {
+    #[serde(borrow, deserialize_with = "lenient")]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    origin_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    credential: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    device: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    protocol: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    proxy: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    start: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    end: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    prevent_purge: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    request: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "ITSM", alias = "itsm", deserialize_with = "lenient")]
+    itsm: Option<Cow<'a, str>>,
+}
+
+/// The facts of one session record, vault-neutral. Empty strings are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionRecord<'a> {
+    /// The record number (`id`), as sent.
+    pub record_id: Option<Cow<'a, str>>,
+    /// The PAM user who opened the session.
+    pub user: Option<Cow<'a, str>>,
+    /// Where the user connected from.
+    pub origin_ip: Option<Cow<'a, str>>,
+    /// The target account used.
+    pub credential: Option<Cow<'a, str>>,
+    /// The target device, `host:port`, IP or host name.
+    pub device: Option<Cow<'a, str>>,
+    /// ssh, rdp, https...
+    pub protocol: Option<Cow<'a, str>>,
+    /// The proxy that carried the session.
+    pub proxy: Option<Cow<'a, str>>,
+    /// The session's unique hash.
+    pub session_id: Option<Cow<'a, str>>,
+    /// Start, vault wall-clock text.
+    pub start: Option<Cow<'a, str>>,
+    /// End, vault wall-clock text; absent, empty or a zero date while running.
+    pub end: Option<Cow<'a, str>>,
+    /// Duration text `HH:MM:SS` (hours may exceed 24).
+    pub duration: Option<Cow<'a, str>>,
+    /// `prevent_purge` Yes/No.
+    pub prevent_purge: Option<Cow<'a, str>>,
+    /// The access request, if any.
+    pub request: Option<Cow<'a, str>>,
+    /// The ITSM ticket, if any.
+    pub itsm: Option<Cow<'a, str>>,
+}
+
+fn non_empty(v: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+impl<'a> RawSession<'a> {
+    /// Parse one record's JSON bytes.
+    pub fn parse(bytes: &'a [u8]) -> Result<RawSession<'a>, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The vault-neutral record.
+    pub fn to_record(self) -> SessionRecord<'a> {
+        SessionRecord {
+            record_id: non_empty(self.id),
+            user: non_empty(self.user),
+            origin_ip: non_empty(self.origin_ip),
+            credential: non_empty(self.credential),
+            device: non_empty(self.device),
+            protocol: non_empty(self.protocol),
+            proxy: non_empty(self.proxy),
+            session_id: non_empty(self.session_id),
+            start: non_empty(self.start),
+            end: non_empty(self.end),
+            duration: non_empty(self.time),
+            prevent_purge: non_empty(self.prevent_purge),
+            request: non_empty(self.request),
+            itsm: non_empty(self.itsm),
+        }
+    }
+}
+
+/// The listing envelope's `response` object (also sent alone on errors).
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ApiResponse {
+    /// HTTP-like status.
+    #[serde(deserialize_with = "lenient_owned")]
+    pub status: Option<String>,
+    /// Human message (English).
+    #[serde(deserialize_with = "lenient_owned")]
+    pub message: Option<String>,
+    /// Portuguese message.
+    #[serde(deserialize_with = "lenient_owned")]
+    pub mensagem: Option<String>,
+    /// True on error.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub error: bool,
+    /// Portuguese `error`.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub erro: bool,
+}
+
+/// An error body in any of the shapes seen: `{response:{message}}`, `{message}`,
+/// `{error_description}`, `{error}`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ErrorBody {
+    response: Option<ApiResponse>,
+    #[serde(deserialize_with = "lenient_owned")]
+    message: Option<String>,
+    #[serde(deserialize_with = "lenient_owned")]
+    error_description: Option<String>,
+    #[serde(deserialize_with = "lenient_owned")]
+    error: Option<String>,
+}
+
+impl ErrorBody {
+    /// The most specific message in an error body, if there is one.
+    pub fn message_of(body: &[u8]) -> Option<String> {
+        let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+        let from_response = parsed.response.and_then(|r| r.message.or(r.mensagem));
+        [
+            from_response,
+            parsed.message,
+            parsed.error_description,
+            parsed.error,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|m| m.trim().to_string())
+        .find(|m| !m.is_empty() && m != "true" && m != "false")
+    }
+}
+
+impl ApiResponse {
+    /// The envelope says the call failed.
+    pub fn is_error(&self) -> bool {
+        self.error || self.erro
+    }
+}
+
+/// The OAuth 2.0 token answer.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Lifetime in seconds (may come as a string).
+    #[serde(default, deserialize_with = "lenient_owned")]
+    pub expires_in: Option<String>,
+}
+
+/// Accept a string, number, bool or null as an optional string.
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, a number, a boolean or null")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(if v { "true" } else { "false" })))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn lenient_owned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    lenient(d).map(|v| v.map(Cow::into_owned))
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(matches!(
+        lenient(d)?
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("true" | "1" | "yes")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerant_record() {
+        let raw = br#"{"id": 7, "user": "", "session_id": "abc", "end": null, "ITSM": "CHG1", "extra": {"x": 1}}"#;
+        let r = RawSession::parse(raw).unwrap().to_record();
+        assert_eq!(r.record_id.as_deref(), Some("7"));
+        assert_eq!(r.user, None);
+        assert_eq!(r.session_id.as_deref(), Some("abc"));
+        assert_eq!(r.end, None);
+        assert_eq!(r.itsm.as_deref(), Some("CHG1"));
+    }
+
+    #[test]
+    fn escaped_strings_are_owned() {
+        let raw = br#"{"user": "a\"b", "session_id": "s"}"#;
+        let r = RawSession::parse(raw).unwrap().to_record();
+        assert_eq!(r.user.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn error_messages_from_every_shape() {
+        assert_eq!(
+            ErrorBody::message_of(br#"{"code":500,"response":{"status":500,"message":"Unexpected error.","error":true}}"#).as_deref(),
+            Some("Unexpected error.")
+        );
+        assert_eq!(
+            ErrorBody::message_of(br#"{"message":"No route matched with those values."}"#)
+                .as_deref(),
+            Some("No route matched with those values.")
+        );
+        assert_eq!(ErrorBody::message_of(br#"{"error":"invalid_client","error_description":"Client authentication failed."}"#).as_deref(), Some("Client authentication failed."));
+        assert_eq!(ErrorBody::message_of(b"<html>"), None);
+    }
+}

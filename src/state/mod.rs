@@ -1,0 +1,99 @@
+//! The dedup store: which event keys were delivered, and since when the agent forwards.
+//!
+//! The pipeline sees only the [`Dedup`] trait (`contains`, `commit`); the sled-backed
+//! [`SledStore`] is one implementation, kept behind it because sled 0.34 has known weak spots
+//! (DESIGN.md §11). Keys are `<session_id>:<phase>` under a versioned key format; each value is
+//! the event's own time (unix seconds, big-endian i64), which is what pruning reads.
+//!
+//! Invariant: `commit` is called only with keys every sink acknowledged, and it returns only
+//! once they are durable (`apply_batch` then `flush`).
+
+mod sled_store;
+
+pub use sled_store::{ExportLine, SledStore, StateMeta, Stats};
+
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+
+/// The key format this build writes and reads.
+pub const KEY_FORMAT: u64 = 1;
+
+/// A state store failure (exit 5).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another process holds the store.
+    #[error("state directory {path} is in use by another senhasegura-forwarder process (only one agent may use a state directory; stop the other one or set another state.path)")]
+    Locked { path: PathBuf },
+    /// The store could not be opened or read.
+    #[error("state store {path} cannot be opened: {message}. If it is corrupt, move the directory aside and `state import` the last export (see README, \"Recovering the state\")")]
+    Open { path: PathBuf, message: String },
+    /// A read or write failed.
+    #[error("state store error: {0}")]
+    Io(String),
+    /// The store was written by an incompatible version.
+    #[error("state store {path} uses key format {found}, this build reads format {expected}")]
+    Format {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    /// An import file line could not be read.
+    #[error("import line {line}: {message}")]
+    Import { line: usize, message: String },
+}
+
+impl From<sled::Error> for StateError {
+    fn from(e: sled::Error) -> Self {
+        StateError::Io(e.to_string())
+    }
+}
+
+/// One delivered event to remember.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// `<session_id>:<phase>`.
+    pub key: String,
+    /// The event's own time.
+    pub time: DateTime<Utc>,
+}
+
+/// What the pipeline needs from a store.
+pub trait Dedup: Send + Sync {
+    /// Was this key delivered before?
+    fn contains(&self, key: &str) -> Result<bool, StateError>;
+    /// Remember these keys durably.
+    fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError>;
+}
+
+/// The horizon: events before it are skipped without a lookup (DESIGN.md §3).
+pub fn horizon(
+    now: DateTime<Utc>,
+    retention: std::time::Duration,
+    first_run: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let by_retention =
+        now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
+    match first_run {
+        Some(f) if f > by_retention => f,
+        _ => by_retention,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn horizon_is_the_later_bound() {
+        let now = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
+        let day = std::time::Duration::from_secs(86400);
+        let first = Utc.with_ymd_and_hms(2024, 5, 31, 0, 0, 0).unwrap();
+        assert_eq!(horizon(now, 90 * day, Some(first)), first);
+        assert_eq!(
+            horizon(now, day / 2, Some(first)),
+            now - chrono::Duration::hours(12)
+        );
+        assert_eq!(horizon(now, day, None), first);
+    }
+}

@@ -1,0 +1,414 @@
+//! The sled implementation of the dedup store, plus the operator's view of it (stats, list,
+//! forget, prune, export, import). The directory is created 0700 and the process umask keeps
+//! sled's files 0600. sled takes an exclusive lock, so a second agent fails at once.
+
+use super::{Dedup, Delivered, StateError, KEY_FORMAT};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+const EVENTS_TREE: &str = "events.v1";
+const META_FORMAT: &[u8] = b"key_format";
+const META_FIRST_RUN: &[u8] = b"first_run_horizon";
+const META_CREATED: &[u8] = b"created";
+const META_VAULT: &[u8] = b"vault";
+/// Page cache size: small, the store is read mostly once per key per poll.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The sled-backed store.
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    events: sled::Tree,
+}
+
+/// What the store remembers about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateMeta {
+    /// Key format version.
+    pub key_format: u64,
+    /// When the store was created.
+    pub created: DateTime<Utc>,
+    /// `now - backfill` at creation; `None` when backfill was `all`.
+    pub first_run_horizon: Option<DateTime<Utc>>,
+    /// The vault base URL last used with this store.
+    pub vault: Option<String>,
+}
+
+/// Counts for `state stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// All remembered keys.
+    pub keys: u64,
+    /// Keys of start events.
+    pub start: u64,
+    /// Keys of end events.
+    pub end: u64,
+    /// Oldest remembered event time.
+    pub oldest: Option<DateTime<Utc>>,
+    /// Newest remembered event time.
+    pub newest: Option<DateTime<Utc>>,
+    /// Bytes on disk.
+    pub size_on_disk: u64,
+    /// The store's meta.
+    pub meta: StateMeta,
+}
+
+/// One line of an export: the meta line first, then one line per key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExportLine {
+    /// The header line.
+    Meta {
+        /// The exported store's meta.
+        meta: StateMeta,
+    },
+    /// One delivered key.
+    Key {
+        /// `<session_id>:<phase>`.
+        key: String,
+        /// Event time.
+        time: DateTime<Utc>,
+    },
+}
+
+fn decode_time(v: &[u8]) -> DateTime<Utc> {
+    let secs = v
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+        .unwrap_or(0);
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+impl SledStore {
+    /// Open (or create) the store at `path`. `first_run_horizon` is remembered only when the
+    /// store is created.
+    pub fn open(
+        path: &Path,
+        first_run_horizon: Option<DateTime<Utc>>,
+        vault: Option<&str>,
+    ) -> Result<SledStore, StateError> {
+        create_private_dir(path)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let events = db.open_tree(EVENTS_TREE)?;
+        let store = SledStore {
+            path: path.to_path_buf(),
+            db,
+            events,
+        };
+        match store.db.get(META_FORMAT)? {
+            None => {
+                store.db.insert(META_FORMAT, &KEY_FORMAT.to_be_bytes())?;
+                store
+                    .db
+                    .insert(META_CREATED, &Utc::now().timestamp().to_be_bytes())?;
+                let first = first_run_horizon.map(|t| t.timestamp()).unwrap_or(i64::MIN);
+                store.db.insert(META_FIRST_RUN, &first.to_be_bytes())?;
+                store.db.flush()?;
+            }
+            Some(v) => {
+                let found = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                if found != KEY_FORMAT {
+                    return Err(StateError::Format {
+                        path: path.to_path_buf(),
+                        found,
+                        expected: KEY_FORMAT,
+                    });
+                }
+            }
+        }
+        if let Some(vault) = vault {
+            let previous = store.db.insert(META_VAULT, vault.as_bytes())?;
+            if let Some(prev) = previous {
+                if prev.as_ref() != vault.as_bytes() {
+                    tracing::warn!(previous = %String::from_utf8_lossy(&prev), now = vault,
+                        "State directory was used with another vault URL; keys are per session id, so nothing is lost, but use one state directory per vault");
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store's meta.
+    pub fn meta(&self) -> Result<StateMeta, StateError> {
+        let read_i64 = |k: &[u8]| -> Result<Option<i64>, StateError> {
+            Ok(self
+                .db
+                .get(k)?
+                .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
+        };
+        let first = read_i64(META_FIRST_RUN)?
+            .filter(|&s| s != i64::MIN)
+            .and_then(|s| Utc.timestamp_opt(s, 0).single());
+        Ok(StateMeta {
+            key_format: KEY_FORMAT,
+            created: read_i64(META_CREATED)?
+                .and_then(|s| Utc.timestamp_opt(s, 0).single())
+                .unwrap_or_default(),
+            first_run_horizon: first,
+            vault: self
+                .db
+                .get(META_VAULT)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        })
+    }
+
+    /// Counts, times and size.
+    pub fn stats(&self) -> Result<Stats, StateError> {
+        let (mut keys, mut start, mut end) = (0, 0, 0);
+        let (mut oldest, mut newest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+        for item in self.events.iter() {
+            let (k, v) = item?;
+            keys += 1;
+            if k.ends_with(b":start") {
+                start += 1;
+            } else if k.ends_with(b":end") {
+                end += 1;
+            }
+            let t = decode_time(&v);
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+        Ok(Stats {
+            keys,
+            start,
+            end,
+            oldest,
+            newest,
+            size_on_disk: self.db.size_on_disk()?,
+            meta: self.meta()?,
+        })
+    }
+
+    /// Every key with its event time, in key order.
+    pub fn list(&self) -> impl Iterator<Item = Result<(String, DateTime<Utc>), StateError>> + '_ {
+        self.events.iter().map(|item| {
+            let (k, v) = item?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), decode_time(&v)))
+        })
+    }
+
+    /// Forget keys (so their events are forwarded again if the vault still lists them).
+    pub fn forget(&self, keys: &[String]) -> Result<usize, StateError> {
+        let mut removed = 0;
+        for k in keys {
+            if self.events.remove(k.as_bytes())?.is_some() {
+                removed += 1;
+            }
+        }
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    /// Remove keys whose event time is before `before`.
+    pub fn prune(&self, before: DateTime<Utc>) -> Result<usize, StateError> {
+        let cutoff = before.timestamp();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for item in self.events.iter() {
+            let (k, v) = item?;
+            if decode_time(&v).timestamp() < cutoff {
+                batch.remove(k);
+                removed += 1;
+            }
+        }
+        self.events.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    /// Write the meta line and every key as JSON lines.
+    pub fn export(&self, out: &mut dyn Write) -> Result<u64, StateError> {
+        let io = |e: std::io::Error| StateError::Io(format!("export: {e}"));
+        let line = serde_json::to_string(&ExportLine::Meta { meta: self.meta()? })
+            .map_err(|e| StateError::Io(e.to_string()))?;
+        writeln!(out, "{line}").map_err(io)?;
+        let mut n = 0;
+        for item in self.list() {
+            let (key, time) = item?;
+            let line = serde_json::to_string(&ExportLine::Key { key, time })
+                .map_err(|e| StateError::Io(e.to_string()))?;
+            writeln!(out, "{line}").map_err(io)?;
+            n += 1;
+        }
+        out.flush().map_err(io)?;
+        Ok(n)
+    }
+
+    /// Read an export; keys are added (existing ones kept), and the first-run horizon is taken
+    /// from the export when it is later than the store's.
+    pub fn import(&self, input: &mut dyn BufRead) -> Result<u64, StateError> {
+        let mut batch = Vec::new();
+        let mut n = 0;
+        for (i, line) in input.lines().enumerate() {
+            let line = line.map_err(|e| StateError::Import {
+                line: i + 1,
+                message: e.to_string(),
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ExportLine>(&line) {
+                Ok(ExportLine::Meta { meta }) => {
+                    if meta.key_format != KEY_FORMAT {
+                        return Err(StateError::Import {
+                            line: i + 1,
+                            message: format!(
+                                "export has key format {}, this build reads {KEY_FORMAT}",
+                                meta.key_format
+                            ),
+                        });
+                    }
+                    let ours = self.meta()?.first_run_horizon;
+                    if let Some(theirs) = meta.first_run_horizon {
+                        if ours.is_none_or(|o| theirs > o) {
+                            self.db
+                                .insert(META_FIRST_RUN, &theirs.timestamp().to_be_bytes())?;
+                        }
+                    }
+                }
+                Ok(ExportLine::Key { key, time }) => {
+                    batch.push(Delivered { key, time });
+                    n += 1;
+                    if batch.len() >= 10_000 {
+                        self.commit(&batch)?;
+                        batch.clear();
+                    }
+                }
+                Err(e) => {
+                    return Err(StateError::Import {
+                        line: i + 1,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        self.commit(&batch)?;
+        Ok(n)
+    }
+}
+
+impl Dedup for SledStore {
+    fn contains(&self, key: &str) -> Result<bool, StateError> {
+        Ok(self.events.contains_key(key.as_bytes())?)
+    }
+
+    fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for d in delivered {
+            batch.insert(d.key.as_bytes(), &d.time.timestamp().to_be_bytes());
+        }
+        self.events.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn open_error(path: &Path, e: sled::Error) -> StateError {
+    let message = e.to_string();
+    if let sled::Error::Io(io) = &e {
+        if io.kind() == std::io::ErrorKind::WouldBlock || message.contains("lock") {
+            return StateError::Locked {
+                path: path.to_path_buf(),
+            };
+        }
+    }
+    if message.contains("could not acquire lock") {
+        return StateError::Locked {
+            path: path.to_path_buf(),
+        };
+    }
+    StateError::Open {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Create `path` (and parents) with mode 0700; tighten it if it exists wider.
+pub fn create_private_dir(path: &Path) -> Result<(), StateError> {
+    let err = |e: std::io::Error| StateError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(err)?;
+        let meta = std::fs::metadata(path).map_err(err)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path).map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(s, 0).unwrap()
+    }
+
+    #[test]
+    fn commit_contains_prune_export_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
+        assert!(!store.contains("a:end").unwrap());
+        store
+            .commit(&[
+                Delivered {
+                    key: "a:end".into(),
+                    time: t(1000),
+                },
+                Delivered {
+                    key: "b:start".into(),
+                    time: t(10),
+                },
+            ])
+            .unwrap();
+        assert!(store.contains("a:end").unwrap());
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.keys, stats.start, stats.end), (2, 1, 1));
+        assert_eq!(store.meta().unwrap().first_run_horizon, Some(t(100)));
+        let mut out = Vec::new();
+        assert_eq!(store.export(&mut out).unwrap(), 2);
+        assert_eq!(store.prune(t(500)).unwrap(), 1);
+        assert!(!store.contains("b:start").unwrap());
+        let other = SledStore::open(&dir.path().join("o"), None, None).unwrap();
+        assert_eq!(other.import(&mut out.as_slice()).unwrap(), 2);
+        assert!(other.contains("b:start").unwrap());
+        assert_eq!(other.meta().unwrap().first_run_horizon, Some(t(100)));
+    }
+
+    #[test]
+    fn second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = SledStore::open(dir.path(), None, None).unwrap();
+        // sled's lock is per process file lock; within one process a second open of the same
+        // path is refused too.
+        match SledStore::open(dir.path(), None, None) {
+            Err(StateError::Locked { .. }) => {}
+            other => panic!("expected Locked, got {:?}", other.err()),
+        }
+    }
+}
