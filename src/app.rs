@@ -193,7 +193,13 @@ pub async fn once(resolved: &Resolved, dry_run: bool) -> Result<CycleSummary, Er
         t.abort();
         eprint!("\r\x1b[K");
     }
-    result
+    match result {
+        Err(Error::Sink(crate::sink::SinkError::Closed { sink, message })) => {
+            tracing::info!(sink, message, "Output closed; stopping");
+            Ok(CycleSummary::default())
+        }
+        other => other,
+    }
 }
 
 fn spawn_progress(progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
@@ -215,8 +221,12 @@ fn spawn_progress(progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
 
 /// `run`: poll every interval until shutdown. Source and sink failures are logged and retried
 /// on the next cycle (the vault or SIEM may come back); state errors end the run.
-pub async fn run(resolved: &Resolved, shutdown: Shutdown) -> Result<(), Error> {
-    run_agent(Agent::new(resolved, false, false)?, shutdown, None).await
+pub async fn run(
+    resolved: &Resolved,
+    shutdown: Shutdown,
+    cycles: Option<u64>,
+) -> Result<(), Error> {
+    run_agent(Agent::new(resolved, false, false)?, shutdown, cycles).await
 }
 
 async fn run_agent(

@@ -49,7 +49,13 @@ pub struct ConfigArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Poll forever, until SIGTERM/SIGINT (then finish, commit and exit 0).
-    Run(ConfigArg),
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Stop after this many polls (for tests and scheduled runs).
+        #[arg(long)]
+        cycles: Option<u64>,
+    },
     /// One poll cycle, then exit.
     Once {
         #[command(flatten)]

@@ -4,6 +4,7 @@
 use clap::Parser;
 use senhasegura_forwarder::cli::{Cli, Command, LogFormat};
 use senhasegura_forwarder::{app, shutdown, Error};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn init_logging(cli: &Cli) {
@@ -12,7 +13,8 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -21,11 +23,11 @@ fn init_logging(cli: &Cli) {
 
 async fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Run(c) => {
-            let resolved = app::load_config(c.config.as_deref())?;
+        Command::Run { config, cycles } => {
+            let resolved = app::load_config(config.config.as_deref())?;
             let (trigger, sd) = shutdown::channel();
             shutdown::on_signals(trigger);
-            app::run(&resolved, sd).await
+            app::run(&resolved, sd, cycles).await
         }
         Command::Once { config, dry_run } => {
             let resolved = app::load_config(config.config.as_deref())?;

@@ -1,0 +1,241 @@
+//! The command line: config errors and exit codes, `check`, `state`, file modes, the lock.
+
+use crate::support::{bin, Setup, Sim, NOW};
+use std::process::Command;
+
+fn with_config(text: &str) -> (tempfile::TempDir, crate::support::Run) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bin())
+        .args(["once", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (dir, out.into())
+}
+
+const BASE: &str = "[source]\nurl = \"http://127.0.0.1:9\"\ntimezone = \"UTC\"\n[source.auth]\nclient_id = \"a\"\nclient_secret = \"b\"\n";
+
+#[test]
+fn bad_configs_exit_2_naming_the_problem() {
+    let (_d, run) = with_config(&format!("{BASE}[state]\npaht = \"/tmp/x\"\n"));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("unknown field `paht`") && run.stderr.contains("line 8"),
+        "{}",
+        run.stderr
+    );
+
+    let (_d, run) = with_config(&BASE.replace(
+        "timezone = \"UTC\"",
+        "timezone = \"UTC\"\ninterval = \"every minute\"",
+    ));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("every minute") && run.stderr.contains("line 4"),
+        "{}",
+        run.stderr
+    );
+
+    let (_d, run) = with_config(&BASE.replace(
+        "client_secret = \"b\"",
+        "client_secret_file = \"/nonexistent/secret\"",
+    ));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("client_secret_file") && run.stderr.contains("/nonexistent/secret"),
+        "{}",
+        run.stderr
+    );
+
+    let (_d, run) = with_config(&BASE.replace(
+        "client_secret = \"b\"",
+        "client_secret = \"${SSF_TEST_UNSET_VAR}\"",
+    ));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("SSF_TEST_UNSET_VAR") && run.stderr.contains("not set"),
+        "{}",
+        run.stderr
+    );
+
+    let out = Command::new(bin())
+        .args(["once", "-c", "/nonexistent/config.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.toml"));
+
+    let out = Command::new(bin()).args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn secrets_come_from_files_and_the_environment() {
+    let sim = Sim::start(&["--sessions", "2", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let secret = setup.dir.path().join("secret");
+    std::fs::write(&secret, "simulator-secret\n").unwrap();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let from_file = text.replace(
+        "client_secret = \"simulator-secret\"",
+        &format!("client_secret_file = \"{}\"", secret.display()),
+    );
+    std::fs::write(&setup.config, &from_file).unwrap();
+    assert_eq!(setup.run(&["once", "--dry-run"]).ok().docs().len(), 2);
+    let from_env = text.replace("\"simulator-secret\"", "\"${SSF_TEST_SECRET}\"");
+    std::fs::write(&setup.config, &from_env).unwrap();
+    let out = Command::new(bin())
+        .args(["once", "--dry-run", "-c"])
+        .arg(&setup.config)
+        .env("SSF_TEST_SECRET", "simulator-secret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_reports_each_step() {
+    let sim = Sim::start(&["--sessions", "2"]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["check"]);
+    run.ok();
+    for step in [
+        "ok   config",
+        "ok   token",
+        "ok   listing",
+        "ok   sink stdout",
+    ] {
+        assert!(
+            run.stdout.contains(step),
+            "missing {step:?} in\n{}",
+            run.stdout
+        );
+    }
+    let bad = Sim::start(&["--reject-auth"]);
+    let setup = Setup::new(&bad.url, "", "");
+    let run = setup.run(&["check"]);
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stdout.contains("FAIL token") && run.stdout.contains("A2A"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn state_is_private_locked_and_manageable() {
+    let sim = Sim::start(&["--sessions", "6", "--active", "1", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "interval = \"30s\"", "");
+    setup.run(&["once"]).ok();
+    let state = setup.state_dir();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        for entry in walk(&state) {
+            let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is accessible to others ({:o})",
+                entry.display(),
+                mode
+            );
+        }
+    }
+    // A running agent holds the state; a second one fails at once with exit 5.
+    let mut running = Command::new(bin())
+        .args(["run", "-c"])
+        .arg(&setup.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let second = setup.run(&["once"]);
+    let _ = running.kill();
+    let _ = running.wait();
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("in use by another"),
+        "{}",
+        second.stderr
+    );
+
+    let state_cmd = |args: &[&str]| -> crate::support::Run {
+        Command::new(bin())
+            .args(["state", "--state-dir"])
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let stats: serde_json::Value =
+        serde_json::from_str(&state_cmd(&["stats"]).ok().stdout).unwrap();
+    assert_eq!(
+        (
+            stats["keys"].as_u64(),
+            stats["start"].as_u64(),
+            stats["end"].as_u64()
+        ),
+        (Some(6), Some(1), Some(5))
+    );
+    let list = state_cmd(&["list"]).ok().stdout.clone();
+    assert_eq!(list.lines().count(), 6);
+    let export = setup.dir.path().join("export.jsonl");
+    state_cmd(&["export", "-o", export.to_str().unwrap()]).ok();
+    let first_key = list
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    state_cmd(&["forget", &first_key]).ok();
+    assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 5);
+    // The forgotten event is sent again by the next poll.
+    assert_eq!(setup.run(&["once"]).ok().docs().len(), 1);
+    state_cmd(&["forget", &first_key]).ok();
+    state_cmd(&["import", export.to_str().unwrap()]).ok();
+    assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 6);
+    assert_eq!(
+        setup.run(&["once"]).ok().stdout,
+        "",
+        "imported keys are known"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn demo_runs_without_config() {
+    let out = Command::new(bin())
+        .args(["demo", "--cycles", "2", "--interval", "1"])
+        .output()
+        .unwrap();
+    let run: crate::support::Run = out.into();
+    run.ok();
+    assert!(run.docs().len() >= 14 + 4, "{}", run.stdout);
+}

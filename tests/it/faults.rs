@@ -1,0 +1,207 @@
+//! Faults: retries, token expiry and revocation, rejected credentials, cut connections, TLS,
+//! a closed stdout.
+
+use crate::support::{bin, Setup, Sim, NOW};
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+
+#[test]
+fn fail_first_is_retried_then_succeeds() {
+    let sim = Sim::start(&["--fail-first", "3", "--sessions", "20", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["once"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 20);
+    assert_eq!(
+        run.stderr.matches("Listing failed; retrying").count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Unexpected error."));
+    assert_eq!(sim.stats()["listings"], 4);
+}
+
+#[test]
+fn rejected_credentials_exit_3_naming_the_a2a_authorization() {
+    let sim = Sim::start(&["--reject-auth"]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["once"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Client authentication failed."),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("A2A authorization"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("simulator-secret"),
+        "the secret is never printed"
+    );
+    assert_eq!(
+        sim.stats()["token_requests"],
+        1,
+        "auth errors are not retried"
+    );
+}
+
+#[test]
+fn expired_token_between_polls_is_refreshed() {
+    let sim = Sim::start(&[
+        "--token-ttl",
+        "1",
+        "--grow",
+        "1",
+        "--sessions",
+        "3",
+        "--now",
+        NOW,
+    ]);
+    let setup = Setup::new(&sim.url, "interval = \"1500ms\"", "");
+    let run = setup.run(&["run", "--cycles", "3"]);
+    run.ok();
+    assert!(!run.stderr.contains("Poll cycle failed"), "{}", run.stderr);
+    // 3 sessions, each poll grows by 1: 3+1 events, then 2 per poll.
+    assert_eq!(run.docs().len(), 4 + 2 + 2);
+    assert_eq!(
+        sim.stats()["token_requests"],
+        3,
+        "a new token for each poll, fetched before expiry"
+    );
+}
+
+#[test]
+fn token_revoked_mid_run_gets_one_refresh_and_loses_nothing() {
+    let sim = Sim::start(&[
+        "--revoke-tokens-every",
+        "1",
+        "--grow",
+        "2",
+        "--sessions",
+        "4",
+        "--active",
+        "0",
+        "--now",
+        NOW,
+    ]);
+    let setup = Setup::new(&sim.url, "interval = \"200ms\"", "");
+    let run = setup.run(&["run", "--cycles", "3"]);
+    run.ok();
+    assert_eq!(
+        run.stderr
+            .matches("Listing refused; fetching a new token")
+            .count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    let keys: HashSet<String> = run.keys().into_iter().collect();
+    // 4 ended + 2 started, then 2 ends + 2 starts per poll.
+    assert_eq!(keys.len(), 6 + 4 + 4);
+    assert_eq!(sim.stats()["token_requests"], 3);
+}
+
+#[test]
+fn truncated_listing_exits_3_and_a_rerun_delivers_the_rest() {
+    let args = [
+        "--sessions",
+        "3000",
+        "--active",
+        "0",
+        "--now",
+        NOW,
+        "--seed",
+        "9",
+    ];
+    let cut = Sim::start(&[&args[..], &["--truncate-at", "600000"]].concat());
+    let setup = Setup::new(&cut.url, "", "");
+    let first = setup.run(&["once"]);
+    assert_eq!(first.code, 3, "{}", first.stderr);
+    assert!(
+        first.stderr.contains("network error") || first.stderr.contains("ended before"),
+        "{}",
+        first.stderr
+    );
+    let first_keys = first.keys();
+    drop(cut);
+    let whole = Sim::start(&args);
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let old_url = text
+        .lines()
+        .find(|l| l.starts_with("url"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &setup.config,
+        text.replace(&old_url, &format!("url = \"{}\"", whole.url)),
+    )
+    .unwrap();
+    let second = setup.run(&["once"]);
+    second.ok();
+    let second_keys = second.keys();
+    let union: HashSet<&String> = first_keys.iter().chain(&second_keys).collect();
+    assert_eq!(union.len(), 3000, "every event delivered across both runs");
+    assert!(
+        !first_keys.is_empty(),
+        "the complete records before the cut were delivered"
+    );
+    let repeats = first_keys.len() + second_keys.len() - union.len();
+    assert_eq!(repeats, 0, "committed events are not sent again");
+}
+
+#[test]
+fn tls_works_with_the_ca_file_and_fails_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let sim = Sim::start(&[
+        "--tls",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+        "--sessions",
+        "5",
+        "--now",
+        NOW,
+    ]);
+    assert!(sim.url.starts_with("https://"));
+    let without = Setup::new(&sim.url, "", "");
+    let run = without.run(&["once"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("TLS") && run.stderr.contains("ca_file"),
+        "{}",
+        run.stderr
+    );
+    let with = Setup::new(&sim.url, &format!("ca_file = \"{}\"", ca.display()), "");
+    let run = with.run(&["once"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 5);
+}
+
+#[test]
+fn closed_stdout_ends_cleanly_without_committing() {
+    let sim = Sim::start(&["--sessions", "50", "--now", NOW, "--delay-ms", "300"]);
+    let setup = Setup::new(&sim.url, "", "");
+    let mut child = Command::new(bin())
+        .args(["once", "-c"])
+        .arg(&setup.config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Output closed") || stderr.contains("closed the pipe"),
+        "{stderr}"
+    );
+    let stats = Command::new(bin())
+        .args(["state", "--state-dir"])
+        .arg(setup.state_dir())
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["keys"], 0, "nothing unwritten was committed");
+}

@@ -1,0 +1,10 @@
+//! The one integration-test binary: the real `senhasegura-forwarder` binary against the
+//! loopback simulator (port 0, temp dirs). Every ECS document any test sees is validated
+//! against the ECS 9.4 field definitions.
+
+mod ecs;
+mod support;
+
+mod cli;
+mod faults;
+mod pipeline;

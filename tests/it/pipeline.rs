@@ -1,0 +1,208 @@
+//! The main path: first poll emits every event once, later polls only new ones, both fixture
+//! shapes, time conversion, running sessions becoming ended.
+
+use crate::support::{fixture, key_of, Setup, Sim, NOW};
+use std::collections::{HashMap, HashSet};
+
+#[test]
+fn first_once_emits_every_event_once_and_second_nothing() {
+    let sim = Sim::start(&[
+        "--sessions",
+        "300",
+        "--active",
+        "20",
+        "--now",
+        NOW,
+        "--history",
+        "2h",
+    ]);
+    let setup = Setup::new(&sim.url, "", "");
+    let first = setup.run(&["once"]);
+    first.ok();
+    let docs = first.docs();
+    assert_eq!(docs.len(), 300, "one event per session");
+    let keys: HashSet<String> = docs.iter().map(key_of).collect();
+    assert_eq!(keys.len(), 300, "no duplicates");
+    let starts = docs
+        .iter()
+        .filter(|d| d["event"]["type"][0] == "start")
+        .count();
+    assert_eq!(starts, 20, "running sessions emit start");
+    let ids: HashSet<&str> = docs
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 300, "event ids are distinct");
+    assert!(
+        first.stderr.contains("Poll cycle done"),
+        "summary line: {}",
+        first.stderr
+    );
+    let second = setup.run(&["once"]);
+    second.ok();
+    assert_eq!(second.stdout, "", "second once emits nothing");
+    assert!(second.stderr.contains("known=300"), "{}", second.stderr);
+}
+
+#[test]
+fn grow_emits_only_new_events_and_ends_follow_starts() {
+    let sim = Sim::start(&[
+        "--sessions",
+        "10",
+        "--active",
+        "2",
+        "--grow",
+        "3",
+        "--now",
+        NOW,
+    ]);
+    let setup = Setup::new(&sim.url, "", "");
+    let mut started: HashSet<String> = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for poll in 0..4 {
+        let run = setup.run(&["once"]);
+        run.ok();
+        let docs = run.docs();
+        // Poll 1: 8 ended + 2 ended by grow = 10 ends, 3 new running. Then 3 ends + 3 starts.
+        let (expect_end, expect_start) = if poll == 0 { (10, 3) } else { (3, 3) };
+        let ends: Vec<_> = docs
+            .iter()
+            .filter(|d| d["event"]["type"][0] == "end")
+            .collect();
+        let starts: Vec<_> = docs
+            .iter()
+            .filter(|d| d["event"]["type"][0] == "start")
+            .collect();
+        assert_eq!(
+            (ends.len(), starts.len()),
+            (expect_end, expect_start),
+            "poll {poll}"
+        );
+        for d in &docs {
+            assert!(seen.insert(key_of(d)), "event repeated: {}", key_of(d));
+        }
+        if poll > 0 {
+            for e in &ends {
+                let sid = e["senhasegura"]["session"]["id"].as_str().unwrap();
+                assert!(
+                    started.contains(sid),
+                    "end of {sid} follows its start from an earlier poll"
+                );
+                assert!(e["event"]["duration"].as_i64().unwrap() >= 0);
+                assert!(e["event"]["start"].is_string() && e["event"]["end"].is_string());
+            }
+        }
+        for s in &starts {
+            started.insert(
+                s["senhasegura"]["session"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            assert!(s["event"].get("end").is_none(), "start events carry no end");
+        }
+    }
+}
+
+fn without_volatile(mut d: serde_json::Value) -> serde_json::Value {
+    let ev = d["event"].as_object_mut().unwrap();
+    ev.remove("created");
+    ev.remove("id");
+    d["senhasegura"].as_object_mut().unwrap().remove("tenant");
+    d
+}
+
+#[test]
+fn both_fixture_shapes_give_the_same_two_end_events_in_utc() {
+    let mut outputs = Vec::new();
+    for (file, tenant) in [
+        ("v3-docs-nested.json", "senhasegura"),
+        ("v4-docs-flat.json", "Segura"),
+    ] {
+        let path = fixture(file);
+        let sim = Sim::start(&["--fixture", path.to_str().unwrap()]);
+        let setup = Setup::new(&sim.url, "", "");
+        std::fs::write(
+            &setup.config,
+            std::fs::read_to_string(&setup.config)
+                .unwrap()
+                .replace("\"UTC\"", "\"America/Sao_Paulo\""),
+        )
+        .unwrap();
+        let run = setup.run(&["once"]);
+        run.ok();
+        let docs = run.docs();
+        assert_eq!(docs.len(), 2, "{file}");
+        let by_id: HashMap<i64, &serde_json::Value> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["senhasegura"]["session"]["record_id"].as_i64().unwrap(),
+                    d,
+                )
+            })
+            .collect();
+        let s3 = by_id[&3];
+        assert_eq!(s3["@timestamp"], "2024-05-06T19:07:59Z");
+        assert_eq!(s3["event"]["start"], "2024-05-06T19:05:07Z");
+        assert_eq!(s3["event"]["end"], "2024-05-06T19:07:59Z");
+        assert_eq!(s3["event"]["duration"], 172_000_000_000i64);
+        assert_eq!(s3["event"]["timezone"], "America/Sao_Paulo");
+        assert_eq!(s3["destination"]["ip"], "10.66.33.15");
+        assert_eq!(s3["destination"]["port"], 3389);
+        assert_eq!(s3["senhasegura"]["tenant"], tenant);
+        assert_eq!(by_id[&6]["event"]["duration"], 13_000_000_000i64);
+        assert!(docs.iter().all(|d| d["event"]["type"][0] == "end"));
+        let mut normal: Vec<_> = docs.into_iter().map(without_volatile).collect();
+        normal.sort_by_key(|d| d["senhasegura"]["session"]["record_id"].as_i64());
+        outputs.push(normal);
+    }
+    assert_eq!(outputs[0], outputs[1], "both shapes give the same events");
+}
+
+#[test]
+fn v3_path_falls_back_to_v4_on_404() {
+    let sim = Sim::start(&["--paths", "v4", "--sessions", "5", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["once"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 5);
+    assert!(
+        run.stderr.contains("falling back to the v4 path"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn horizon_skips_old_events_on_first_run() {
+    // 100 sessions over 10 days ending now; backfill 24h forwards only the last day's events.
+    let sim = Sim::start(&["--sessions", "100", "--active", "0", "--history", "10d"]);
+    let setup = Setup::new(&sim.url, "", "");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("backfill = \"all\"", "backfill = \"24h\"");
+    std::fs::write(&setup.config, text).unwrap();
+    let run = setup.run(&["once"]);
+    run.ok();
+    let n = run.docs().len();
+    assert!(
+        (8..=12).contains(&n),
+        "about a tenth of the sessions end in the last day, got {n}"
+    );
+    assert!(run.stderr.contains("skipped_horizon="), "{}", run.stderr);
+}
+
+#[test]
+fn dry_run_prints_and_writes_nothing() {
+    let sim = Sim::start(&["--sessions", "7", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let dry = setup.run(&["once", "--dry-run"]);
+    dry.ok();
+    assert_eq!(dry.docs().len(), 7);
+    assert!(!setup.state_dir().exists(), "dry run created no state");
+    let real = setup.run(&["once"]);
+    assert_eq!(real.ok().docs().len(), 7);
+    let dry = setup.run(&["once", "--dry-run"]);
+    assert_eq!(dry.ok().stdout, "");
+}

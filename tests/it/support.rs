@@ -1,0 +1,156 @@
+//! Test support: spawn the simulator binary, write configs, run the agent, read its output.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_senhasegura-forwarder")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A simulator process on a free loopback port, killed on drop.
+pub struct Sim {
+    child: Child,
+    pub url: String,
+}
+
+impl Sim {
+    pub fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(bin())
+            .args(["simulate", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn simulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped"))
+            .read_line(&mut line)
+            .expect("read base url");
+        let url = line.trim().to_string();
+        assert!(url.starts_with("http"), "simulator printed {url:?}");
+        Sim { child, url }
+    }
+
+    /// The simulator's counters.
+    pub fn stats(&self) -> serde_json::Value {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        assert!(
+            self.url.starts_with("http://"),
+            "stats only over plain HTTP"
+        );
+        let mut s = std::net::TcpStream::connect(addr).expect("connect simulator");
+        write!(s, "GET /_simulator/stats HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let body = resp.split("\r\n\r\n").nth(1).expect("http body");
+        serde_json::from_str(body).expect("stats json")
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temp dir with a config for a simulator.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    pub fn new(url: &str, source_extra: &str, rest: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let state = dir.path().join("state");
+        let text = format!(
+            "[source]\nurl = \"{url}\"\ntimezone = \"UTC\"\nbackfill = \"all\"\nretry_backoff = \"20ms\"\nretry_backoff_max = \"100ms\"\nretries = 4\n{source_extra}\n\
+             [source.auth]\nclient_id = \"forwarder\"\nclient_secret = \"simulator-secret\"\n\
+             [state]\npath = \"{}\"\nretention = \"100000d\"\n{rest}\n",
+            state.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Setup { dir, config }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Run the agent with these arguments (config appended).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env_remove("SENHASEGURA_FORWARDER_CONFIG")
+            .output()
+            .expect("run agent");
+        Run::from(out)
+    }
+}
+
+/// A finished agent run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Every stdout line as an ECS document, each validated against ECS 9.4.
+    pub fn docs(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+                crate::ecs::validate(&v);
+                v
+            })
+            .collect()
+    }
+
+    /// `<session_id>:<phase>` of every document.
+    pub fn keys(&self) -> Vec<String> {
+        self.docs().iter().map(key_of).collect()
+    }
+
+    pub fn ok(&self) -> &Run {
+        assert_eq!(self.code, 0, "exit code; stderr:\n{}", self.stderr);
+        self
+    }
+}
+
+pub fn key_of(doc: &serde_json::Value) -> String {
+    format!(
+        "{}:{}",
+        doc["senhasegura"]["session"]["id"].as_str().unwrap(),
+        doc["event"]["type"][0].as_str().unwrap()
+    )
+}
+
+/// A fixed vault clock so two simulators generate the same sessions.
+pub const NOW: &str = "2026-01-15 12:00:00";
