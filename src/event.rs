@@ -66,7 +66,7 @@ pub fn to_utc(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
             for _ in 0..48 {
                 probe -= chrono::Duration::minutes(30);
                 if let Some(before) = tz.from_local_datetime(&probe).earliest() {
-                    let offset = before.offset().clone();
+                    let offset = *before.offset();
                     let utc = local
                         - chrono::Duration::seconds(
                             chrono::Offset::fix(&offset).local_minus_utc() as i64
@@ -121,7 +121,7 @@ impl Device {
         let text = raw.trim();
         let (host, port_text) = if let Some(rest) = text.strip_prefix('[') {
             match rest.split_once(']') {
-                Some((h, tail)) if tail.is_empty() => (h, None),
+                Some((h, "")) => (h, None),
                 Some((h, tail)) => match tail.strip_prefix(':') {
                     Some(p) => (h, Some(p)),
                     None => {
