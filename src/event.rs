@@ -43,6 +43,9 @@ pub fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
     if t.starts_with("0000") {
         return None;
     }
+    if let Some(fast) = parse_fixed(t.as_bytes()) {
+        return Some(fast);
+    }
     NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
@@ -52,6 +55,30 @@ pub fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
                 .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists"))
         })
         .ok()
+}
+
+/// The documented `YYYY-MM-DD HH:MM:SS` form, read without the general parser (it is on the
+/// per-record path of every poll).
+fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b' ' && b[10] != b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?.and_hms_opt(
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    )
 }
 
 /// Convert a wall-clock time in `tz` to UTC by the module's gap/fold rule.
@@ -261,8 +288,8 @@ pub struct SessionEvent {
 pub struct Candidate {
     /// The phase to emit.
     pub phase: Phase,
-    /// The event's own time (start or end); `None` for a running session with no start.
-    pub time: Option<DateTime<Utc>>,
+    /// The event's own time (start or end).
+    pub time: DateTime<Utc>,
     /// Parsed start.
     pub start: Option<DateTime<Utc>>,
     /// Parsed end.
@@ -278,6 +305,9 @@ pub enum RecordProblem {
     /// `end` is set but is not a date.
     #[error("record has an unreadable end time `{0}`")]
     BadEnd(String),
+    /// A running session without a usable start cannot be placed in time.
+    #[error("running session has no usable start time")]
+    NoStart,
 }
 
 impl Candidate {
@@ -300,20 +330,21 @@ impl Candidate {
                 None => return Err(RecordProblem::BadEnd(text.to_string())),
             },
         };
-        Ok(match end {
-            Some(e) => Candidate {
+        match (end, start) {
+            (Some(e), _) => Ok(Candidate {
                 phase: Phase::End,
-                time: Some(e),
+                time: e,
                 start,
                 end,
-            },
-            None => Candidate {
+            }),
+            (None, Some(s)) => Ok(Candidate {
                 phase: Phase::Start,
-                time: start,
+                time: s,
                 start,
                 end: None,
-            },
-        })
+            }),
+            (None, None) => Err(RecordProblem::NoStart),
+        }
     }
 }
 
@@ -373,7 +404,7 @@ impl SessionEvent {
             phase: candidate.phase,
             id: event_id(&origin.base_url, tenant, &session_id, candidate.phase),
             key,
-            timestamp: candidate.time.unwrap_or(created),
+            timestamp: candidate.time,
             start: candidate.start,
             end: candidate.end.filter(|_| candidate.phase == Phase::End),
             duration_ns,

@@ -161,7 +161,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        if candidate.time.is_some_and(|t| t < self.input.horizon) {
+        if candidate.time < self.input.horizon {
             self.out.counters.horizon_skipped += 1;
             return Ok(());
         }
@@ -170,7 +170,7 @@ impl Worker {
             .as_deref()
             .expect("Candidate::of checked session_id");
         event_key(session_id, candidate.phase, &mut self.key);
-        match self.input.store.contains(&self.key) {
+        match self.input.store.contains(candidate.time, &self.key) {
             Ok(true) => {
                 self.out.counters.known += 1;
                 return Ok(());

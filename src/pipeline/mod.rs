@@ -17,7 +17,7 @@ use crate::event::Origin;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::senhasegura::{from_reqwest, SourceError, VaultClient};
-use crate::state::{Dedup, StateError};
+use crate::state::{Dedup, Delivered, StateError};
 use crate::Error;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,18 @@ pub use deliver::{DeliveryPolicy, SinkSet};
 const BATCH_QUEUE: usize = 4;
 /// Body chunks waiting for the filter.
 const CHUNK_QUEUE: usize = 32;
+/// Acknowledged keys are committed (apply + fsync) once this many are pending...
+const COMMIT_KEYS: usize = 20_000;
+/// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+
+async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>) -> Result<(), Error> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.commit(&keys))
+        .await
+        .map_err(|e| StateError::Io(format!("commit task failed: {e}")))??;
+    Ok(())
+}
 
 /// Per-cycle counts, for the summary line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -222,18 +234,29 @@ impl Pipeline {
         let sinks = &mut self.sinks;
         let deliver = async {
             let mut delivered = 0u64;
-            while let Some(batch) = batch_rx.recv().await {
-                sinks.deliver(&batch, shutdown).await?;
-                if commit {
-                    let keys = deliver::delivered_keys(&batch);
-                    let store = store.clone();
-                    tokio::task::spawn_blocking(move || store.commit(&keys))
-                        .await
-                        .map_err(|e| StateError::Io(format!("commit task failed: {e}")))??;
+            let mut pending: Vec<Delivered> = Vec::new();
+            let mut since = Instant::now();
+            let result = loop {
+                let Some(batch) = batch_rx.recv().await else {
+                    break Ok(());
+                };
+                if let Err(e) = sinks.deliver(&batch, shutdown).await {
+                    break Err(e);
                 }
                 delivered += batch.metas.len() as u64;
+                if commit {
+                    pending.extend(deliver::delivered_keys(&batch));
+                    if pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY {
+                        commit_keys(&store, std::mem::take(&mut pending)).await?;
+                        since = Instant::now();
+                    }
+                }
+            };
+            // What was acknowledged is committed even when a later batch failed.
+            if !pending.is_empty() {
+                commit_keys(&store, pending).await?;
             }
-            Ok::<u64, Error>(delivered)
+            result.map(|()| delivered)
         };
         let (read_result, deliver_result) = tokio::join!(read, deliver);
         let outcome = filter

@@ -2,8 +2,9 @@
 //!
 //! The pipeline sees only the [`Dedup`] trait (`contains`, `commit`); the sled-backed
 //! [`SledStore`] is one implementation, kept behind it because sled 0.34 has known weak spots
-//! (DESIGN.md §11). Keys are `<session_id>:<phase>` under a versioned key format; each value is
-//! the event's own time (unix seconds, big-endian i64), which is what pruning reads.
+//! (DESIGN.md §11). Keys are `<session_id>:<phase>`, stored under a versioned key format that
+//! puts the event's own time first (see `sled_store.rs`), so lookups of a listing, which is in
+//! time order, touch neighbouring pages, and pruning is a range scan.
 //!
 //! Invariant: `commit` is called only with keys every sink acknowledged, and it returns only
 //! once they are durable (`apply_batch` then `flush`).
@@ -59,8 +60,8 @@ pub struct Delivered {
 
 /// What the pipeline needs from a store.
 pub trait Dedup: Send + Sync {
-    /// Was this key delivered before?
-    fn contains(&self, key: &str) -> Result<bool, StateError>;
+    /// Was this key, of an event at `time`, delivered before?
+    fn contains(&self, time: DateTime<Utc>, key: &str) -> Result<bool, StateError>;
     /// Remember these keys durably.
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError>;
 }

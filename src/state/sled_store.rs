@@ -1,6 +1,12 @@
 //! The sled implementation of the dedup store, plus the operator's view of it (stats, list,
 //! forget, prune, export, import). The directory is created 0700 and the process umask keeps
 //! sled's files 0600. sled takes an exclusive lock, so a second agent fails at once.
+//!
+//! Key format 1: 8 bytes of the event's time (unix seconds, big-endian, sign bit flipped so
+//! byte order is time order), then `<session_id>:<phase>`; empty values. A listing is in time
+//! order, so its lookups and inserts walk neighbouring leaves instead of hashing across the
+//! whole tree (with random session ids as the first bytes, a 1M-key store missed sled's cache on
+//! nearly every lookup), and pruning reads only the expired range.
 
 use super::{Dedup, Delivered, StateError, KEY_FORMAT};
 use chrono::{DateTime, TimeZone, Utc};
@@ -8,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-const EVENTS_TREE: &str = "events.v1";
+const EVENTS_TREE: &str = "events";
 const META_FORMAT: &[u8] = b"key_format";
 const META_FIRST_RUN: &[u8] = b"first_run_horizon";
 const META_CREATED: &[u8] = b"created";
@@ -73,13 +79,31 @@ pub enum ExportLine {
     },
 }
 
-fn decode_time(v: &[u8]) -> DateTime<Utc> {
-    let secs = v
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(i64::from_be_bytes)
+const SIGN: u64 = 1 << 63;
+
+fn time_prefix(time: DateTime<Utc>) -> [u8; 8] {
+    ((time.timestamp() as u64) ^ SIGN).to_be_bytes()
+}
+
+/// The stored bytes of `key` at `time`.
+fn encode_key(time: DateTime<Utc>, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&time_prefix(time));
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The time and `<session_id>:<phase>` of stored bytes.
+fn decode_key(bytes: &[u8]) -> (DateTime<Utc>, String) {
+    let (head, tail) = bytes.split_at(bytes.len().min(8));
+    let secs = head
+        .try_into()
+        .map(|b: [u8; 8]| (u64::from_be_bytes(b) ^ SIGN) as i64)
         .unwrap_or(0);
-    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+    (
+        Utc.timestamp_opt(secs, 0).single().unwrap_or_default(),
+        String::from_utf8_lossy(tail).into_owned(),
+    )
 }
 
 impl SledStore {
@@ -94,7 +118,6 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::LowSpace)
             .open()
             .map_err(|e| open_error(path, e))?;
         let events = db.open_tree(EVENTS_TREE)?;
@@ -169,15 +192,15 @@ impl SledStore {
     pub fn stats(&self) -> Result<Stats, StateError> {
         let (mut keys, mut start, mut end) = (0, 0, 0);
         let (mut oldest, mut newest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
-        for item in self.events.iter() {
-            let (k, v) = item?;
+        for item in self.events.iter().keys() {
+            let k = item?;
             keys += 1;
             if k.ends_with(b":start") {
                 start += 1;
             } else if k.ends_with(b":end") {
                 end += 1;
             }
-            let t = decode_time(&v);
+            let t = decode_key(&k).0;
             oldest = Some(oldest.map_or(t, |o| o.min(t)));
             newest = Some(newest.map_or(t, |n| n.max(t)));
         }
@@ -192,37 +215,39 @@ impl SledStore {
         })
     }
 
-    /// Every key with its event time, in key order.
+    /// Every key with its event time, in time order.
     pub fn list(&self) -> impl Iterator<Item = Result<(String, DateTime<Utc>), StateError>> + '_ {
-        self.events.iter().map(|item| {
-            let (k, v) = item?;
-            Ok((String::from_utf8_lossy(&k).into_owned(), decode_time(&v)))
+        self.events.iter().keys().map(|item| {
+            let (time, key) = decode_key(&item?);
+            Ok((key, time))
         })
     }
 
     /// Forget keys (so their events are forwarded again if the vault still lists them).
+    /// Keys are `<session_id>:<phase>`; the whole store is scanned (an operator's command).
     pub fn forget(&self, keys: &[String]) -> Result<usize, StateError> {
+        let wanted: std::collections::HashSet<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for k in keys {
-            if self.events.remove(k.as_bytes())?.is_some() {
+        for item in self.events.iter().keys() {
+            let k = item?;
+            if k.len() >= 8 && wanted.contains(&k[8..]) {
+                batch.remove(k);
                 removed += 1;
             }
         }
+        self.events.apply_batch(batch)?;
         self.db.flush()?;
         Ok(removed)
     }
 
-    /// Remove keys whose event time is before `before`.
+    /// Remove keys whose event time is before `before` (a range scan of the expired keys).
     pub fn prune(&self, before: DateTime<Utc>) -> Result<usize, StateError> {
-        let cutoff = before.timestamp();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for item in self.events.iter() {
-            let (k, v) = item?;
-            if decode_time(&v).timestamp() < cutoff {
-                batch.remove(k);
-                removed += 1;
-            }
+        for item in self.events.range(..time_prefix(before).to_vec()).keys() {
+            batch.remove(item?);
+            removed += 1;
         }
         self.events.apply_batch(batch)?;
         self.db.flush()?;
@@ -301,14 +326,14 @@ impl SledStore {
 }
 
 impl Dedup for SledStore {
-    fn contains(&self, key: &str) -> Result<bool, StateError> {
-        Ok(self.events.contains_key(key.as_bytes())?)
+    fn contains(&self, time: DateTime<Utc>, key: &str) -> Result<bool, StateError> {
+        Ok(self.events.contains_key(encode_key(time, key))?)
     }
 
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();
         for d in delivered {
-            batch.insert(d.key.as_bytes(), &d.time.timestamp().to_be_bytes());
+            batch.insert(encode_key(d.time, &d.key), &[]);
         }
         self.events.apply_batch(batch)?;
         self.db.flush()?;
@@ -373,7 +398,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
-        assert!(!store.contains("a:end").unwrap());
+        assert!(!store.contains(t(1000), "a:end").unwrap());
         store
             .commit(&[
                 Delivered {
@@ -386,17 +411,29 @@ mod tests {
                 },
             ])
             .unwrap();
-        assert!(store.contains("a:end").unwrap());
+        assert!(store.contains(t(1000), "a:end").unwrap());
+        assert!(
+            !store.contains(t(1001), "a:end").unwrap(),
+            "the time is part of the key"
+        );
         let stats = store.stats().unwrap();
         assert_eq!((stats.keys, stats.start, stats.end), (2, 1, 1));
         assert_eq!(store.meta().unwrap().first_run_horizon, Some(t(100)));
         let mut out = Vec::new();
         assert_eq!(store.export(&mut out).unwrap(), 2);
         assert_eq!(store.prune(t(500)).unwrap(), 1);
-        assert!(!store.contains("b:start").unwrap());
+        assert!(!store.contains(t(10), "b:start").unwrap());
+        assert!(store.contains(t(1000), "a:end").unwrap());
+        assert_eq!(store.forget(&["a:end".to_string()]).unwrap(), 1);
+        assert!(!store.contains(t(1000), "a:end").unwrap());
         let other = SledStore::open(&dir.path().join("o"), None, None).unwrap();
         assert_eq!(other.import(&mut out.as_slice()).unwrap(), 2);
-        assert!(other.contains("b:start").unwrap());
+        assert!(other.contains(t(10), "b:start").unwrap());
+        assert_eq!(
+            other.list().next().unwrap().unwrap(),
+            ("b:start".to_string(), t(10)),
+            "time order"
+        );
         assert_eq!(other.meta().unwrap().first_run_horizon, Some(t(100)));
     }
 

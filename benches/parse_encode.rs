@@ -1,0 +1,116 @@
+//! Micro-benchmarks of the CPU path: scanning a listing into records, parsing records,
+//! building events and encoding ECS. `cargo bench --bench parse_encode`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use senhasegura_forwarder::encode::{ecs::EcsEncoder, EncodeCounters};
+use senhasegura_forwarder::event::{Candidate, Origin, SessionEvent};
+use senhasegura_forwarder::simulate::generate::{Body, Sessions, Shape};
+use senhasegura_forwarder::source::senhasegura::model::RawSession;
+use senhasegura_forwarder::source::senhasegura::stream::{Item, Scanner};
+use std::sync::Arc;
+
+fn listing(n: u64) -> Vec<u8> {
+    let base =
+        chrono::NaiveDateTime::parse_from_str("2026-01-15 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    let sessions = Arc::new(Sessions::new(
+        3,
+        n,
+        n / 100,
+        base,
+        std::time::Duration::from_secs(86400 * 30),
+    ));
+    let mut body = Body::new(sessions, Shape::Flat, "Segura");
+    let mut out = Vec::new();
+    while let Some(c) = body.next_chunk() {
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+fn benches(c: &mut Criterion) {
+    let body = listing(20_000);
+    let mut g = c.benchmark_group("listing");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("scan", |b| {
+        b.iter(|| {
+            let mut s = Scanner::default();
+            let mut n = 0u64;
+            for chunk in body.chunks(64 * 1024) {
+                s.feed::<()>(chunk, &mut |i| {
+                    if let Item::Record(_) = i {
+                        n += 1
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            }
+            n
+        })
+    });
+    g.bench_function("scan+parse+candidate", |b| {
+        let tz: chrono_tz::Tz = "America/Sao_Paulo".parse().unwrap();
+        b.iter(|| {
+            let mut s = Scanner::default();
+            let mut n = 0u64;
+            for chunk in body.chunks(64 * 1024) {
+                s.feed::<()>(chunk, &mut |i| {
+                    if let Item::Record(r) = i {
+                        let rec = RawSession::parse(r).unwrap().to_record();
+                        if Candidate::of(&rec, tz).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            }
+            n
+        })
+    });
+    g.finish();
+
+    let rec_bytes = br#"{"id":"3","user":"Admin","origin_ip":"172.16.20.125","credential":"usrdomadm01","device":"10.66.33.15:3389","protocol":"rdp","proxy":"Web Proxy","session_id":"e7acacb6aedbab70073456da5744166939b77527","start":"2024-05-06 16:05:07","end":"2024-05-06 16:07:59","time":"00:02:52","prevent_purge":"No","request":null,"ITSM":null}"#;
+    let origin = Origin {
+        base_url: "https://vault".into(),
+        vault_host: "vault".into(),
+        timezone: chrono_tz::Tz::UTC,
+    };
+    let rec = RawSession::parse(rec_bytes).unwrap().to_record();
+    let cand = Candidate::of(&rec, chrono_tz::Tz::UTC).unwrap();
+    let mut g = c.benchmark_group("event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("build", |b| {
+        b.iter(|| {
+            SessionEvent::build(
+                &rec,
+                cand,
+                &origin,
+                Some("Segura"),
+                chrono::Utc::now(),
+                None,
+            )
+        })
+    });
+    let ev = SessionEvent::build(
+        &rec,
+        cand,
+        &origin,
+        Some("Segura"),
+        chrono::Utc::now(),
+        None,
+    );
+    let enc = EcsEncoder::new(false);
+    let mut out = Vec::with_capacity(2048);
+    let mut counters = EncodeCounters::default();
+    g.bench_function("encode_ecs", |b| {
+        b.iter(|| {
+            out.clear();
+            enc.encode(&ev, &mut out, &mut counters);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(micro, benches);
+criterion_main!(micro);
