@@ -32,7 +32,7 @@ const BATCH_QUEUE: usize = 4;
 /// Body chunks waiting for the filter.
 const CHUNK_QUEUE: usize = 32;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending...
-const COMMIT_KEYS: usize = 20_000;
+const COMMIT_KEYS: usize = 10_000;
 /// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 

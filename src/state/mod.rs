@@ -9,6 +9,7 @@
 //! Invariant: `commit` is called only with keys every sink acknowledged, and it returns only
 //! once they are durable (`apply_batch` then `flush`).
 
+mod bucket;
 mod sled_store;
 
 pub use sled_store::{ExportLine, SledStore, StateMeta, Stats};
