@@ -33,17 +33,25 @@ path = "$WORK/state"
 retention = "100000d"
 TOML
 
-measure() { # label, command...
+RUNS=${RUNS:-3}
+measure() { # label, command... ; runs it RUNS times, prints each and the median
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" > /dev/null 2> "$WORK/err" || { cat "$WORK/err"; exit 1; }
-  read -r secs kb < "$WORK/time"
-  printf '%-28s wall %6.2f s   peak RSS %6.1f MiB\n' "$label" "$secs" "$(awk -v k="$kb" 'BEGIN{print k/1024}')"
+  local walls=() rss=()
+  for _ in $(seq "$RUNS"); do
+    [ -n "${FRESH:-}" ] && rm -rf "$WORK/state"
+    /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" > /dev/null 2> "$WORK/err" || { cat "$WORK/err"; exit 1; }
+    read -r secs kb < "$WORK/time"
+    walls+=("$secs"); rss+=("$kb")
+  done
+  printf '%-28s wall %s s (median %s)   peak RSS %s MiB (max)\n' "$label" "${walls[*]}" \
+    "$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')" \
+    "$(printf '%s\n' "${rss[@]}" | sort -n | tail -1 | awk '{printf "%.1f", $1/1024}')"
 }
 
-echo "listing: $N sessions ($((N / 100)) running), simulator on loopback"
+echo "listing: $N sessions ($((N / 100)) running), simulator on loopback, $RUNS runs each"
 measure "floor (typed from_slice)" "$FLOOR" "$URL" typed
-measure "floor (Value from_slice)" "$FLOOR" "$URL" value
-measure "once, every event new" "$BIN" once -c "$WORK/config.toml"
+RUNS=1 measure "floor (Value from_slice)" "$FLOOR" "$URL" value
+FRESH=1 measure "once, every event new" "$BIN" once -c "$WORK/config.toml"
 grep -o 'new=[0-9]*' "$WORK/err" | head -1
 measure "once, every event known" "$BIN" once -c "$WORK/config.toml"
 grep -o 'known=[0-9]*' "$WORK/err" | head -1

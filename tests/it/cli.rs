@@ -1,13 +1,12 @@
 //! The command line: config errors and exit codes, `check`, `state`, file modes, the lock.
 
-use crate::support::{bin, Setup, Sim, NOW};
-use std::process::Command;
+use crate::support::{Setup, Sim, NOW};
 
 fn with_config(text: &str) -> (tempfile::TempDir, crate::support::Run) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin())
+    let out = crate::support::cmd()
         .args(["once", "-c"])
         .arg(&path)
         .output()
@@ -60,14 +59,14 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
-    let out = Command::new(bin())
+    let out = crate::support::cmd()
         .args(["once", "-c", "/nonexistent/config.toml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.toml"));
 
-    let out = Command::new(bin()).args(["frobnicate"]).output().unwrap();
+    let out = crate::support::cmd().args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
 
@@ -86,7 +85,7 @@ fn secrets_come_from_files_and_the_environment() {
     assert_eq!(setup.run(&["once", "--dry-run"]).ok().docs().len(), 2);
     let from_env = text.replace("\"simulator-secret\"", "\"${SSF_TEST_SECRET}\"");
     std::fs::write(&setup.config, &from_env).unwrap();
-    let out = Command::new(bin())
+    let out = crate::support::cmd()
         .args(["once", "--dry-run", "-c"])
         .arg(&setup.config)
         .env("SSF_TEST_SECRET", "simulator-secret")
@@ -154,7 +153,7 @@ fn state_is_private_locked_and_manageable() {
         }
     }
     // A running agent holds the state; a second one fails at once with exit 5.
-    let mut running = Command::new(bin())
+    let mut running = crate::support::cmd()
         .args(["run", "-c"])
         .arg(&setup.config)
         .stdout(std::process::Stdio::null())
@@ -173,7 +172,7 @@ fn state_is_private_locked_and_manageable() {
     );
 
     let state_cmd = |args: &[&str]| -> crate::support::Run {
-        Command::new(bin())
+        crate::support::cmd()
             .args(["state", "--state-dir"])
             .arg(&state)
             .args(args)
@@ -231,11 +230,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn demo_runs_without_config() {
-    let out = Command::new(bin())
+    let out = crate::support::cmd()
         .args(["demo", "--cycles", "2", "--interval", "1"])
         .output()
         .unwrap();
     let run: crate::support::Run = out.into();
     run.ok();
     assert!(run.docs().len() >= 14 + 4, "{}", run.stdout);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_on_stderr() {
+    let sim = Sim::start(&["--sessions", "3", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["--log-format", "json", "once"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 3, "events stay on stdout");
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "Poll cycle done")
+        .expect("summary line");
+    assert_eq!(summary["new"], 3);
+    assert_eq!(summary["records"], 3);
 }

@@ -1,9 +1,9 @@
 //! Faults: retries, token expiry and revocation, rejected credentials, cut connections, TLS,
 //! a closed stdout.
 
-use crate::support::{bin, Setup, Sim, NOW};
+use crate::support::{Setup, Sim, NOW};
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[test]
 fn fail_first_is_retried_then_succeeds() {
@@ -181,7 +181,7 @@ fn tls_works_with_the_ca_file_and_fails_without() {
 fn closed_stdout_ends_cleanly_without_committing() {
     let sim = Sim::start(&["--sessions", "50", "--now", NOW, "--delay-ms", "300"]);
     let setup = Setup::new(&sim.url, "", "");
-    let mut child = Command::new(bin())
+    let mut child = crate::support::cmd()
         .args(["once", "-c"])
         .arg(&setup.config)
         .stdout(Stdio::piped())
@@ -196,7 +196,7 @@ fn closed_stdout_ends_cleanly_without_committing() {
         stderr.contains("Output closed") || stderr.contains("closed the pipe"),
         "{stderr}"
     );
-    let stats = Command::new(bin())
+    let stats = crate::support::cmd()
         .args(["state", "--state-dir"])
         .arg(setup.state_dir())
         .arg("stats")

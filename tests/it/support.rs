@@ -8,6 +8,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_senhasegura-forwarder")
 }
 
+/// The agent binary with proxy variables removed, so loopback traffic never goes to a proxy
+/// that the CI machine's environment might name.
+pub fn cmd() -> Command {
+    let mut c = Command::new(bin());
+    for v in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.env_remove("SENHASEGURA_FORWARDER_CONFIG");
+    c
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -22,7 +40,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(bin())
+        let mut child = cmd()
             .args(["simulate", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -91,7 +109,7 @@ impl Setup {
 
     /// Run the agent with these arguments (config appended).
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(bin())
+        let out = cmd()
             .args(args)
             .arg("-c")
             .arg(&self.config)

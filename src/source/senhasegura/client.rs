@@ -131,12 +131,8 @@ impl VaultClient {
                     .unwrap_or("no message")
                     .to_string()
             });
-            let auth_problem = matches!(status.as_u16(), 401 | 403)
-                || message.contains("not authorized")
-                || message.contains("No route matched")
-                || message.contains("Invalid signature");
-            if auth_problem {
-                if !refreshed {
+            match classify(status.as_u16(), &message) {
+                Answer::Unauthorized if !refreshed => {
                     tracing::info!(
                         status = status.as_u16(),
                         message,
@@ -144,28 +140,31 @@ impl VaultClient {
                     );
                     self.auth.invalidate().await;
                     refreshed = true;
-                    continue;
                 }
-                return Err(SourceError::NotAuthorized { message });
-            }
-            if status.as_u16() == 404 {
-                if self.may_fall_back && path == PATH_V3 {
+                Answer::Unauthorized => {
+                    return Err(SourceError::NotAuthorized {
+                        hint: unauthorized_hint(&message),
+                        message,
+                    });
+                }
+                Answer::NotFound if self.may_fall_back && path == PATH_V3 => {
                     tracing::warn!(from = PATH_V3, to = PATH_V4, message, "Listing path not found; falling back to the v4 path (set source.path to skip this)");
                     *self.path.lock().expect("path lock is never poisoned") = PATH_V4.to_string();
-                    continue;
                 }
-                return Err(SourceError::NotFound { path, message });
+                Answer::NotFound => return Err(SourceError::NotFound { path, message }),
+                Answer::Transient => {
+                    return Err(SourceError::Server {
+                        status: status.as_u16(),
+                        message,
+                    })
+                }
+                Answer::Other => {
+                    return Err(SourceError::Api {
+                        status: status.as_u16(),
+                        message,
+                    })
+                }
             }
-            if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-                return Err(SourceError::Server {
-                    status: status.as_u16(),
-                    message,
-                });
-            }
-            return Err(SourceError::Api {
-                status: status.as_u16(),
-                message,
-            });
         }
     }
 }
@@ -180,4 +179,84 @@ async fn read_limited(resp: reqwest::Response) -> Vec<u8> {
         }
     }
     out
+}
+
+/// What an error answer of the listing means.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// The token or signature was refused: refresh once, then fail (never retried).
+    Unauthorized,
+    /// The path does not exist here.
+    NotFound,
+    /// Worth retrying with backoff.
+    Transient,
+    /// Anything else: fail.
+    Other,
+}
+
+/// Classify an error answer by status and the vault's message (DESIGN.md §2): the vault sends
+/// "You are not authorized to access this resource." with a 500, so the message wins.
+fn classify(status: u16, message: &str) -> Answer {
+    let auth_message = [
+        "not authorized",
+        "No route matched",
+        "Invalid signature",
+        "authentication failed",
+    ]
+    .iter()
+    .any(|m| message.contains(m));
+    if auth_message || matches!(status, 401 | 403) {
+        Answer::Unauthorized
+    } else if status == 404 {
+        Answer::NotFound
+    } else if status >= 500 || matches!(status, 408 | 429) || message.contains("timed out") {
+        Answer::Transient
+    } else {
+        Answer::Other
+    }
+}
+
+/// What to do about a refused listing, by the vault's message.
+fn unauthorized_hint(message: &str) -> &'static str {
+    if message.contains("No route matched") {
+        "the request reached the vault without its Authorization header; check that no proxy between the agent and the vault strips it"
+    } else if message.contains("Invalid signature") {
+        "the OAuth 1.0a signature did not match; check the consumer key/secret and token/secret, and the host's clock"
+    } else {
+        "the A2A authorization must be enabled and grant access to the remote sessions resource"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_message_is_classified() {
+        assert_eq!(classify(404, "Resource sub not found"), Answer::NotFound);
+        assert_eq!(classify(500, "Unexpected error."), Answer::Transient);
+        assert_eq!(
+            classify(500, "You are not authorized to access this resource."),
+            Answer::Unauthorized
+        );
+        assert_eq!(
+            classify(401, "Client authentication failed."),
+            Answer::Unauthorized
+        );
+        assert_eq!(classify(401, "Invalid signature"), Answer::Unauthorized);
+        assert_eq!(
+            classify(401, "No route matched with those values."),
+            Answer::Unauthorized
+        );
+        assert_eq!(
+            classify(404, "No route matched with those values."),
+            Answer::Unauthorized
+        );
+        assert_eq!(classify(504, "Request timed out."), Answer::Transient);
+        assert_eq!(classify(200, "Request timed out."), Answer::Transient);
+        assert_eq!(classify(400, "Bad request"), Answer::Other);
+        assert!(unauthorized_hint("No route matched with those values.")
+            .contains("Authorization header"));
+        assert!(unauthorized_hint("Invalid signature").contains("signature"));
+    }
 }

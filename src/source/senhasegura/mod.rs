@@ -16,8 +16,8 @@ pub enum SourceError {
     #[error("the vault rejected the client credentials ({message}): check source.auth.client_id and the client secret, and that the A2A authorization for this application is enabled in senhasegura (A2A > Applications > Authorizations)")]
     AuthRejected { message: String },
     /// The listing was refused even with a fresh token.
-    #[error("the vault refused the listing with a fresh token ({message}): the A2A authorization must grant access to the remote sessions resource (and, for OAuth 1.0a, the signature keys must match)")]
-    NotAuthorized { message: String },
+    #[error("the vault refused the listing with a fresh token ({message}): {hint}")]
+    NotAuthorized { message: String, hint: &'static str },
     /// The path does not exist on this vault.
     #[error("the listing path {path} was not found ({message}); set source.path to the path your vault version documents ({v3} or {v4})", v3 = crate::config::PATH_V3, v4 = crate::config::PATH_V4)]
     NotFound { path: String, message: String },
