@@ -16,6 +16,7 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== tests"
+mkdir -p target
 cargo test --all-targets 2>&1 | tee target/test-output.txt
 # Fail loudly if the integration binary did not run.
 grep -q "test result: ok" target/test-output.txt
