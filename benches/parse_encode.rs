@@ -10,8 +10,7 @@ use senhasegura_forwarder::source::senhasegura::stream::{Item, Scanner};
 use std::sync::Arc;
 
 fn listing(n: u64) -> Vec<u8> {
-    let base =
-        chrono::NaiveDateTime::parse_from_str("2026-01-15 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    let base = chrono::NaiveDateTime::parse_from_str("2026-01-15 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
     let sessions = Arc::new(Sessions::new(
         3,
         n,
@@ -80,25 +79,9 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("event");
     g.throughput(Throughput::Elements(1));
     g.bench_function("build", |b| {
-        b.iter(|| {
-            SessionEvent::build(
-                &rec,
-                cand,
-                &origin,
-                Some("Segura"),
-                chrono::Utc::now(),
-                None,
-            )
-        })
+        b.iter(|| SessionEvent::build(&rec, cand, &origin, Some("Segura"), chrono::Utc::now(), None))
     });
-    let ev = SessionEvent::build(
-        &rec,
-        cand,
-        &origin,
-        Some("Segura"),
-        chrono::Utc::now(),
-        None,
-    );
+    let ev = SessionEvent::build(&rec, cand, &origin, Some("Segura"), chrono::Utc::now(), None);
     let enc = EcsEncoder::new(false);
     let mut out = Vec::with_capacity(2048);
     let mut counters = EncodeCounters::default();

@@ -5,9 +5,7 @@
 use crate::cli::StateAction;
 use crate::config::{Backfill, Config, Format, Resolved};
 use crate::event::Origin;
-use crate::pipeline::{
-    encoders_for, CycleSummary, DeliveryPolicy, Pipeline, Progress, RetryPolicy, SinkSet,
-};
+use crate::pipeline::{encoders_for, CycleSummary, DeliveryPolicy, Pipeline, Progress, RetryPolicy, SinkSet};
 use crate::shutdown::Shutdown;
 use crate::simulate::{SimOptions, Simulator};
 use crate::sink::Sink;
@@ -59,9 +57,7 @@ pub struct Agent {
 fn first_run_horizon(backfill: Backfill) -> Option<chrono::DateTime<Utc>> {
     match backfill {
         Backfill::All => None,
-        Backfill::Since(d) => Some(
-            Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500)),
-        ),
+        Backfill::Since(d) => Some(Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))),
     }
 }
 
@@ -84,14 +80,13 @@ impl Agent {
         let client = Arc::new(VaultClient::new(resolved)?);
         let backfill_horizon = first_run_horizon(config.source.backfill);
         let state_path = &config.state.path;
-        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) =
-            if dry_run && !state_path.exists() {
-                (None, Arc::new(EmptyStore))
-            } else {
-                let vault = (!dry_run).then_some(resolved.base_url.as_str());
-                let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
-                (Some(s.clone()), s)
-            };
+        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) = if dry_run && !state_path.exists() {
+            (None, Arc::new(EmptyStore))
+        } else {
+            let vault = (!dry_run).then_some(resolved.base_url.as_str());
+            let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
+            (Some(s.clone()), s)
+        };
         let first_run = match &store {
             Some(s) => s.meta()?.first_run_horizon,
             None => backfill_horizon,
@@ -221,19 +216,11 @@ fn spawn_progress(progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
 
 /// `run`: poll every interval until shutdown. Source and sink failures are logged and retried
 /// on the next cycle (the vault or SIEM may come back); state errors end the run.
-pub async fn run(
-    resolved: &Resolved,
-    shutdown: Shutdown,
-    cycles: Option<u64>,
-) -> Result<(), Error> {
+pub async fn run(resolved: &Resolved, shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
     run_agent(Agent::new(resolved, false, false)?, shutdown, cycles).await
 }
 
-async fn run_agent(
-    mut agent: Agent,
-    mut shutdown: Shutdown,
-    cycles: Option<u64>,
-) -> Result<(), Error> {
+async fn run_agent(mut agent: Agent, mut shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
     let mut done = 0u64;
     tracing::info!(interval_s = agent.interval.as_secs_f64(), "Polling started");
     loop {
@@ -274,7 +261,10 @@ fn report(ok: bool, what: &str, detail: &str) {
 pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error> {
     report(true, "config", &config_path.display().to_string());
     if resolved.timezone_from_host {
-        println!("warn timezone: source.timezone is not set; the host's zone {} is used. Set it to the vault's zone.", resolved.timezone.name());
+        println!(
+            "warn timezone: source.timezone is not set; the host's zone {} is used. Set it to the vault's zone.",
+            resolved.timezone.name()
+        );
     } else {
         report(true, "timezone", resolved.timezone.name());
     }
@@ -316,20 +306,12 @@ pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error>
             }
         }
     }
-    report(
-        true,
-        "state",
-        &resolved.config.state.path.display().to_string(),
-    );
+    report(true, "state", &resolved.config.state.path.display().to_string());
     Ok(())
 }
 
 /// `state ...`.
-pub fn state(
-    config_path: Option<&Path>,
-    state_dir: Option<PathBuf>,
-    action: StateAction,
-) -> Result<(), Error> {
+pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: StateAction) -> Result<(), Error> {
     let (path, retention) = match state_dir {
         Some(dir) => {
             let retention = match config_path {
@@ -430,8 +412,8 @@ pub async fn demo(cycles: Option<u64>, interval: u64, shutdown: Shutdown) -> Res
         ..SimOptions::default()
     };
     let sim = Simulator::start(opts.clone()).await.map_err(Error::Usage)?;
-    let dir = tempfile::tempdir()
-        .map_err(|e| StateError::Io(format!("cannot create a temporary state directory: {e}")))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| StateError::Io(format!("cannot create a temporary state directory: {e}")))?;
     let toml = format!(
         "[source]\nurl = \"{url}\"\ntimezone = \"UTC\"\ninterval = \"{interval}s\"\nbackfill = \"all\"\n\
          [source.auth]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n\

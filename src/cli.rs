@@ -6,23 +6,13 @@ use std::path::PathBuf;
 
 /// Forward senhasegura (Segura) PAM remote-session activity to a SIEM.
 #[derive(Debug, Parser)]
-#[command(
-    name = "senhasegura-forwarder",
-    version,
-    about,
-    propagate_version = true
-)]
+#[command(name = "senhasegura-forwarder", version, about, propagate_version = true)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `senhasegura_forwarder=debug`.
-    #[arg(
-        long,
-        env = "SENHASEGURA_FORWARDER_LOG",
-        default_value = "info",
-        global = true
-    )]
+    #[arg(long, env = "SENHASEGURA_FORWARDER_LOG", default_value = "info", global = true)]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,

@@ -50,10 +50,7 @@ pub fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
-        .or_else(|_| {
-            NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists"))
-        })
+        .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists")))
         .ok()
 }
 
@@ -70,9 +67,8 @@ fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
-        })
+        b[r].iter()
+            .try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
     };
     NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?.and_hms_opt(
         num(11..13)?,
@@ -94,10 +90,7 @@ pub fn to_utc(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
                 probe -= chrono::Duration::minutes(30);
                 if let Some(before) = tz.from_local_datetime(&probe).earliest() {
                     let offset = *before.offset();
-                    let utc = local
-                        - chrono::Duration::seconds(
-                            chrono::Offset::fix(&offset).local_minus_utc() as i64
-                        );
+                    let utc = local - chrono::Duration::seconds(chrono::Offset::fix(&offset).local_minus_utc() as i64);
                     return Utc.from_utc_datetime(&utc);
                 }
             }
@@ -380,6 +373,7 @@ impl SessionEvent {
         created: DateTime<Utc>,
         original: Option<&[u8]>,
     ) -> SessionEvent {
+        let tenant = tenant.filter(|t| !t.trim().is_empty());
         let session_id = record.session_id.as_deref().unwrap_or_default().to_string();
         let mut key = String::with_capacity(session_id.len() + 6);
         event_key(&session_id, candidate.phase, &mut key);
@@ -397,9 +391,7 @@ impl SessionEvent {
         let device_raw = owned(&record.device);
         let device = device_raw.as_deref().map(Device::parse).unwrap_or_default();
         let origin_text = owned(&record.origin_ip);
-        let origin_ip = origin_text
-            .as_deref()
-            .and_then(|o| o.trim().trim_matches(['[', ']']).parse().ok());
+        let origin_ip = origin_text.as_deref().and_then(|o| o.parse().ok());
         SessionEvent {
             phase: candidate.phase,
             id: event_id(&origin.base_url, tenant, &session_id, candidate.phase),
@@ -414,29 +406,24 @@ impl SessionEvent {
             tenant: tenant.map(str::to_string),
             session_id,
             record_id: owned(&record.record_id),
-            record_number: record
-                .record_id
-                .as_deref()
-                .and_then(|s| s.trim().parse().ok()),
+            record_number: record.record_id.as_deref().and_then(|s| s.trim().parse().ok()),
             user: owned(&record.user),
             origin: origin_text,
             origin_ip,
             credential: owned(&record.credential),
             device_raw,
             device,
-            protocol: record
-                .protocol
-                .as_deref()
-                .map(|p| p.trim().to_ascii_lowercase()),
+            protocol: record.protocol.as_deref().map(str::to_ascii_lowercase),
             proxy: owned(&record.proxy),
             duration_text: owned(&record.duration),
-            prevent_purge: record.prevent_purge.as_deref().and_then(|p| {
-                match p.trim().to_ascii_lowercase().as_str() {
+            prevent_purge: record
+                .prevent_purge
+                .as_deref()
+                .and_then(|p| match p.trim().to_ascii_lowercase().as_str() {
                     "yes" | "sim" | "true" | "1" | "y" => Some(true),
                     "no" | "nao" | "não" | "false" | "0" | "n" => Some(false),
                     _ => None,
-                }
-            }),
+                }),
             request: owned(&record.request),
             itsm: owned(&record.itsm),
             original: original.map(|o| String::from_utf8_lossy(o).into_owned()),
@@ -463,6 +450,42 @@ mod tests {
         assert_eq!(utc(ny, "2024-11-03 01:30:00"), "2024-11-03T05:30:00+00:00");
     }
 
+    /// DST rules around real switch dates: (zone, wall time, expected UTC).
+    #[test]
+    fn dst_switches_in_three_zones() {
+        let cases = [
+            // São Paulo had DST until 2019. Summer time (-02) and standard time (-03).
+            ("America/Sao_Paulo", "2018-01-15 12:00:00", "2018-01-15T14:00:00+00:00"),
+            ("America/Sao_Paulo", "2018-07-15 12:00:00", "2018-07-15T15:00:00+00:00"),
+            // 2018-11-04: 00:00 jumped to 01:00. 00:30 is in the gap: read at -03.
+            ("America/Sao_Paulo", "2018-11-03 23:59:59", "2018-11-04T02:59:59+00:00"),
+            ("America/Sao_Paulo", "2018-11-04 00:30:00", "2018-11-04T03:30:00+00:00"),
+            ("America/Sao_Paulo", "2018-11-04 01:00:00", "2018-11-04T03:00:00+00:00"),
+            // 2019-02-17 00:00 (-02) went back to 2019-02-16 23:00 (-03): 23:30 happened twice.
+            ("America/Sao_Paulo", "2019-02-16 23:30:00", "2019-02-17T01:30:00+00:00"),
+            ("America/Sao_Paulo", "2019-02-17 00:30:00", "2019-02-17T03:30:00+00:00"),
+            // Since 2019 no DST: -03 all year.
+            ("America/Sao_Paulo", "2024-01-15 12:00:00", "2024-01-15T15:00:00+00:00"),
+            // New York 2024-03-10 02:00 EST → 03:00 EDT; 2024-11-03 02:00 EDT → 01:00 EST.
+            ("America/New_York", "2024-03-10 01:59:59", "2024-03-10T06:59:59+00:00"),
+            ("America/New_York", "2024-03-10 02:30:00", "2024-03-10T07:30:00+00:00"),
+            ("America/New_York", "2024-03-10 03:00:00", "2024-03-10T07:00:00+00:00"),
+            ("America/New_York", "2024-11-03 00:59:59", "2024-11-03T04:59:59+00:00"),
+            ("America/New_York", "2024-11-03 01:30:00", "2024-11-03T05:30:00+00:00"),
+            ("America/New_York", "2024-11-03 02:00:00", "2024-11-03T07:00:00+00:00"),
+            // Berlin 2024-03-31 02:00 CET → 03:00 CEST; 2024-10-27 03:00 CEST → 02:00 CET.
+            ("Europe/Berlin", "2024-03-31 01:59:59", "2024-03-31T00:59:59+00:00"),
+            ("Europe/Berlin", "2024-03-31 02:30:00", "2024-03-31T01:30:00+00:00"),
+            ("Europe/Berlin", "2024-03-31 03:00:00", "2024-03-31T01:00:00+00:00"),
+            ("Europe/Berlin", "2024-10-27 02:30:00", "2024-10-27T00:30:00+00:00"),
+            ("Europe/Berlin", "2024-10-27 03:00:00", "2024-10-27T02:00:00+00:00"),
+        ];
+        for (zone, wall, expected) in cases {
+            let tz: Tz = zone.parse().unwrap();
+            assert_eq!(utc(tz, wall), expected, "{zone} {wall}");
+        }
+    }
+
     #[test]
     fn zero_dates_and_hms() {
         assert_eq!(parse_wall_clock("0000-00-00 00:00:00"), None);
@@ -473,20 +496,11 @@ mod tests {
     #[test]
     fn devices() {
         let d = Device::parse("10.66.33.15:3389");
-        assert_eq!(
-            (d.ip.unwrap().to_string(), d.port),
-            ("10.66.33.15".into(), Some(3389))
-        );
+        assert_eq!((d.ip.unwrap().to_string(), d.port), ("10.66.33.15".into(), Some(3389)));
         let d = Device::parse("[fd00::1]:22");
-        assert_eq!(
-            (d.ip.unwrap().to_string(), d.port),
-            ("fd00::1".into(), Some(22))
-        );
+        assert_eq!((d.ip.unwrap().to_string(), d.port), ("fd00::1".into(), Some(22)));
         let d = Device::parse("fd00::1");
-        assert_eq!(
-            (d.ip.unwrap().to_string(), d.port),
-            ("fd00::1".into(), None)
-        );
+        assert_eq!((d.ip.unwrap().to_string(), d.port), ("fd00::1".into(), None));
         let d = Device::parse("DB-01.corp.example");
         assert_eq!(
             (d.domain.as_deref(), d.host.as_deref()),

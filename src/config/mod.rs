@@ -29,10 +29,7 @@ pub const TOKEN_PATH: &str = "/iso/oauth2/token";
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// TOML syntax, an unknown key, or a bad value (the message has key and line).
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -70,6 +67,9 @@ pub struct Config {
     /// ECS encoder options.
     #[serde(default)]
     pub ecs: EcsConfig,
+    /// CEF encoder options.
+    #[serde(default)]
+    pub cef: CefConfig,
 }
 
 /// `[source]`: the senhasegura API.
@@ -173,6 +173,8 @@ impl Default for StateConfig {
 pub enum Format {
     /// Elastic Common Schema JSON, one document per event.
     Ecs,
+    /// ArcSight Common Event Format, one line per event.
+    Cef,
 }
 
 /// `[ecs]`: ECS encoder options.
@@ -182,6 +184,86 @@ pub struct EcsConfig {
     /// Put the raw record JSON in `event.original`.
     #[serde(default)]
     pub include_original: bool,
+}
+
+/// `[cef]`: CEF header options.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CefConfig {
+    /// Device Vendor header field (default senhasegura's own: `MT4`).
+    #[serde(default = "default_cef_vendor")]
+    pub vendor: Expanded,
+    /// Device Product header field.
+    #[serde(default = "default_cef_product")]
+    pub product: Expanded,
+    /// Device Version header field (default the agent's version).
+    #[serde(default = "default_cef_version")]
+    pub version: Expanded,
+    /// Severity (0 to 10) of `start` events.
+    #[serde(default = "default_severity")]
+    pub severity_start: u8,
+    /// Severity (0 to 10) of `end` events.
+    #[serde(default = "default_severity")]
+    pub severity_end: u8,
+}
+
+impl Default for CefConfig {
+    fn default() -> Self {
+        CefConfig {
+            vendor: default_cef_vendor(),
+            product: default_cef_product(),
+            version: default_cef_version(),
+            severity_start: default_severity(),
+            severity_end: default_severity(),
+        }
+    }
+}
+
+impl CefConfig {
+    /// The encoder options.
+    pub fn options(&self) -> crate::encode::cef::CefOptions {
+        crate::encode::cef::CefOptions {
+            vendor: self.vendor.0.clone(),
+            product: self.product.0.clone(),
+            version: self.version.0.clone(),
+            severity_start: self.severity_start,
+            severity_end: self.severity_end,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("cef.vendor", &self.vendor),
+            ("cef.product", &self.product),
+            ("cef.version", &self.version),
+        ] {
+            if v.0.contains(['\n', '\r']) {
+                return Err(invalid(key, "must not contain a line break"));
+            }
+        }
+        for (key, v) in [
+            ("cef.severity_start", self.severity_start),
+            ("cef.severity_end", self.severity_end),
+        ] {
+            if v > 10 {
+                return Err(invalid(key, format!("{v} is not a CEF severity (0 to 10)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_cef_vendor() -> Expanded {
+    Expanded("MT4".into())
+}
+fn default_cef_product() -> Expanded {
+    Expanded("senhasegura".into())
+}
+fn default_cef_version() -> Expanded {
+    Expanded(env!("CARGO_PKG_VERSION").into())
+}
+fn default_severity() -> u8 {
+    3
 }
 
 /// `[[sink]]`: one delivery target.
@@ -196,7 +278,7 @@ pub enum SinkConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
-    /// `ecs` (default).
+    /// `ecs` (default) or `cef`.
     #[serde(default = "default_format_ecs")]
     pub format: Format,
 }
@@ -286,9 +368,9 @@ impl Config {
             message: e.to_string().trim_end().replace("\n", "\n  "),
         })?;
         if config.sinks.is_empty() {
-            config.sinks.push(SinkConfig::Stdout(StdoutSinkConfig {
-                format: Format::Ecs,
-            }));
+            config
+                .sinks
+                .push(SinkConfig::Stdout(StdoutSinkConfig { format: Format::Ecs }));
         }
         Ok(config)
     }
@@ -305,8 +387,8 @@ impl Config {
     /// Validate values and resolve secrets and the time zone.
     pub fn resolve(self) -> Result<Resolved, ConfigError> {
         let url = self.source.url.0.trim().trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| invalid("source.url", format!("`{url}` is not a URL: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(&url).map_err(|e| invalid("source.url", format!("`{url}` is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid(
                 "source.url",
@@ -327,24 +409,22 @@ impl Config {
         if self.source.auth.client_id.0.is_empty() {
             return Err(invalid("source.auth.client_id", "must not be empty"));
         }
-        let client_secret =
-            match (
-                &self.source.auth.client_secret,
-                &self.source.auth.client_secret_file,
-            ) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        "source.auth.client_secret",
-                        "set either client_secret or client_secret_file, not both",
-                    ))
-                }
-                (Some(s), None) => s.clone(),
-                (None, Some(path)) => read_secret_file("source.auth.client_secret_file", path)?,
-                (None, None) => return Err(invalid(
+        let client_secret = match (&self.source.auth.client_secret, &self.source.auth.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "source.auth.client_secret",
+                    "set either client_secret or client_secret_file, not both",
+                ))
+            }
+            (Some(s), None) => s.clone(),
+            (None, Some(path)) => read_secret_file("source.auth.client_secret_file", path)?,
+            (None, None) => {
+                return Err(invalid(
                     "source.auth.client_secret",
                     "missing: set client_secret_file (recommended) or client_secret = \"${VAR}\"",
-                )),
-            };
+                ))
+            }
+        };
         if client_secret.expose().is_empty() {
             return Err(invalid("source.auth.client_secret", "is empty"));
         }
@@ -358,6 +438,7 @@ impl Config {
         if self.source.interval.0.is_zero() {
             return Err(invalid("source.interval", "must be greater than zero"));
         }
+        self.cef.validate()?;
         if self.state.retention.0 < Duration::from_secs(3600) {
             return Err(invalid("state.retention", "must be at least 1h"));
         }
@@ -420,8 +501,7 @@ mod tests {
         Config::from_toml(text, Path::new("test.toml"))
     }
 
-    const MINIMAL: &str =
-        "[source]\nurl = \"https://v\"\n[source.auth]\nclient_id = \"a\"\nclient_secret = \"b\"\n";
+    const MINIMAL: &str = "[source]\nurl = \"https://v\"\n[source.auth]\nclient_id = \"a\"\nclient_secret = \"b\"\n";
 
     #[test]
     fn minimal_config_gets_defaults() {
@@ -435,22 +515,18 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse(&format!(
-            "{MINIMAL}[state]\npath = \"/x\"\nretension = \"1d\"\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        let err = parse(&format!("{MINIMAL}[state]\npath = \"/x\"\nretension = \"1d\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retension"), "{err}");
         assert!(err.contains("line 8"), "{err}");
     }
 
     #[test]
     fn unknown_sink_key_is_rejected() {
-        let err = parse(&format!(
-            "{MINIMAL}[[sink]]\ntype = \"stdout\"\nformt = \"ecs\"\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        let err = parse(&format!("{MINIMAL}[[sink]]\ntype = \"stdout\"\nformt = \"ecs\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("formt"), "{err}");
     }
 
@@ -467,8 +543,7 @@ mod tests {
 
     #[test]
     fn bad_timezone_is_an_error() {
-        let c = parse(&MINIMAL.replace("[source.auth]", "timezone = \"Mars/Base\"\n[source.auth]"))
-            .unwrap();
+        let c = parse(&MINIMAL.replace("[source.auth]", "timezone = \"Mars/Base\"\n[source.auth]")).unwrap();
         assert!(c.resolve().unwrap_err().to_string().contains("Mars/Base"));
     }
 }

@@ -74,17 +74,12 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
+            let end = tail.find('}').ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
             let name = &tail[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "invalid environment variable name `{name}` in `${{{name}}}`"
-                ));
+                return Err(format!("invalid environment variable name `{name}` in `${{{name}}}`"));
             }
-            let value =
-                lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
             out.push_str(&value);
             rest = &tail[end + 1..];
         } else {
@@ -141,22 +136,14 @@ mod tests {
         let env = |n: &str| (n == "A").then(|| "x".to_string());
         assert_eq!(expand_with("a${A}b", env).unwrap(), "axb");
         assert_eq!(expand_with("$${A} $5", env).unwrap(), "${A} $5");
-        assert!(expand_with("${B}", env)
-            .unwrap_err()
-            .contains("`B` is not set"));
+        assert!(expand_with("${B}", env).unwrap_err().contains("`B` is not set"));
         assert!(expand_with("${A", env).unwrap_err().contains("unclosed"));
     }
 
     #[test]
     fn durations_are_human() {
-        assert_eq!(
-            HumanDuration::parse("90d").unwrap().0,
-            Duration::from_secs(90 * 86400)
-        );
-        assert_eq!(
-            HumanDuration::parse("500ms").unwrap().0,
-            Duration::from_millis(500)
-        );
+        assert_eq!(HumanDuration::parse("90d").unwrap().0, Duration::from_secs(90 * 86400));
+        assert_eq!(HumanDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
         assert!(HumanDuration::parse("ten minutes")
             .unwrap_err()
             .contains("invalid duration"));

@@ -160,11 +160,7 @@ pub fn message(e: &SessionEvent) -> String {
         .map(str::to_ascii_uppercase)
         .unwrap_or_else(|| "remote".into());
     let target = e.device_raw.as_deref().unwrap_or("unknown device");
-    let account = e
-        .credential
-        .as_deref()
-        .map(|c| format!(" as {c}"))
-        .unwrap_or_default();
+    let account = e.credential.as_deref().map(|c| format!(" as {c}")).unwrap_or_default();
     let verb = match e.phase {
         Phase::Start => "started",
         Phase::End => "ended",
@@ -194,19 +190,14 @@ impl EcsEncoder {
             }
         }
         let mut related_user: Vec<&str> = Vec::with_capacity(2);
-        for u in [e.user.as_deref(), e.credential.as_deref()]
-            .into_iter()
-            .flatten()
-        {
+        for u in [e.user.as_deref(), e.credential.as_deref()].into_iter().flatten() {
             if !related_user.contains(&u) {
                 related_user.push(u);
             }
         }
         let doc = Doc {
             timestamp: ts(&e.timestamp),
-            ecs: Ecs {
-                version: ECS_VERSION,
-            },
+            ecs: Ecs { version: ECS_VERSION },
             message: message(e),
             event: Event {
                 kind: "event",

@@ -1,6 +1,7 @@
 //! Encoders: turn a [`SessionEvent`] into the bytes of one output format. This is the only
-//! place that knows ECS (and, later, CEF). Encoders never see API records or sinks.
+//! place that knows ECS and CEF. Encoders never see API records or sinks.
 
+pub mod cef;
 pub mod ecs;
 
 use crate::config::{Config, Format};
@@ -20,6 +21,8 @@ pub struct EncodeCounters {
 pub enum Encoder {
     /// ECS JSON.
     Ecs(ecs::EcsEncoder),
+    /// CEF.
+    Cef(cef::CefEncoder),
 }
 
 impl Encoder {
@@ -27,6 +30,7 @@ impl Encoder {
     pub fn new(format: Format, config: &Config) -> Encoder {
         match format {
             Format::Ecs => Encoder::Ecs(ecs::EcsEncoder::new(config.ecs.include_original)),
+            Format::Cef => Encoder::Cef(cef::CefEncoder::new(config.cef.options())),
         }
     }
 
@@ -34,6 +38,7 @@ impl Encoder {
     pub fn encode(&self, event: &SessionEvent, out: &mut Vec<u8>, counters: &mut EncodeCounters) {
         match self {
             Encoder::Ecs(e) => e.encode(event, out, counters),
+            Encoder::Cef(e) => e.encode(event, out, counters),
         }
     }
 }

@@ -82,10 +82,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
     while let Some(chunk) = w.input.chunks.blocking_recv() {
         w.created = Utc::now();
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
-        w.input
-            .progress
-            .bytes
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        w.input.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if result.is_err() {
             // Delivery is gone or the store failed: stop reading.
             return w.out;
@@ -165,10 +162,7 @@ impl Worker {
             self.out.counters.horizon_skipped += 1;
             return Ok(());
         }
-        let session_id = record
-            .session_id
-            .as_deref()
-            .expect("Candidate::of checked session_id");
+        let session_id = record.session_id.as_deref().expect("Candidate::of checked session_id");
         event_key(session_id, candidate.phase, &mut self.key);
         match self.input.store.contains(candidate.time, &self.key) {
             Ok(true) => {

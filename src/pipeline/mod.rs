@@ -161,9 +161,7 @@ impl Pipeline {
             let result = self.attempt(horizon, shutdown, &mut total).await;
             match result {
                 Ok(()) => break,
-                Err(Error::Source(e))
-                    if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() =>
-                {
+                Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() => {
                     let delay = backoff_delay(attempt, self.retry.backoff, self.retry.backoff_max);
                     tracing::warn!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Listing failed; retrying");
                     let mut sd = shutdown.clone();
@@ -287,10 +285,7 @@ impl Pipeline {
         match outcome.scan {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => {
-                let retryable = matches!(
-                    e,
-                    crate::source::senhasegura::stream::ScanError::Incomplete { .. }
-                );
+                let retryable = matches!(e, crate::source::senhasegura::stream::ScanError::Incomplete { .. });
                 Err(SourceError::Body {
                     message: e.to_string(),
                     retryable,
@@ -304,14 +299,7 @@ impl Pipeline {
 
 fn log_summary(s: &CycleSummary, error: Option<&Error>) {
     let c = &s.counters;
-    let fields = (
-        c.records,
-        c.new_events,
-        c.delivered,
-        c.known,
-        c.horizon_skipped,
-        c.bad,
-    );
+    let fields = (c.records, c.new_events, c.delivered, c.known, c.horizon_skipped, c.bad);
     match error {
         None => tracing::info!(
             records = fields.0,
@@ -354,11 +342,5 @@ pub fn encoders_for(
         };
         index.push(i);
     }
-    (
-        formats
-            .into_iter()
-            .map(|f| Encoder::new(f, config))
-            .collect(),
-        index,
-    )
+    (formats.into_iter().map(|f| Encoder::new(f, config)).collect(), index)
 }

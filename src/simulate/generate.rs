@@ -77,13 +77,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// `n` sessions over `history` ending at `base`, the last `active` of them running.
-    pub fn new(
-        seed: u64,
-        n: u64,
-        active: u64,
-        base: NaiveDateTime,
-        history: std::time::Duration,
-    ) -> Sessions {
+    pub fn new(seed: u64, n: u64, active: u64, base: NaiveDateTime, history: std::time::Duration) -> Sessions {
         let active = active.min(n);
         Sessions {
             seed,
@@ -114,29 +108,13 @@ impl Sessions {
                 break;
             };
             let start = self.times(i).0;
-            let end = if now > start {
-                now
-            } else {
-                start + Duration::seconds(1)
-            };
-            self.tracked.insert(
-                i,
-                Tracked {
-                    start,
-                    end: Some(end),
-                },
-            );
+            let end = if now > start { now } else { start + Duration::seconds(1) };
+            self.tracked.insert(i, Tracked { start, end: Some(end) });
         }
         for _ in 0..k {
             let i = self.total;
             self.total += 1;
-            self.tracked.insert(
-                i,
-                Tracked {
-                    start: now,
-                    end: None,
-                },
-            );
+            self.tracked.insert(i, Tracked { start: now, end: None });
             self.running.push_back(i);
         }
     }
@@ -189,11 +167,7 @@ impl Sessions {
         let cred = CREDENTIALS[((h >> 8) % CREDENTIALS.len() as u64) as usize];
         let (proto, port, proxy) = TARGETS[((h >> 16) % TARGETS.len() as u64) as usize];
         let device = match (h >> 24) % 10 {
-            0 => {
-                HOSTS[((h >> 28) % HOSTS.len() as u64) as usize].to_string()
-                    + ":"
-                    + &port.to_string()
-            }
+            0 => HOSTS[((h >> 28) % HOSTS.len() as u64) as usize].to_string() + ":" + &port.to_string(),
             1 => format!("10.66.{}.{}", (h >> 32) % 256, (h >> 40) % 254 + 1),
             _ => format!("10.66.{}.{}:{port}", (h >> 32) % 256, (h >> 40) % 254 + 1),
         };
@@ -282,10 +256,7 @@ impl Body {
                     let _ = write!(s, r#""tenant":{tenant},"remote_sessions":["#);
                 }
                 Shape::Nested => {
-                    let _ = write!(
-                        s,
-                        r#""remote_sessions":[{HEAD}"tenant":{tenant},"remote_sessions":["#
-                    );
+                    let _ = write!(s, r#""remote_sessions":[{HEAD}"tenant":{tenant},"remote_sessions":["#);
                 }
             }
         }

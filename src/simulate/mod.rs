@@ -109,8 +109,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_wall(s: &str) -> Result<NaiveDateTime, String> {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-        .map_err(|e| format!("expected YYYY-MM-DD HH:MM:SS: {e}"))
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").map_err(|e| format!("expected YYYY-MM-DD HH:MM:SS: {e}"))
 }
 
 impl Default for SimOptions {
@@ -173,8 +172,7 @@ impl Simulator {
         let (ca_pem, acceptor) = if opts.tls {
             let (pem, config) = tls::generate()?;
             if let Some(out) = &opts.tls_ca_out {
-                std::fs::write(out, &pem)
-                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                std::fs::write(out, &pem).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             }
             (Some(pem), Some(tokio_rustls::TlsAcceptor::from(config)))
         } else {
@@ -195,11 +193,7 @@ impl Simulator {
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         let base_url = format!("{scheme}://{addr}");
         let task = tokio::spawn(serve(listener, acceptor, state));
-        Ok(Simulator {
-            base_url,
-            ca_pem,
-            task,
-        })
+        Ok(Simulator { base_url, ca_pem, task })
     }
 }
 
@@ -209,11 +203,7 @@ impl Drop for Simulator {
     }
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    state: Shared,
-) {
+async fn serve(listener: tokio::net::TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>, state: Shared) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -245,11 +235,7 @@ fn json(status: StatusCode, body: String) -> Response<HttpBody> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
         .expect("static response parts are valid")
 }
 
@@ -274,10 +260,7 @@ async fn handle(
             let s = state.lock().expect("simulator state lock");
             let mut stats = s.stats.clone();
             stats.sessions = s.sessions.len();
-            json(
-                StatusCode::OK,
-                serde_json::to_string(&stats).expect("stats serialise"),
-            )
+            json(StatusCode::OK, serde_json::to_string(&stats).expect("stats serialise"))
         }
         ("GET", "/api/pam/session/remotesessions") | ("GET", "/api/session/remotesessions") => {
             listing(state, req, &path).await
@@ -309,8 +292,7 @@ async fn token(state: Shared, req: Request<hyper::body::Incoming>) -> Response<H
         .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
     json(
         StatusCode::OK,
-        serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": ttl})
-            .to_string(),
+        serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": ttl}).to_string(),
     )
 }
 
@@ -347,27 +329,17 @@ fn url_decode_form(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-async fn listing(
-    state: Shared,
-    req: Request<hyper::body::Incoming>,
-    path: &str,
-) -> Response<HttpBody> {
+async fn listing(state: Shared, req: Request<hyper::body::Incoming>, path: &str) -> Response<HttpBody> {
     let bearer = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::to_string);
     let (snapshot, fixture, delay, truncate) = {
         let mut s = state.lock().expect("simulator state lock");
         let Some(token) = bearer else {
-            return api_error(
-                StatusCode::UNAUTHORIZED,
-                "No route matched with those values.",
-            );
+            return api_error(StatusCode::UNAUTHORIZED, "No route matched with those values.");
         };
         match s.tokens.get(&token) {
             Some(exp) if *exp > Instant::now() => {}
@@ -431,34 +403,28 @@ async fn listing(
             Box::new(move || body.next_chunk())
         }
     };
-    let stream = futures_util::stream::unfold(
-        (source, 0u64, Cut::No),
-        move |(mut source, sent, cut)| async move {
-            let cut_error = || Err(std::io::Error::other("connection cut by --truncate-at"));
-            match cut {
-                Cut::Done => None,
-                Cut::Next => Some((cut_error(), (source, sent, Cut::Done))),
-                Cut::No => {
-                    let chunk = source()?;
-                    let len = chunk.len() as u64;
-                    match truncate {
-                        Some(limit) if sent + len >= limit => {
-                            let keep = (limit - sent) as usize;
-                            if keep == 0 {
-                                Some((cut_error(), (source, sent, Cut::Done)))
-                            } else {
-                                Some((
-                                    Ok(Frame::data(chunk.slice(..keep))),
-                                    (source, limit, Cut::Next),
-                                ))
-                            }
+    let stream = futures_util::stream::unfold((source, 0u64, Cut::No), move |(mut source, sent, cut)| async move {
+        let cut_error = || Err(std::io::Error::other("connection cut by --truncate-at"));
+        match cut {
+            Cut::Done => None,
+            Cut::Next => Some((cut_error(), (source, sent, Cut::Done))),
+            Cut::No => {
+                let chunk = source()?;
+                let len = chunk.len() as u64;
+                match truncate {
+                    Some(limit) if sent + len >= limit => {
+                        let keep = (limit - sent) as usize;
+                        if keep == 0 {
+                            Some((cut_error(), (source, sent, Cut::Done)))
+                        } else {
+                            Some((Ok(Frame::data(chunk.slice(..keep))), (source, limit, Cut::Next)))
                         }
-                        _ => Some((Ok(Frame::data(chunk)), (source, sent + len, Cut::No))),
                     }
+                    _ => Some((Ok(Frame::data(chunk)), (source, sent + len, Cut::No))),
                 }
             }
-        },
-    );
+        }
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")

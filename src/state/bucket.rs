@@ -45,9 +45,7 @@ fn pack(key: &str) -> Result<Vec<u8>, StateError> {
             "`{key}` is not a <session_id>:start or <session_id>:end key"
         )));
     };
-    let hex = !sid.is_empty()
-        && sid.len() % 2 == 0
-        && sid.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let hex = !sid.is_empty() && sid.len() % 2 == 0 && sid.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     let mut out = Vec::with_capacity(1 + sid.len());
     if hex {
         out.push(tag | TAG_HEX);
@@ -103,12 +101,7 @@ impl Bucket {
         let corrupt = || StateError::Io(format!("corrupt state bucket {b} (truncated entry)"));
         let mut bucket = Bucket::empty(b);
         while !v.is_empty() {
-            let len = u16::from_be_bytes(
-                v.get(1..3)
-                    .ok_or_else(corrupt)?
-                    .try_into()
-                    .expect("2 bytes"),
-            ) as usize;
+            let len = u16::from_be_bytes(v.get(1..3).ok_or_else(corrupt)?.try_into().expect("2 bytes")) as usize;
             let entry = v.get(..3 + len + 2).ok_or_else(corrupt)?;
             let mut key = Vec::with_capacity(1 + len);
             key.push(entry[0]);
@@ -222,8 +215,7 @@ mod tests {
     #[test]
     fn round_trip_and_order() {
         let mut b = Bucket::empty(1);
-        b.insert("e7acacb6aedbab70073456da5744166939b77527:end", 605)
-            .unwrap();
+        b.insert("e7acacb6aedbab70073456da5744166939b77527:end", 605).unwrap();
         b.insert("Odd Id|with:colons:start", 601).unwrap();
         b.insert("ABCDEF:start", 602).unwrap();
         assert!(b.insert("no-phase", 601).is_err());
@@ -236,10 +228,7 @@ mod tests {
             vec![
                 (601, "Odd Id|with:colons:start".to_string()),
                 (602, "ABCDEF:start".to_string()),
-                (
-                    605,
-                    "e7acacb6aedbab70073456da5744166939b77527:end".to_string()
-                )
+                (605, "e7acacb6aedbab70073456da5744166939b77527:end".to_string())
             ]
         );
         assert!(back.contains("e7acacb6aedbab70073456da5744166939b77527:end"));

@@ -34,11 +34,7 @@ pub enum StateError {
     Io(String),
     /// The store was written by an incompatible version.
     #[error("state store {path} uses key format {found}, this build reads format {expected}")]
-    Format {
-        path: PathBuf,
-        found: u64,
-        expected: u64,
-    },
+    Format { path: PathBuf, found: u64, expected: u64 },
     /// An import file line could not be read.
     #[error("import line {line}: {message}")]
     Import { line: usize, message: String },
@@ -68,13 +64,8 @@ pub trait Dedup: Send + Sync {
 }
 
 /// The horizon: events before it are skipped without a lookup (DESIGN.md §3).
-pub fn horizon(
-    now: DateTime<Utc>,
-    retention: std::time::Duration,
-    first_run: Option<DateTime<Utc>>,
-) -> DateTime<Utc> {
-    let by_retention =
-        now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
+pub fn horizon(now: DateTime<Utc>, retention: std::time::Duration, first_run: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let by_retention = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
     match first_run {
         Some(f) if f > by_retention => f,
         _ => by_retention,
@@ -92,10 +83,7 @@ mod tests {
         let day = std::time::Duration::from_secs(86400);
         let first = Utc.with_ymd_and_hms(2024, 5, 31, 0, 0, 0).unwrap();
         assert_eq!(horizon(now, 90 * day, Some(first)), first);
-        assert_eq!(
-            horizon(now, day / 2, Some(first)),
-            now - chrono::Duration::hours(12)
-        );
+        assert_eq!(horizon(now, day / 2, Some(first)), now - chrono::Duration::hours(12));
         assert_eq!(horizon(now, day, None), first);
     }
 }

@@ -110,9 +110,7 @@ impl SledStore {
         match store.db.get(META_FORMAT)? {
             None => {
                 store.db.insert(META_FORMAT, &KEY_FORMAT.to_be_bytes())?;
-                store
-                    .db
-                    .insert(META_CREATED, &Utc::now().timestamp().to_be_bytes())?;
+                store.db.insert(META_CREATED, &Utc::now().timestamp().to_be_bytes())?;
                 let first = first_run_horizon.map(|t| t.timestamp()).unwrap_or(i64::MIN);
                 store.db.insert(META_FIRST_RUN, &first.to_be_bytes())?;
                 store.db.flush()?;
@@ -246,17 +244,13 @@ impl SledStore {
     /// Forget keys (so their events are forwarded again if the vault still lists them).
     /// Keys are `<session_id>:<phase>`; the whole store is scanned (an operator's command).
     pub fn forget(&self, keys: &[String]) -> Result<usize, StateError> {
-        self.rewrite(.., |bucket| {
-            keys.iter().filter(|k| bucket.remove(k)).count()
-        })
+        self.rewrite(.., |bucket| keys.iter().filter(|k| bucket.remove(k)).count())
     }
 
     /// Remove keys whose event time is before `before` (only the expired buckets are read).
     pub fn prune(&self, before: DateTime<Utc>) -> Result<usize, StateError> {
         let cutoff = before.timestamp();
-        self.rewrite(..=bucket_key(bucket_of(before)), |bucket| {
-            bucket.retain_from(cutoff)
-        })
+        self.rewrite(..=bucket_key(bucket_of(before)), |bucket| bucket.retain_from(cutoff))
     }
 
     /// The bucket `b`, from the cache or the tree.
@@ -281,8 +275,8 @@ impl SledStore {
         let mut n = 0;
         for item in self.list() {
             let (key, time) = item?;
-            let line = serde_json::to_string(&ExportLine::Key { key, time })
-                .map_err(|e| StateError::Io(e.to_string()))?;
+            let line =
+                serde_json::to_string(&ExportLine::Key { key, time }).map_err(|e| StateError::Io(e.to_string()))?;
             writeln!(out, "{line}").map_err(io)?;
             n += 1;
         }
@@ -317,8 +311,7 @@ impl SledStore {
                     let ours = self.meta()?.first_run_horizon;
                     if let Some(theirs) = meta.first_run_horizon {
                         if ours.is_none_or(|o| theirs > o) {
-                            self.db
-                                .insert(META_FIRST_RUN, &theirs.timestamp().to_be_bytes())?;
+                            self.db.insert(META_FIRST_RUN, &theirs.timestamp().to_be_bytes())?;
                         }
                     }
                 }
@@ -429,8 +422,7 @@ mod tests {
     #[test]
     fn commit_contains_prune_export_import() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
+        let store = SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
         assert!(!store.contains(t(1000), "a:end").unwrap());
         store
             .commit(&[

@@ -6,11 +6,7 @@ fn with_config(text: &str) -> (tempfile::TempDir, crate::support::Run) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let out = crate::support::cmd()
-        .args(["once", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = crate::support::cmd().args(["once", "-c"]).arg(&path).output().unwrap();
     (dir, out.into())
 }
 
@@ -26,10 +22,7 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
-    let (_d, run) = with_config(&BASE.replace(
-        "timezone = \"UTC\"",
-        "timezone = \"UTC\"\ninterval = \"every minute\"",
-    ));
+    let (_d, run) = with_config(&BASE.replace("timezone = \"UTC\"", "timezone = \"UTC\"\ninterval = \"every minute\""));
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("every minute") && run.stderr.contains("line 4"),
@@ -37,10 +30,7 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
-    let (_d, run) = with_config(&BASE.replace(
-        "client_secret = \"b\"",
-        "client_secret_file = \"/nonexistent/secret\"",
-    ));
+    let (_d, run) = with_config(&BASE.replace("client_secret = \"b\"", "client_secret_file = \"/nonexistent/secret\""));
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("client_secret_file") && run.stderr.contains("/nonexistent/secret"),
@@ -48,10 +38,7 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
-    let (_d, run) = with_config(&BASE.replace(
-        "client_secret = \"b\"",
-        "client_secret = \"${SSF_TEST_UNSET_VAR}\"",
-    ));
+    let (_d, run) = with_config(&BASE.replace("client_secret = \"b\"", "client_secret = \"${SSF_TEST_UNSET_VAR}\""));
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("SSF_TEST_UNSET_VAR") && run.stderr.contains("not set"),
@@ -91,12 +78,7 @@ fn secrets_come_from_files_and_the_environment() {
         .env("SSF_TEST_SECRET", "simulator-secret")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -105,17 +87,8 @@ fn check_reports_each_step() {
     let setup = Setup::new(&sim.url, "", "");
     let run = setup.run(&["check"]);
     run.ok();
-    for step in [
-        "ok   config",
-        "ok   token",
-        "ok   listing",
-        "ok   sink stdout",
-    ] {
-        assert!(
-            run.stdout.contains(step),
-            "missing {step:?} in\n{}",
-            run.stdout
-        );
+    for step in ["ok   config", "ok   token", "ok   listing", "ok   sink stdout"] {
+        assert!(run.stdout.contains(step), "missing {step:?} in\n{}", run.stdout);
     }
     let bad = Sim::start(&["--reject-auth"]);
     let setup = Setup::new(&bad.url, "", "");
@@ -137,10 +110,7 @@ fn state_is_private_locked_and_manageable() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
         for entry in walk(&state) {
             let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
             assert_eq!(
@@ -165,11 +135,7 @@ fn state_is_private_locked_and_manageable() {
     let _ = running.kill();
     let _ = running.wait();
     assert_eq!(second.code, 5, "{}", second.stderr);
-    assert!(
-        second.stderr.contains("in use by another"),
-        "{}",
-        second.stderr
-    );
+    assert!(second.stderr.contains("in use by another"), "{}", second.stderr);
 
     let state_cmd = |args: &[&str]| -> crate::support::Run {
         crate::support::cmd()
@@ -180,28 +146,16 @@ fn state_is_private_locked_and_manageable() {
             .unwrap()
             .into()
     };
-    let stats: serde_json::Value =
-        serde_json::from_str(&state_cmd(&["stats"]).ok().stdout).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&state_cmd(&["stats"]).ok().stdout).unwrap();
     assert_eq!(
-        (
-            stats["keys"].as_u64(),
-            stats["start"].as_u64(),
-            stats["end"].as_u64()
-        ),
+        (stats["keys"].as_u64(), stats["start"].as_u64(), stats["end"].as_u64()),
         (Some(6), Some(1), Some(5))
     );
     let list = state_cmd(&["list"]).ok().stdout.clone();
     assert_eq!(list.lines().count(), 6);
     let export = setup.dir.path().join("export.jsonl");
     state_cmd(&["export", "-o", export.to_str().unwrap()]).ok();
-    let first_key = list
-        .lines()
-        .next()
-        .unwrap()
-        .split('\t')
-        .next()
-        .unwrap()
-        .to_string();
+    let first_key = list.lines().next().unwrap().split('\t').next().unwrap().to_string();
     state_cmd(&["forget", &first_key]).ok();
     assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 5);
     // The forgotten event is sent again by the next poll.
@@ -209,11 +163,7 @@ fn state_is_private_locked_and_manageable() {
     state_cmd(&["forget", &first_key]).ok();
     state_cmd(&["import", export.to_str().unwrap()]).ok();
     assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 6);
-    assert_eq!(
-        setup.run(&["once"]).ok().stdout,
-        "",
-        "imported keys are known"
-    );
+    assert_eq!(setup.run(&["once"]).ok().stdout, "", "imported keys are known");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -31,40 +31,25 @@ fn schema() -> &'static Schema {
             let array = def["normalize"]
                 .as_sequence()
                 .is_some_and(|n| n.iter().any(|v| v.as_str() == Some("array")));
-            let allowed = def
-                .get("allowed_values")
-                .and_then(|a| a.as_sequence())
-                .map(|vals| {
-                    vals.iter()
-                        .map(|v| {
-                            let n = v["name"].as_str().unwrap().to_string();
-                            if name == "event.category" {
-                                let types = v
-                                    .get("expected_event_types")
-                                    .and_then(|t| t.as_sequence())
-                                    .map(|t| {
-                                        t.iter().map(|x| x.as_str().unwrap().to_string()).collect()
-                                    })
-                                    .unwrap_or_default();
-                                expected_types.insert(n.clone(), types);
-                            }
-                            n
-                        })
-                        .collect()
-                });
-            fields.insert(
-                name,
-                Field {
-                    kind,
-                    array,
-                    allowed,
-                },
-            );
+            let allowed = def.get("allowed_values").and_then(|a| a.as_sequence()).map(|vals| {
+                vals.iter()
+                    .map(|v| {
+                        let n = v["name"].as_str().unwrap().to_string();
+                        if name == "event.category" {
+                            let types = v
+                                .get("expected_event_types")
+                                .and_then(|t| t.as_sequence())
+                                .map(|t| t.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                                .unwrap_or_default();
+                            expected_types.insert(n.clone(), types);
+                        }
+                        n
+                    })
+                    .collect()
+            });
+            fields.insert(name, Field { kind, array, allowed });
         }
-        Schema {
-            fields,
-            expected_types,
-        }
+        Schema { fields, expected_types }
     })
 }
 
@@ -93,9 +78,7 @@ fn check_scalar(name: &str, kind: &str, v: &Value) {
         "date" => v
             .as_str()
             .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
-        "ip" => v
-            .as_str()
-            .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
+        "ip" => v.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
         other => panic!("field {name}: type {other} not handled by the validator"),
     };
     assert!(ok, "field {name} = {v} is not a valid ECS {kind}");
@@ -161,9 +144,6 @@ fn validator_rejects_what_ecs_does_not_allow() {
         serde_json::json!({"event": {"kind": "event", "category": "session", "type": ["start"]}}),
     ];
     for bad in bad_cases {
-        assert!(
-            std::panic::catch_unwind(|| validate(&bad)).is_err(),
-            "accepted {bad}"
-        );
+        assert!(std::panic::catch_unwind(|| validate(&bad)).is_err(), "accepted {bad}");
     }
 }

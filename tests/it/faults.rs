@@ -28,35 +28,15 @@ fn rejected_credentials_exit_3_naming_the_a2a_authorization() {
     let setup = Setup::new(&sim.url, "", "");
     let run = setup.run(&["once"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("Client authentication failed."),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("Client authentication failed."), "{}", run.stderr);
     assert!(run.stderr.contains("A2A authorization"), "{}", run.stderr);
-    assert!(
-        !run.stderr.contains("simulator-secret"),
-        "the secret is never printed"
-    );
-    assert_eq!(
-        sim.stats()["token_requests"],
-        1,
-        "auth errors are not retried"
-    );
+    assert!(!run.stderr.contains("simulator-secret"), "the secret is never printed");
+    assert_eq!(sim.stats()["token_requests"], 1, "auth errors are not retried");
 }
 
 #[test]
 fn expired_token_between_polls_is_refreshed() {
-    let sim = Sim::start(&[
-        "--token-ttl",
-        "1",
-        "--grow",
-        "1",
-        "--sessions",
-        "3",
-        "--now",
-        NOW,
-    ]);
+    let sim = Sim::start(&["--token-ttl", "1", "--grow", "1", "--sessions", "3", "--now", NOW]);
     let setup = Setup::new(&sim.url, "interval = \"1500ms\"", "");
     let run = setup.run(&["run", "--cycles", "3"]);
     run.ok();
@@ -88,9 +68,7 @@ fn token_revoked_mid_run_gets_one_refresh_and_loses_nothing() {
     let run = setup.run(&["run", "--cycles", "3"]);
     run.ok();
     assert_eq!(
-        run.stderr
-            .matches("Listing refused; fetching a new token")
-            .count(),
+        run.stderr.matches("Listing refused; fetching a new token").count(),
         2,
         "{}",
         run.stderr
@@ -103,16 +81,7 @@ fn token_revoked_mid_run_gets_one_refresh_and_loses_nothing() {
 
 #[test]
 fn truncated_listing_exits_3_and_a_rerun_delivers_the_rest() {
-    let args = [
-        "--sessions",
-        "3000",
-        "--active",
-        "0",
-        "--now",
-        NOW,
-        "--seed",
-        "9",
-    ];
+    let args = ["--sessions", "3000", "--active", "0", "--now", NOW, "--seed", "9"];
     let cut = Sim::start(&[&args[..], &["--truncate-at", "600000"]].concat());
     let setup = Setup::new(&cut.url, "", "");
     let first = setup.run(&["once"]);
@@ -126,11 +95,7 @@ fn truncated_listing_exits_3_and_a_rerun_delivers_the_rest() {
     drop(cut);
     let whole = Sim::start(&args);
     let text = std::fs::read_to_string(&setup.config).unwrap();
-    let old_url = text
-        .lines()
-        .find(|l| l.starts_with("url"))
-        .unwrap()
-        .to_string();
+    let old_url = text.lines().find(|l| l.starts_with("url")).unwrap().to_string();
     std::fs::write(
         &setup.config,
         text.replace(&old_url, &format!("url = \"{}\"", whole.url)),

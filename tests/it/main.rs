@@ -2,9 +2,13 @@
 //! loopback simulator (port 0, temp dirs). Every ECS document any test sees is validated
 //! against the ECS 9.4 field definitions.
 
+mod cef_parse;
 mod ecs;
 mod support;
 
 mod cli;
+mod docs;
 mod faults;
+mod golden;
 mod pipeline;
+mod props;

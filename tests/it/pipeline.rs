@@ -6,16 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 #[test]
 fn first_once_emits_every_event_once_and_second_nothing() {
-    let sim = Sim::start(&[
-        "--sessions",
-        "300",
-        "--active",
-        "20",
-        "--now",
-        NOW,
-        "--history",
-        "2h",
-    ]);
+    let sim = Sim::start(&["--sessions", "300", "--active", "20", "--now", NOW, "--history", "2h"]);
     let setup = Setup::new(&sim.url, "", "");
     let first = setup.run(&["once"]);
     first.ok();
@@ -23,15 +14,9 @@ fn first_once_emits_every_event_once_and_second_nothing() {
     assert_eq!(docs.len(), 300, "one event per session");
     let keys: HashSet<String> = docs.iter().map(key_of).collect();
     assert_eq!(keys.len(), 300, "no duplicates");
-    let starts = docs
-        .iter()
-        .filter(|d| d["event"]["type"][0] == "start")
-        .count();
+    let starts = docs.iter().filter(|d| d["event"]["type"][0] == "start").count();
     assert_eq!(starts, 20, "running sessions emit start");
-    let ids: HashSet<&str> = docs
-        .iter()
-        .map(|d| d["event"]["id"].as_str().unwrap())
-        .collect();
+    let ids: HashSet<&str> = docs.iter().map(|d| d["event"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 300, "event ids are distinct");
     assert!(
         first.stderr.contains("Poll cycle done"),
@@ -46,16 +31,7 @@ fn first_once_emits_every_event_once_and_second_nothing() {
 
 #[test]
 fn grow_emits_only_new_events_and_ends_follow_starts() {
-    let sim = Sim::start(&[
-        "--sessions",
-        "10",
-        "--active",
-        "2",
-        "--grow",
-        "3",
-        "--now",
-        NOW,
-    ]);
+    let sim = Sim::start(&["--sessions", "10", "--active", "2", "--grow", "3", "--now", NOW]);
     let setup = Setup::new(&sim.url, "", "");
     let mut started: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -65,19 +41,9 @@ fn grow_emits_only_new_events_and_ends_follow_starts() {
         let docs = run.docs();
         // Poll 1: 8 ended + 2 ended by grow = 10 ends, 3 new running. Then 3 ends + 3 starts.
         let (expect_end, expect_start) = if poll == 0 { (10, 3) } else { (3, 3) };
-        let ends: Vec<_> = docs
-            .iter()
-            .filter(|d| d["event"]["type"][0] == "end")
-            .collect();
-        let starts: Vec<_> = docs
-            .iter()
-            .filter(|d| d["event"]["type"][0] == "start")
-            .collect();
-        assert_eq!(
-            (ends.len(), starts.len()),
-            (expect_end, expect_start),
-            "poll {poll}"
-        );
+        let ends: Vec<_> = docs.iter().filter(|d| d["event"]["type"][0] == "end").collect();
+        let starts: Vec<_> = docs.iter().filter(|d| d["event"]["type"][0] == "start").collect();
+        assert_eq!((ends.len(), starts.len()), (expect_end, expect_start), "poll {poll}");
         for d in &docs {
             assert!(seen.insert(key_of(d)), "event repeated: {}", key_of(d));
         }
@@ -93,12 +59,7 @@ fn grow_emits_only_new_events_and_ends_follow_starts() {
             }
         }
         for s in &starts {
-            started.insert(
-                s["senhasegura"]["session"]["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
+            started.insert(s["senhasegura"]["session"]["id"].as_str().unwrap().to_string());
             assert!(s["event"].get("end").is_none(), "start events carry no end");
         }
     }
@@ -115,10 +76,7 @@ fn without_volatile(mut d: serde_json::Value) -> serde_json::Value {
 #[test]
 fn both_fixture_shapes_give_the_same_two_end_events_in_utc() {
     let mut outputs = Vec::new();
-    for (file, tenant) in [
-        ("v3-docs-nested.json", "senhasegura"),
-        ("v4-docs-flat.json", "Segura"),
-    ] {
+    for (file, tenant) in [("v3-docs-nested.json", "senhasegura"), ("v4-docs-flat.json", "Segura")] {
         let path = fixture(file);
         let sim = Sim::start(&["--fixture", path.to_str().unwrap()]);
         let setup = Setup::new(&sim.url, "", "");
@@ -135,12 +93,7 @@ fn both_fixture_shapes_give_the_same_two_end_events_in_utc() {
         assert_eq!(docs.len(), 2, "{file}");
         let by_id: HashMap<i64, &serde_json::Value> = docs
             .iter()
-            .map(|d| {
-                (
-                    d["senhasegura"]["session"]["record_id"].as_i64().unwrap(),
-                    d,
-                )
-            })
+            .map(|d| (d["senhasegura"]["session"]["record_id"].as_i64().unwrap(), d))
             .collect();
         let s3 = by_id[&3];
         assert_eq!(s3["@timestamp"], "2024-05-06T19:07:59Z");
@@ -167,11 +120,7 @@ fn v3_path_falls_back_to_v4_on_404() {
     let run = setup.run(&["once"]);
     run.ok();
     assert_eq!(run.docs().len(), 5);
-    assert!(
-        run.stderr.contains("falling back to the v4 path"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("falling back to the v4 path"), "{}", run.stderr);
 }
 
 #[test]

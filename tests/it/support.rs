@@ -27,9 +27,7 @@ pub fn cmd() -> Command {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A simulator process on a free loopback port, killed on drop.
@@ -58,14 +56,8 @@ impl Sim {
 
     /// The simulator's counters.
     pub fn stats(&self) -> serde_json::Value {
-        let addr = self
-            .url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        assert!(
-            self.url.starts_with("http://"),
-            "stats only over plain HTTP"
-        );
+        let addr = self.url.trim_start_matches("http://").trim_start_matches("https://");
+        assert!(self.url.starts_with("http://"), "stats only over plain HTTP");
         let mut s = std::net::TcpStream::connect(addr).expect("connect simulator");
         write!(s, "GET /_simulator/stats HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
         let mut resp = String::new();
@@ -143,8 +135,7 @@ impl Run {
         self.stdout
             .lines()
             .map(|l| {
-                let v: serde_json::Value =
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
                 crate::ecs::validate(&v);
                 v
             })

@@ -79,11 +79,10 @@ impl TokenSource {
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| from_reqwest(&e, timeout))?;
         if status.is_success() {
-            let parsed: TokenResponse =
-                serde_json::from_slice(&body).map_err(|e| SourceError::Api {
-                    status: status.as_u16(),
-                    message: format!("the token answer is not the documented JSON ({e})"),
-                })?;
+            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| SourceError::Api {
+                status: status.as_u16(),
+                message: format!("the token answer is not the documented JSON ({e})"),
+            })?;
             let ttl = parsed
                 .expires_in
                 .and_then(|s| s.trim().parse::<f64>().ok())

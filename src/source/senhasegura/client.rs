@@ -40,10 +40,7 @@ pub fn http_client(config: &Resolved) -> Result<reqwest::Client, SourceError> {
             message: format!("cannot read source.ca_file {}: {e}", ca.display()),
         })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Tls {
-            message: format!(
-                "source.ca_file {} holds no usable PEM certificate: {e}",
-                ca.display()
-            ),
+            message: format!("source.ca_file {} holds no usable PEM certificate: {e}", ca.display()),
         })?;
         if certs.is_empty() {
             return Err(SourceError::Tls {
@@ -77,21 +74,14 @@ impl VaultClient {
             base_url: config.base_url.clone(),
             may_fall_back: src.path.is_none(),
             path: Mutex::new(path),
-            auth: TokenSource::new(
-                token_url,
-                src.auth.client_id.0.clone(),
-                config.client_secret.clone(),
-            ),
+            auth: TokenSource::new(token_url, src.auth.client_id.0.clone(), config.client_secret.clone()),
             timeout: src.timeout.0,
         })
     }
 
     /// The listing path in use (after any fallback).
     pub fn path(&self) -> String {
-        self.path
-            .lock()
-            .expect("path lock is never poisoned")
-            .clone()
+        self.path.lock().expect("path lock is never poisoned").clone()
     }
 
     /// The whole-listing timeout.
@@ -125,12 +115,8 @@ impl VaultClient {
                 return Ok(resp);
             }
             let body = read_limited(resp).await;
-            let message = ErrorBody::message_of(&body).unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_string()
-            });
+            let message = ErrorBody::message_of(&body)
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_string());
             match classify(status.as_u16(), &message) {
                 Answer::Unauthorized if !refreshed => {
                     tracing::info!(
@@ -148,7 +134,12 @@ impl VaultClient {
                     });
                 }
                 Answer::NotFound if self.may_fall_back && path == PATH_V3 => {
-                    tracing::warn!(from = PATH_V3, to = PATH_V4, message, "Listing path not found; falling back to the v4 path (set source.path to skip this)");
+                    tracing::warn!(
+                        from = PATH_V3,
+                        to = PATH_V4,
+                        message,
+                        "Listing path not found; falling back to the v4 path (set source.path to skip this)"
+                    );
                     *self.path.lock().expect("path lock is never poisoned") = PATH_V4.to_string();
                 }
                 Answer::NotFound => return Err(SourceError::NotFound { path, message }),
@@ -239,10 +230,7 @@ mod tests {
             classify(500, "You are not authorized to access this resource."),
             Answer::Unauthorized
         );
-        assert_eq!(
-            classify(401, "Client authentication failed."),
-            Answer::Unauthorized
-        );
+        assert_eq!(classify(401, "Client authentication failed."), Answer::Unauthorized);
         assert_eq!(classify(401, "Invalid signature"), Answer::Unauthorized);
         assert_eq!(
             classify(401, "No route matched with those values."),
@@ -255,8 +243,7 @@ mod tests {
         assert_eq!(classify(504, "Request timed out."), Answer::Transient);
         assert_eq!(classify(200, "Request timed out."), Answer::Transient);
         assert_eq!(classify(400, "Bad request"), Answer::Other);
-        assert!(unauthorized_hint("No route matched with those values.")
-            .contains("Authorization header"));
+        assert!(unauthorized_hint("No route matched with those values.").contains("Authorization header"));
         assert!(unauthorized_hint("Invalid signature").contains("signature"));
     }
 }

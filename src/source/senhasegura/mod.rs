@@ -31,7 +31,9 @@ pub enum SourceError {
     #[error("the vault reported an error in the listing: {message}")]
     Listing { message: String },
     /// The TLS certificate could not be verified.
-    #[error("TLS to the vault failed: {message}; if the vault uses a private CA, set source.ca_file to its PEM certificate")]
+    #[error(
+        "TLS to the vault failed: {message}; if the vault uses a private CA, set source.ca_file to its PEM certificate"
+    )]
     Tls { message: String },
     /// Connection refused, reset, DNS, or the body was cut short.
     #[error("network error talking to the vault: {message}")]
@@ -48,9 +50,7 @@ impl SourceError {
     /// Worth retrying with backoff (never auth errors).
     pub fn is_retryable(&self) -> bool {
         match self {
-            SourceError::Server { .. }
-            | SourceError::Network { .. }
-            | SourceError::Timeout { .. } => true,
+            SourceError::Server { .. } | SourceError::Network { .. } | SourceError::Timeout { .. } => true,
             SourceError::Body { retryable, .. } => *retryable,
             _ => false,
         }
@@ -81,10 +81,7 @@ pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceE
         };
     }
     let lower = message.to_ascii_lowercase();
-    if lower.contains("certificate")
-        || lower.contains("unknownissuer")
-        || lower.contains("invalid peer")
-    {
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
         return SourceError::Tls { message };
     }
     SourceError::Network { message }

@@ -148,16 +148,11 @@ impl ErrorBody {
     pub fn message_of(body: &[u8]) -> Option<String> {
         let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
         let from_response = parsed.response.and_then(|r| r.message.or(r.mensagem));
-        [
-            from_response,
-            parsed.message,
-            parsed.error_description,
-            parsed.error,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|m| m.trim().to_string())
-        .find(|m| !m.is_empty() && m != "true" && m != "false")
+        [from_response, parsed.message, parsed.error_description, parsed.error]
+            .into_iter()
+            .flatten()
+            .map(|m| m.trim().to_string())
+            .find(|m| !m.is_empty() && m != "true" && m != "false")
     }
 }
 
@@ -226,10 +221,7 @@ fn lenient_owned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 
 fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(matches!(
-        lenient(d)?
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
+        lenient(d)?.as_deref().map(str::to_ascii_lowercase).as_deref(),
         Some("true" | "1" | "yes")
     ))
 }
@@ -259,15 +251,21 @@ mod tests {
     #[test]
     fn error_messages_from_every_shape() {
         assert_eq!(
-            ErrorBody::message_of(br#"{"code":500,"response":{"status":500,"message":"Unexpected error.","error":true}}"#).as_deref(),
+            ErrorBody::message_of(
+                br#"{"code":500,"response":{"status":500,"message":"Unexpected error.","error":true}}"#
+            )
+            .as_deref(),
             Some("Unexpected error.")
         );
         assert_eq!(
-            ErrorBody::message_of(br#"{"message":"No route matched with those values."}"#)
-                .as_deref(),
+            ErrorBody::message_of(br#"{"message":"No route matched with those values."}"#).as_deref(),
             Some("No route matched with those values.")
         );
-        assert_eq!(ErrorBody::message_of(br#"{"error":"invalid_client","error_description":"Client authentication failed."}"#).as_deref(), Some("Client authentication failed."));
+        assert_eq!(
+            ErrorBody::message_of(br#"{"error":"invalid_client","error_description":"Client authentication failed."}"#)
+                .as_deref(),
+            Some("Client authentication failed.")
+        );
         assert_eq!(ErrorBody::message_of(b"<html>"), None);
     }
 }

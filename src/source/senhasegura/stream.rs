@@ -146,11 +146,7 @@ impl Scanner {
     }
 
     /// Scan one chunk, calling `emit` for each item found. Stops early with `emit`'s error.
-    pub fn feed<E>(
-        &mut self,
-        chunk: &[u8],
-        emit: &mut impl FnMut(Item<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    pub fn feed<E>(&mut self, chunk: &[u8], emit: &mut impl FnMut(Item<'_>) -> Result<(), E>) -> Result<(), E> {
         let mut i = 0;
         let n = chunk.len();
         while i < n {
@@ -158,11 +154,7 @@ impl Scanner {
                 i = self.scan_string(chunk, i);
                 if self.tenant_ready {
                     self.tenant_ready = false;
-                    if let Some(t) = self
-                        .stack
-                        .last_mut()
-                        .and_then(|top| top.pending_tenant.take())
-                    {
+                    if let Some(t) = self.stack.last_mut().and_then(|top| top.pending_tenant.take()) {
                         emit(Item::Tenant(t))?;
                     }
                 }
@@ -234,9 +226,7 @@ impl Scanner {
         self.string_kind = match self.stack.last() {
             Some(top) if top.object && top.expect_key => StringKind::Key,
             Some(top)
-                if top.object
-                    && top.key == Key::Tenant
-                    && matches!(top.role, Role::Envelope | Role::Candidate) =>
+                if top.object && top.key == Key::Tenant && matches!(top.role, Role::Envelope | Role::Candidate) =>
             {
                 StringKind::Tenant
             }
@@ -309,10 +299,7 @@ impl Scanner {
                 quoted.push(b'"');
                 quoted.extend_from_slice(&self.text);
                 quoted.push(b'"');
-                if let (Ok(tenant), Some(top)) = (
-                    serde_json::from_slice::<String>(&quoted),
-                    self.stack.last_mut(),
-                ) {
+                if let (Ok(tenant), Some(top)) = (serde_json::from_slice::<String>(&quoted), self.stack.last_mut()) {
                     // An envelope's tenant is reported at once; a candidate's waits until the
                     // candidate turns out to be an envelope.
                     self.tenant_ready = top.role == Role::Envelope;
@@ -323,12 +310,7 @@ impl Scanner {
         }
     }
 
-    fn open<E>(
-        &mut self,
-        object: bool,
-        i: usize,
-        emit: &mut impl FnMut(Item<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    fn open<E>(&mut self, object: bool, i: usize, emit: &mut impl FnMut(Item<'_>) -> Result<(), E>) -> Result<(), E> {
         let depth = self.stack.len();
         let parent = self.stack.last_mut();
         let role = match parent {
@@ -385,12 +367,7 @@ impl Scanner {
         Ok(())
     }
 
-    fn close<E>(
-        &mut self,
-        chunk: &[u8],
-        i: usize,
-        emit: &mut impl FnMut(Item<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    fn close<E>(&mut self, chunk: &[u8], i: usize, emit: &mut impl FnMut(Item<'_>) -> Result<(), E>) -> Result<(), E> {
         if self.stack.pop().is_none() {
             if self.malformed.is_none() {
                 self.malformed = Some(self.consumed + i as u64);
@@ -483,10 +460,7 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert!(matches!(end, Err(ScanError::Incomplete { .. })));
         assert_eq!(scan(b"", 4).1, Err(ScanError::Empty));
-        assert!(matches!(
-            scan(b"{}}", 4).1,
-            Err(ScanError::Malformed { .. })
-        ));
+        assert!(matches!(scan(b"{}}", 4).1, Err(ScanError::Malformed { .. })));
     }
 
     #[test]
