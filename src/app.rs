@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 
 /// Events per delivery batch.
 const BATCH_SIZE: usize = 1000;
-/// `once` gives up on a sink after this long.
-const ONCE_SINK_GIVE_UP: Duration = Duration::from_secs(60);
 /// How often the store is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -102,8 +100,8 @@ impl Agent {
             config
                 .sinks
                 .iter()
-                .map(|s| (Sink::from_config(s), s.format()))
-                .collect()
+                .map(|s| Ok((Sink::from_config(s)?, s.format())))
+                .collect::<Result<Vec<_>, crate::config::ConfigError>>()?
         };
         let (encoders, encoder_of) = encoders_for(&sink_formats, config);
         let sinks = SinkSet {
@@ -111,9 +109,9 @@ impl Agent {
             encoder_of,
             encoders: Arc::new(encoders),
             policy: DeliveryPolicy {
-                backoff: Duration::from_millis(500),
-                backoff_max: Duration::from_secs(30),
-                give_up_after: once.then_some(ONCE_SINK_GIVE_UP),
+                backoff: config.delivery.retry_backoff.0,
+                backoff_max: config.delivery.retry_backoff_max.0,
+                give_up_after: once.then_some(config.delivery.give_up_after.0),
             },
         };
         let pipeline = Pipeline {
@@ -297,7 +295,7 @@ pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error>
         }
     }
     for sink_config in &resolved.config.sinks {
-        let mut sink = Sink::from_config(sink_config);
+        let mut sink = Sink::from_config(sink_config)?;
         match sink.health_check().await {
             Ok(detail) => report(true, &format!("sink {}", sink.name()), &detail),
             Err(e) => {

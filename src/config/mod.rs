@@ -70,6 +70,44 @@ pub struct Config {
     /// CEF encoder options.
     #[serde(default)]
     pub cef: CefConfig,
+    /// How sinks are retried.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+/// `[delivery]`: retrying sinks that did not acknowledge.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// First delay before resending to a sink; doubles each retry, with jitter.
+    #[serde(default = "default_delivery_backoff")]
+    pub retry_backoff: HumanDuration,
+    /// Longest delay between resends.
+    #[serde(default = "default_delivery_backoff_max")]
+    pub retry_backoff_max: HumanDuration,
+    /// `once` gives up (exit 4) when a sink still fails after this long; `run` never gives up.
+    #[serde(default = "default_give_up_after")]
+    pub give_up_after: HumanDuration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            retry_backoff: default_delivery_backoff(),
+            retry_backoff_max: default_delivery_backoff_max(),
+            give_up_after: default_give_up_after(),
+        }
+    }
+}
+
+fn default_delivery_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+fn default_delivery_backoff_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_give_up_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 /// `[source]`: the senhasegura API.
@@ -272,6 +310,8 @@ fn default_severity() -> u8 {
 pub enum SinkConfig {
     /// One event per line on standard output.
     Stdout(StdoutSinkConfig),
+    /// A syslog server (UDP, TCP, TLS or a unix socket).
+    Syslog(crate::sink::syslog::SyslogSinkConfig),
 }
 
 /// `type = "stdout"`.
@@ -288,12 +328,14 @@ impl SinkConfig {
     pub fn format(&self) -> Format {
         match self {
             SinkConfig::Stdout(s) => s.format,
+            SinkConfig::Syslog(s) => s.format,
         }
     }
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
             SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Syslog(_) => "syslog",
         }
     }
 }

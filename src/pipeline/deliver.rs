@@ -84,7 +84,7 @@ impl SinkSet {
                 let (name, result) = results.next().expect("one result per pending sink");
                 match result {
                     Ok(()) => *done = true,
-                    Err(e @ SinkError::Closed { .. }) => return Err(e.into()),
+                    Err(e @ (SinkError::Closed { .. } | SinkError::Rejected { .. })) => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(sink = name, error = %e, attempt = attempt + 1, "Sink did not acknowledge; will retry");
                         last_error = Some((name, e));

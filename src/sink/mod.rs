@@ -4,6 +4,7 @@
 //! and they do not know ECS or CEF.
 
 pub mod stdout;
+pub mod syslog;
 
 use crate::config::SinkConfig;
 use crate::event::Phase;
@@ -18,6 +19,10 @@ pub enum SinkError {
     /// Delivery failed; may succeed on retry.
     #[error("{sink} sink failed: {message}")]
     Failed { sink: &'static str, message: String },
+    /// Delivery cannot work until the configuration or the server changes (e.g. a certificate
+    /// that does not verify): not retried within the cycle.
+    #[error("{sink} sink failed: {message}")]
+    Rejected { sink: &'static str, message: String },
     /// Delivery kept failing until the retry time ran out.
     #[error("{sink} sink did not acknowledge after retrying for {seconds}s: {message}")]
     GaveUp {
@@ -58,20 +63,24 @@ pub struct Frame<'a> {
 pub enum Sink {
     /// Standard output.
     Stdout(stdout::StdoutSink),
+    /// A syslog server.
+    Syslog(Box<syslog::SyslogSink>),
 }
 
 impl Sink {
     /// Build the sink a config entry describes.
-    pub fn from_config(config: &SinkConfig) -> Sink {
-        match config {
+    pub fn from_config(config: &SinkConfig) -> Result<Sink, crate::config::ConfigError> {
+        Ok(match config {
             SinkConfig::Stdout(_) => Sink::Stdout(stdout::StdoutSink::new()),
-        }
+            SinkConfig::Syslog(c) => Sink::Syslog(Box::new(syslog::SyslogSink::new(c)?)),
+        })
     }
 
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
             Sink::Stdout(_) => "stdout",
+            Sink::Syslog(_) => "syslog",
         }
     }
 
@@ -79,6 +88,7 @@ impl Sink {
     pub async fn deliver(&mut self, frames: &[Frame<'_>]) -> Result<(), SinkError> {
         match self {
             Sink::Stdout(s) => s.deliver(frames).await,
+            Sink::Syslog(s) => s.deliver(frames).await,
         }
     }
 
@@ -86,6 +96,7 @@ impl Sink {
     pub async fn health_check(&mut self) -> Result<String, SinkError> {
         match self {
             Sink::Stdout(_) => Ok("standard output is writable".into()),
+            Sink::Syslog(s) => s.health_check().await,
         }
     }
 }

@@ -1,0 +1,228 @@
+//! Syslog transports: UDP, TCP, TLS (RFC 5425, rustls, optional client certificate) and unix
+//! sockets (datagram, like /dev/log, or stream). A stream connection is probed before each
+//! write: a syslog server never sends data, so a readable socket means the peer closed it, and
+//! the sink reconnects instead of writing into a dead connection whose first write would still
+//! "succeed".
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+/// Which transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One datagram per event.
+    Udp,
+    /// A TCP stream.
+    Tcp,
+    /// TLS over TCP (RFC 5425).
+    Tls,
+    /// A unix socket (path in `address`).
+    Unix,
+}
+
+/// Unix socket kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnixMode {
+    /// SOCK_DGRAM, like /dev/log (default).
+    #[default]
+    Datagram,
+    /// SOCK_STREAM.
+    Stream,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// May work later (refused, unreachable, timeout).
+    Transient(String),
+    /// Will not work until the configuration or the server changes (certificate rejected).
+    Fatal(String),
+}
+
+/// An open connection.
+pub enum Conn {
+    /// UDP socket connected to the server.
+    Udp(UdpSocket),
+    /// TCP stream.
+    Tcp(TcpStream),
+    /// TLS stream.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Unix datagram socket connected to the path.
+    UnixDatagram(tokio::net::UnixDatagram),
+    /// Unix stream.
+    UnixStream(tokio::net::UnixStream),
+}
+
+/// The TLS settings of a sink.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// CA certificate(s) to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client private key for mutual TLS.
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the server certificate against (default: the address's host).
+    pub server_name: Option<String>,
+}
+
+/// Build the rustls client configuration.
+pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &s.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {}: {e}", path.display()))? {
+                roots.add(cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("ca_file {} holds no certificate", path.display()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; set ca_file".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&s.client_cert, &s.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client_key {}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("client_cert and client_key go together".into()),
+    };
+    Ok(Arc::new(config))
+}
+
+fn host_of(address: &str) -> &str {
+    match address.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => address,
+    }
+}
+
+/// Connect to `address` (host:port, or a path for unix).
+pub async fn connect(
+    transport: Transport,
+    unix_mode: UnixMode,
+    address: &str,
+    tls: Option<(&Arc<rustls::ClientConfig>, &TlsSettings)>,
+    timeout: Duration,
+) -> Result<Conn, ConnectError> {
+    let transient = |e: std::io::Error| ConnectError::Transient(format!("cannot connect to {address}: {e}"));
+    let attempt = async {
+        match transport {
+            Transport::Udp => {
+                let target = tokio::net::lookup_host(address).await.map_err(transient)?.next().ok_or_else(|| {
+                    ConnectError::Transient(format!("{address} resolves to no address"))
+                })?;
+                let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let sock = UdpSocket::bind(bind).await.map_err(transient)?;
+                sock.connect(target).await.map_err(transient)?;
+                Ok(Conn::Udp(sock))
+            }
+            Transport::Tcp => {
+                let s = TcpStream::connect(address).await.map_err(transient)?;
+                let _ = s.set_nodelay(true);
+                Ok(Conn::Tcp(s))
+            }
+            Transport::Tls => {
+                let (config, settings) = tls.expect("TLS settings are built for tls sinks");
+                let name = settings.server_name.clone().unwrap_or_else(|| host_of(address).to_string());
+                let server_name = ServerName::try_from(name.clone())
+                    .map_err(|e| ConnectError::Fatal(format!("invalid TLS server name `{name}`: {e}")))?;
+                let s = TcpStream::connect(address).await.map_err(transient)?;
+                let _ = s.set_nodelay(true);
+                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(server_name, s).await.map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("certificate") || text.contains("Certificate") || text.contains("UnknownIssuer") {
+                        ConnectError::Fatal(format!(
+                            "TLS handshake with {address} failed: {text}; check that ca_file holds the CA that signed the server's certificate and that server_name matches it"
+                        ))
+                    } else {
+                        ConnectError::Transient(format!("TLS handshake with {address} failed: {text}"))
+                    }
+                })?;
+                Ok(Conn::Tls(Box::new(tls)))
+            }
+            Transport::Unix => match unix_mode {
+                UnixMode::Datagram => {
+                    let s = tokio::net::UnixDatagram::unbound().map_err(transient)?;
+                    s.connect(Path::new(address)).map_err(transient)?;
+                    Ok(Conn::UnixDatagram(s))
+                }
+                UnixMode::Stream => Ok(Conn::UnixStream(tokio::net::UnixStream::connect(address).await.map_err(transient)?)),
+            },
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(ConnectError::Transient(format!("connecting to {address} timed out after {timeout:?}"))))
+}
+
+impl Conn {
+    /// One message per datagram, or a stream.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, Conn::Udp(_) | Conn::UnixDatagram(_))
+    }
+
+    /// False when the peer has closed a stream connection (or sent anything at all).
+    pub fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 64];
+        let r = match self {
+            Conn::Tcp(s) => s.try_read(&mut probe),
+            Conn::Tls(s) => s.get_ref().0.try_read(&mut probe),
+            Conn::UnixStream(s) => s.try_read(&mut probe),
+            Conn::Udp(_) | Conn::UnixDatagram(_) => return true,
+        };
+        matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Send one datagram.
+    pub async fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Udp(s) => s.send(msg).await.map(|_| ()),
+            Conn::UnixDatagram(s) => s.send(msg).await.map(|_| ()),
+            _ => Err(std::io::Error::other("not a datagram socket")),
+        }
+    }
+
+    /// Write and flush bytes on a stream.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Conn::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Conn::UnixStream(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            _ => Err(std::io::Error::other("not a stream socket")),
+        }
+    }
+}
