@@ -166,6 +166,11 @@ impl Agent {
         self.pipeline.poll(h, shutdown).await
     }
 
+    /// Close sink connections politely (at exit).
+    pub async fn close(&mut self) {
+        self.pipeline.sinks.close().await;
+    }
+
     /// Live progress of the current listing.
     pub fn progress(&self) -> Arc<Progress> {
         self.pipeline.progress.clone()
@@ -182,6 +187,7 @@ pub async fn once(resolved: &Resolved, dry_run: bool) -> Result<CycleSummary, Er
     let (trigger, shutdown) = crate::shutdown::channel();
     crate::shutdown::on_signals(trigger);
     let result = agent.poll(&shutdown).await;
+    agent.close().await;
     if let Some(t) = ticker {
         t.abort();
         eprint!("\r\x1b[K");
@@ -218,7 +224,13 @@ pub async fn run(resolved: &Resolved, shutdown: Shutdown, cycles: Option<u64>) -
     run_agent(Agent::new(resolved, false, false)?, shutdown, cycles).await
 }
 
-async fn run_agent(mut agent: Agent, mut shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
+async fn run_agent(mut agent: Agent, shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
+    let result = run_loop(&mut agent, shutdown, cycles).await;
+    agent.close().await;
+    result
+}
+
+async fn run_loop(agent: &mut Agent, mut shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
     let mut done = 0u64;
     tracing::info!(interval_s = agent.interval.as_secs_f64(), "Polling started");
     loop {

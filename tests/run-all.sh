@@ -4,12 +4,21 @@
 #
 #   bash tests/run-all.sh
 #
-# Needs: the Rust toolchain (on the machine). Installs: nothing else yet (the syslog and
-# Kafka sink tests will add rsyslog and a Kafka-protocol broker here).
+# Needs: the Rust toolchain (on the machine). Installs, when missing: rsyslog and
+# rsyslog-gnutls from Debian (the syslog sink tests start private instances on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+echo "== test dependencies"
+if [ ! -x /usr/sbin/rsyslogd ] || ! dpkg -s rsyslog-gnutls >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-gnutls
+fi
+/usr/sbin/rsyslogd -v | sed -n 1p
 
 echo "== format and lints"
 cargo fmt --check

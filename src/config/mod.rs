@@ -311,7 +311,7 @@ pub enum SinkConfig {
     /// One event per line on standard output.
     Stdout(StdoutSinkConfig),
     /// A syslog server (UDP, TCP, TLS or a unix socket).
-    Syslog(crate::sink::syslog::SyslogSinkConfig),
+    Syslog(Box<crate::sink::syslog::SyslogSinkConfig>),
 }
 
 /// `type = "stdout"`.

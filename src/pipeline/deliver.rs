@@ -48,6 +48,13 @@ pub fn delivered_keys(batch: &Batch) -> Vec<Delivered> {
 }
 
 impl SinkSet {
+    /// Close every sink's connections (at exit).
+    pub async fn close(&mut self) {
+        for sink in &mut self.sinks {
+            sink.close().await;
+        }
+    }
+
     /// Deliver `batch` to every sink; `Ok` once all acknowledged.
     pub async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Result<(), Error> {
         let frames: Vec<Vec<Frame<'_>>> = (0..self.encoders.len())

@@ -92,6 +92,14 @@ impl Sink {
         }
     }
 
+    /// Flush and close connections (at exit).
+    pub async fn close(&mut self) {
+        match self {
+            Sink::Stdout(_) => {}
+            Sink::Syslog(s) => s.close().await,
+        }
+    }
+
     /// Check that the sink can take events (for `check`).
     pub async fn health_check(&mut self) -> Result<String, SinkError> {
         match self {

@@ -208,3 +208,18 @@ fn json_logs_are_one_object_per_line_on_stderr() {
     assert_eq!(summary["new"], 3);
     assert_eq!(summary["records"], 3);
 }
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::env::set_var("SENHASEGURA_CLIENT_ID", "example");
+            senhasegura_forwarder::config::Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "minimal, syslog-tls, syslog-udp");
+}

@@ -12,3 +12,12 @@ mod faults;
 mod golden;
 mod pipeline;
 mod props;
+mod rsyslog;
+mod syslog;
+
+/// An input listing of tests/golden/.
+pub fn golden_input(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}

@@ -88,11 +88,19 @@ impl Envelope {
         match self.protocol {
             Protocol::Rfc5424 => {
                 let ts = meta.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-                let _ = write!(head, "<{}>1 {ts} {} {} {} {msgid} - ", self.pri, self.hostname, self.app_name, self.procid);
+                let _ = write!(
+                    head,
+                    "<{}>1 {ts} {} {} {} {msgid} - ",
+                    self.pri, self.hostname, self.app_name, self.procid
+                );
             }
             Protocol::Rfc3164 => {
                 let ts = meta.time.format("%b %e %H:%M:%S");
-                let _ = write!(head, "<{}>{ts} {} {}[{}]: ", self.pri, self.hostname, self.app_name, self.procid);
+                let _ = write!(
+                    head,
+                    "<{}>{ts} {} {}[{}]: ",
+                    self.pri, self.hostname, self.app_name, self.procid
+                );
             }
         }
         out.extend_from_slice(head.as_bytes());
@@ -163,7 +171,10 @@ mod tests {
     fn headers() {
         let mut out = Vec::new();
         env(Protocol::Rfc5424).write(&meta(Phase::End), b"CEF:0|x", &mut out);
-        assert_eq!(out, b"<86>1 2024-05-06T19:07:59Z collector1 senhasegura-forwarder 42 session-end - CEF:0|x");
+        assert_eq!(
+            out,
+            b"<86>1 2024-05-06T19:07:59Z collector1 senhasegura-forwarder 42 session-end - CEF:0|x"
+        );
         let mut out = Vec::new();
         env(Protocol::Rfc3164).write(&meta(Phase::Start), b"{}", &mut out);
         assert_eq!(out, b"<86>May  6 19:07:59 collector1 senhasegura-forwarder[42]: {}");

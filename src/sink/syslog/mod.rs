@@ -116,7 +116,10 @@ fn default_write_timeout() -> HumanDuration {
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, message: message.into() }
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
 }
 
 /// This host's name, for HOSTNAME.
@@ -147,15 +150,20 @@ pub struct SyslogSink {
 
 impl std::fmt::Debug for SyslogSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyslogSink").field("transport", &self.transport).field("address", &self.address).finish()
+        f.debug_struct("SyslogSink")
+            .field("transport", &self.transport)
+            .field("address", &self.address)
+            .finish()
     }
 }
 
 impl SyslogSink {
     /// Validate the config and build the sink (no connection yet).
     pub fn new(c: &SyslogSinkConfig) -> Result<SyslogSink, ConfigError> {
-        let facility: syslog::Facility =
-            c.facility.parse().map_err(|_| invalid("sink.facility", format!("`{}` is not a syslog facility", c.facility)))?;
+        let facility: syslog::Facility = c
+            .facility
+            .parse()
+            .map_err(|_| invalid("sink.facility", format!("`{}` is not a syslog facility", c.facility)))?;
         let severity = envelope::parse_severity(&c.severity)
             .ok_or_else(|| invalid("sink.severity", format!("`{}` is not a syslog severity", c.severity)))?;
         let hostname = c.hostname.clone().unwrap_or_else(system_hostname);
@@ -166,7 +174,10 @@ impl SyslogSink {
             ("sink.msgid_end", &c.msgid_end, 32),
         ] {
             if !envelope::valid_header_field(value, max) {
-                return Err(invalid(key, format!("`{value}` must be 1 to {max} printable ASCII characters without spaces")));
+                return Err(invalid(
+                    key,
+                    format!("`{value}` must be 1 to {max} printable ASCII characters without spaces"),
+                ));
             }
         }
         let mut address = c.address.0.trim().to_string();
@@ -177,7 +188,10 @@ impl SyslogSink {
             address.push_str(if c.transport == Transport::Tls { ":6514" } else { ":514" });
         }
         if c.max_datagram_bytes < 480 {
-            return Err(invalid("sink.max_datagram_bytes", "must be at least 480 (RFC 5424 minimum)"));
+            return Err(invalid(
+                "sink.max_datagram_bytes",
+                "must be at least 480 (RFC 5424 minimum)",
+            ));
         }
         let tls = if c.transport == Transport::Tls {
             let settings = TlsSettings {
@@ -230,8 +244,14 @@ impl SyslogSink {
             let conn = transport::connect(self.transport, self.unix_mode, &self.address, tls, self.connect_timeout)
                 .await
                 .map_err(|e| match e {
-                    ConnectError::Transient(message) => SinkError::Failed { sink: "syslog", message },
-                    ConnectError::Fatal(message) => SinkError::Rejected { sink: "syslog", message },
+                    ConnectError::Transient(message) => SinkError::Failed {
+                        sink: "syslog",
+                        message,
+                    },
+                    ConnectError::Fatal(message) => SinkError::Rejected {
+                        sink: "syslog",
+                        message,
+                    },
                 })?;
             tracing::debug!(target = %self.target(), "Connected to the syslog server");
             self.conn = Some(conn);
@@ -262,7 +282,10 @@ impl SyslogSink {
         let result = async {
             let envelope = self.envelope.clone();
             let conn = self.connection().await?;
-            let io = |e: std::io::Error| SinkError::Failed { sink: "syslog", message: format!("write failed: {e}") };
+            let io = |e: std::io::Error| SinkError::Failed {
+                sink: "syslog",
+                message: format!("write failed: {e}"),
+            };
             let send = async {
                 if datagram {
                     for f in frames {
@@ -279,7 +302,10 @@ impl SyslogSink {
                 }
             };
             tokio::time::timeout(write_timeout, send).await.unwrap_or_else(|_| {
-                Err(SinkError::Failed { sink: "syslog", message: format!("write timed out after {write_timeout:?}") })
+                Err(SinkError::Failed {
+                    sink: "syslog",
+                    message: format!("write timed out after {write_timeout:?}"),
+                })
             })
         }
         .await;
@@ -289,12 +315,23 @@ impl SyslogSink {
             self.conn = None;
         }
         if truncated > 0 {
-            tracing::warn!(count = truncated, limit = max, "Syslog messages truncated to the datagram size limit");
+            tracing::warn!(
+                count = truncated,
+                limit = max,
+                "Syslog messages truncated to the datagram size limit"
+            );
         }
         if rewrapped > 0 {
             tracing::warn!(count = rewrapped, "Line breaks replaced by spaces for newline framing");
         }
         result
+    }
+
+    /// Close the connection politely.
+    pub async fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close().await;
+        }
     }
 
     /// Connect (and handshake) now.

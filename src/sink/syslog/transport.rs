@@ -79,7 +79,9 @@ pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> 
     match &s.ca_file {
         Some(path) => {
             for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {}: {e}", path.display()))? {
-                roots.add(cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                roots
+                    .add(cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?)
+                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
             }
             if roots.is_empty() {
                 return Err(format!("ca_file {} holds no certificate", path.display()));
@@ -106,7 +108,9 @@ pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> 
                 .and_then(|i| i.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client_key {}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("client_cert and client_key go together".into()),
@@ -133,9 +137,11 @@ pub async fn connect(
     let attempt = async {
         match transport {
             Transport::Udp => {
-                let target = tokio::net::lookup_host(address).await.map_err(transient)?.next().ok_or_else(|| {
-                    ConnectError::Transient(format!("{address} resolves to no address"))
-                })?;
+                let target = tokio::net::lookup_host(address)
+                    .await
+                    .map_err(transient)?
+                    .next()
+                    .ok_or_else(|| ConnectError::Transient(format!("{address} resolves to no address")))?;
                 let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
                 let sock = UdpSocket::bind(bind).await.map_err(transient)?;
                 sock.connect(target).await.map_err(transient)?;
@@ -148,7 +154,10 @@ pub async fn connect(
             }
             Transport::Tls => {
                 let (config, settings) = tls.expect("TLS settings are built for tls sinks");
-                let name = settings.server_name.clone().unwrap_or_else(|| host_of(address).to_string());
+                let name = settings
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(address).to_string());
                 let server_name = ServerName::try_from(name.clone())
                     .map_err(|e| ConnectError::Fatal(format!("invalid TLS server name `{name}`: {e}")))?;
                 let s = TcpStream::connect(address).await.map_err(transient)?;
@@ -171,13 +180,17 @@ pub async fn connect(
                     s.connect(Path::new(address)).map_err(transient)?;
                     Ok(Conn::UnixDatagram(s))
                 }
-                UnixMode::Stream => Ok(Conn::UnixStream(tokio::net::UnixStream::connect(address).await.map_err(transient)?)),
+                UnixMode::Stream => Ok(Conn::UnixStream(
+                    tokio::net::UnixStream::connect(address).await.map_err(transient)?,
+                )),
             },
         }
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(ConnectError::Transient(format!("connecting to {address} timed out after {timeout:?}"))))
+    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
+        Err(ConnectError::Transient(format!(
+            "connecting to {address} timed out after {timeout:?}"
+        )))
+    })
 }
 
 impl Conn {
@@ -205,6 +218,16 @@ impl Conn {
             Conn::UnixDatagram(s) => s.send(msg).await.map(|_| ()),
             _ => Err(std::io::Error::other("not a datagram socket")),
         }
+    }
+
+    /// Close politely (TLS close_notify, TCP FIN).
+    pub async fn close(&mut self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::UnixStream(s) => s.shutdown().await,
+            Conn::Udp(_) | Conn::UnixDatagram(_) => Ok(()),
+        };
     }
 
     /// Write and flush bytes on a stream.
