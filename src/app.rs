@@ -307,7 +307,13 @@ pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error>
         }
     }
     for sink_config in &resolved.config.sinks {
-        let mut sink = Sink::from_config(sink_config)?;
+        let mut sink = match Sink::from_config(sink_config) {
+            Ok(s) => s,
+            Err(e) => {
+                report(false, &format!("sink {}", sink_config.name()), &e.to_string());
+                return Err(e.into());
+            }
+        };
         match sink.health_check().await {
             Ok(detail) => report(true, &format!("sink {}", sink.name()), &detail),
             Err(e) => {

@@ -5,7 +5,9 @@
 #   bash tests/run-all.sh
 #
 # Needs: the Rust toolchain (on the machine). Installs, when missing: rsyslog and
-# rsyslog-gnutls from Debian (the syslog sink tests start private instances on loopback).
+# rsyslog-gnutls from Debian (the syslog sink tests start private instances on loopback), and
+# the tansu Kafka-protocol broker from crates.io, built once (about 18 minutes on 2 cores) into
+# ~/.cache/senhasegura-forwarder/ and reused by every later run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -19,6 +21,15 @@ if [ ! -x /usr/sbin/rsyslogd ] || ! dpkg -s rsyslog-gnutls >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-gnutls
 fi
 /usr/sbin/rsyslogd -v | sed -n 1p
+
+TANSU_VERSION=0.6.0
+TANSU_ROOT="$HOME/.cache/senhasegura-forwarder/tansu-$TANSU_VERSION"
+if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+  echo "building tansu $TANSU_VERSION once into $TANSU_ROOT (about 18 minutes on 2 cores)"
+  cargo install "tansu@$TANSU_VERSION" --features dynostore --locked --root "$TANSU_ROOT"
+fi
+export TANSU_BIN="$TANSU_ROOT/bin/tansu"
+"$TANSU_BIN" --version
 
 echo "== format and lints"
 cargo fmt --check

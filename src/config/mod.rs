@@ -312,6 +312,8 @@ pub enum SinkConfig {
     Stdout(StdoutSinkConfig),
     /// A syslog server (UDP, TCP, TLS or a unix socket).
     Syslog(Box<crate::sink::syslog::SyslogSinkConfig>),
+    /// A Kafka topic.
+    Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
 }
 
 /// `type = "stdout"`.
@@ -329,6 +331,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Stdout(s) => s.format,
             SinkConfig::Syslog(s) => s.format,
+            SinkConfig::Kafka(s) => s.format,
         }
     }
     /// A short name for logs.
@@ -336,6 +339,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Syslog(_) => "syslog",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
 }

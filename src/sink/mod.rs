@@ -3,6 +3,7 @@
 //! report for Kafka). Sinks see bytes plus a small envelope ([`EventMeta`]), never records,
 //! and they do not know ECS or CEF.
 
+pub mod kafka;
 pub mod stdout;
 pub mod syslog;
 
@@ -65,6 +66,8 @@ pub enum Sink {
     Stdout(stdout::StdoutSink),
     /// A syslog server.
     Syslog(Box<syslog::SyslogSink>),
+    /// A Kafka topic.
+    Kafka(Box<kafka::KafkaSink>),
 }
 
 impl Sink {
@@ -73,6 +76,7 @@ impl Sink {
         Ok(match config {
             SinkConfig::Stdout(_) => Sink::Stdout(stdout::StdoutSink::new()),
             SinkConfig::Syslog(c) => Sink::Syslog(Box::new(syslog::SyslogSink::new(c)?)),
+            SinkConfig::Kafka(c) => Sink::Kafka(Box::new(kafka::KafkaSink::new(c)?)),
         })
     }
 
@@ -81,6 +85,7 @@ impl Sink {
         match self {
             Sink::Stdout(_) => "stdout",
             Sink::Syslog(_) => "syslog",
+            Sink::Kafka(_) => "kafka",
         }
     }
 
@@ -89,6 +94,7 @@ impl Sink {
         match self {
             Sink::Stdout(s) => s.deliver(frames).await,
             Sink::Syslog(s) => s.deliver(frames).await,
+            Sink::Kafka(s) => s.deliver(frames).await,
         }
     }
 
@@ -97,6 +103,7 @@ impl Sink {
         match self {
             Sink::Stdout(_) => {}
             Sink::Syslog(s) => s.close().await,
+            Sink::Kafka(s) => s.close().await,
         }
     }
 
@@ -105,6 +112,7 @@ impl Sink {
         match self {
             Sink::Stdout(_) => Ok("standard output is writable".into()),
             Sink::Syslog(s) => s.health_check().await,
+            Sink::Kafka(s) => s.health_check().await,
         }
     }
 }

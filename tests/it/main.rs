@@ -2,6 +2,7 @@
 //! loopback simulator (port 0, temp dirs). Every ECS document any test sees is validated
 //! against the ECS 9.4 field definitions.
 
+mod broker;
 mod cef_parse;
 mod ecs;
 mod support;
@@ -10,6 +11,7 @@ mod cli;
 mod docs;
 mod faults;
 mod golden;
+mod kafka;
 mod pipeline;
 mod props;
 mod rsyslog;

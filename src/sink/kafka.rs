@@ -1,0 +1,237 @@
+//! The Kafka sink: an rdkafka `FutureProducer`, message key = session id (a session's start
+//! and end land in one partition, in order), headers `phase`, `event_id` and `tenant`, the
+//! payload in the sink's format. A batch is acknowledged only when every message's delivery
+//! report succeeded. Messages acknowledged by the broker are remembered while their batch is
+//! retried, so a retry resends only what failed.
+//!
+//! Producer defaults for at-least-once without producer duplicates: `acks=all`,
+//! `enable.idempotence=true`, `compression.type=zstd`, `message.timeout.ms=30000`; any
+//! librdkafka property can be set (or overridden) in `[sink.properties]`, and a bad one fails
+//! at start with librdkafka's own words.
+
+use super::{Frame, SinkError};
+use crate::config::{ConfigError, Expanded, Format};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+/// `type = "kafka"`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port,host:port`.
+    pub brokers: Expanded,
+    /// Topic to produce to (it must exist, or the cluster must create topics on demand).
+    pub topic: Expanded,
+    /// `ecs` (default) or `cef`.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// librdkafka properties, passed as they are (`security.protocol`, `sasl.*`, `ssl.*`,
+    /// `compression.type`, ...). Values expand `${VAR}`; they are never logged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Expanded>,
+}
+
+fn default_format() -> Format {
+    Format::Ecs
+}
+
+/// The producer defaults (before `[sink.properties]`).
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("compression.type", "zstd"),
+    ("message.timeout.ms", "30000"),
+    ("linger.ms", "5"),
+    ("client.id", "senhasegura-forwarder"),
+];
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+    brokers: String,
+    /// Keys of the current batch the broker already acknowledged.
+    acked: HashSet<String>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+/// The librdkafka configuration of a sink config.
+pub fn client_config(c: &KafkaSinkConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in DEFAULTS {
+        cc.set(*k, *v);
+    }
+    cc.set("bootstrap.servers", c.brokers.0.trim());
+    for (k, v) in &c.properties {
+        cc.set(k, &v.0);
+    }
+    cc
+}
+
+impl KafkaSink {
+    /// Create the producer; librdkafka validates every property here.
+    pub fn new(c: &KafkaSinkConfig) -> Result<KafkaSink, ConfigError> {
+        if c.brokers.0.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sink.brokers",
+                message: "must not be empty".into(),
+            });
+        }
+        if c.topic.0.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sink.topic",
+                message: "must not be empty".into(),
+            });
+        }
+        let producer: FutureProducer = client_config(c).create().map_err(|e| ConfigError::Invalid {
+            key: "sink.properties",
+            message: format!("librdkafka refused the producer configuration: {e}"),
+        })?;
+        Ok(KafkaSink {
+            producer,
+            topic: c.topic.0.trim().to_string(),
+            brokers: c.brokers.0.trim().to_string(),
+            acked: HashSet::new(),
+        })
+    }
+
+    /// Produce a batch; `Ok` once every message has a successful delivery report.
+    pub async fn deliver(&mut self, frames: &[Frame<'_>]) -> Result<(), SinkError> {
+        if !frames.iter().any(|f| self.acked.contains(&f.meta.key)) {
+            self.acked.clear(); // a new batch
+        }
+        let mut pending = Vec::with_capacity(frames.len());
+        for f in frames.iter().filter(|f| !self.acked.contains(&f.meta.key)) {
+            let mut headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "phase",
+                    value: Some(f.meta.phase.as_str()),
+                })
+                .insert(Header {
+                    key: "event_id",
+                    value: Some(f.meta.event_id.as_str()),
+                });
+            if let Some(t) = &f.meta.tenant {
+                headers = headers.insert(Header {
+                    key: "tenant",
+                    value: Some(t.as_str()),
+                });
+            }
+            let mut record = FutureRecord::to(&self.topic)
+                .key(f.meta.session_id.as_bytes())
+                .payload(f.payload)
+                .headers(headers)
+                .timestamp(f.meta.time.timestamp_millis());
+            let future = loop {
+                match self.producer.send_result(record) {
+                    Ok(future) => break future,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(SinkError::Failed {
+                            sink: "kafka",
+                            message: format!("cannot enqueue: {e}"),
+                        })
+                    }
+                }
+            };
+            pending.push((f.meta.key.as_str(), future));
+        }
+        let mut first_error = None;
+        let mut failed = 0usize;
+        for (key, future) in pending {
+            match future.await {
+                Ok(Ok(_)) => {
+                    self.acked.insert(key.to_string());
+                }
+                Ok(Err((e, _))) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(_) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| "the producer dropped the delivery report".into());
+                }
+            }
+        }
+        match first_error {
+            None => {
+                self.acked.clear();
+                Ok(())
+            }
+            Some(e) => Err(SinkError::Failed {
+                sink: "kafka",
+                message: format!(
+                    "{failed} of {} messages not delivered to {} ({}): {e}",
+                    frames.len(),
+                    self.topic,
+                    self.brokers
+                ),
+            }),
+        }
+    }
+
+    /// Ask the brokers for the topic's metadata.
+    pub async fn health_check(&mut self) -> Result<String, SinkError> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map_err(|e| SinkError::Failed {
+                    sink: "kafka",
+                    message: format!("no metadata from {brokers}: {e}"),
+                })?;
+            let t = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .ok_or_else(|| SinkError::Failed {
+                    sink: "kafka",
+                    message: format!("topic {topic} is not in the metadata from {brokers}"),
+                })?;
+            if let Some(err) = t.error() {
+                return Err(SinkError::Failed {
+                    sink: "kafka",
+                    message: format!(
+                        "topic {topic}: {:?} (create it, or check the ACLs)",
+                        RDKafkaErrorCode::from(err)
+                    ),
+                });
+            }
+            Ok(format!(
+                "topic {topic} has {} partition(s) on {} broker(s)",
+                t.partitions().len(),
+                md.brokers().len()
+            ))
+        })
+        .await
+        .map_err(|e| SinkError::Failed {
+            sink: "kafka",
+            message: e.to_string(),
+        })?
+    }
+
+    /// Wait for queued messages (at exit).
+    pub async fn close(&mut self) {
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    }
+}

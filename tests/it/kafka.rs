@@ -1,0 +1,213 @@
+//! The Kafka sink against a real Kafka-protocol broker (tansu): exactly-once content on a
+//! clean run, keys and headers, a broker outage in the middle of a run, and `check`.
+
+use crate::broker::Broker;
+use crate::support::{Setup, Sim, NOW};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+fn kafka_sink(brokers: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "[delivery]\nretry_backoff = \"100ms\"\nretry_backoff_max = \"500ms\"\ngive_up_after = \"4s\"\n\
+         [[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n{extra}\n"
+    )
+}
+
+fn key_of(m: &crate::broker::Msg) -> String {
+    format!("{}:{}", m.key, m.header("phase").unwrap())
+}
+
+#[test]
+fn once_produces_every_event_exactly_once_with_keys_and_headers() {
+    let broker = Broker::start();
+    broker.create_topic("pam.sessions", 3);
+    let sim = Sim::start(&["--sessions", "200", "--active", "20", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.sessions", ""));
+    let expected = setup.run(&["once", "--dry-run"]);
+    expected.ok();
+    let expected: HashMap<String, serde_json::Value> = expected
+        .docs()
+        .into_iter()
+        .map(|d| (crate::support::key_of(&d), d))
+        .collect();
+    assert_eq!(expected.len(), 200);
+    setup.run(&["once"]).ok();
+    let msgs = broker.consume("pam.sessions", 200, Duration::from_secs(20));
+    assert_eq!(msgs.len(), 200, "every event once");
+    let mut partitions_of: HashMap<&str, HashSet<i32>> = HashMap::new();
+    for m in &msgs {
+        let doc: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+        crate::ecs::validate(&doc);
+        let key = key_of(m);
+        let mut want = expected[&key].clone();
+        let mut got = doc.clone();
+        want["event"]["created"] = "".into();
+        got["event"]["created"] = "".into();
+        assert_eq!(got, want, "payload of {key}");
+        assert_eq!(
+            m.key, doc["senhasegura"]["session"]["id"],
+            "message key is the session id"
+        );
+        assert_eq!(Some(doc["event"]["id"].as_str().unwrap()), m.header("event_id"));
+        assert_eq!(m.header("tenant"), Some("Segura"));
+        partitions_of.entry(&m.key).or_default().insert(m.partition);
+    }
+    assert!(partitions_of.values().all(|p| p.len() == 1));
+    let second = setup.run(&["once"]);
+    second.ok();
+    assert!(second.stderr.contains("new=0"), "{}", second.stderr);
+    assert_eq!(
+        broker.consume("pam.sessions", 200, Duration::from_secs(5)).len(),
+        200,
+        "a second once produces nothing"
+    );
+}
+
+#[test]
+fn starts_and_ends_of_a_session_share_a_partition_in_order() {
+    let broker = Broker::start();
+    broker.create_topic("pam.sessions", 4);
+    let sim = Sim::start(&["--sessions", "10", "--active", "0", "--grow", "5", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.sessions", ""));
+    setup.run(&["once"]).ok();
+    setup.run(&["once"]).ok();
+    let msgs = broker.consume("pam.sessions", 10 + 5 + 5 + 5, Duration::from_secs(20));
+    let mut by_session: HashMap<&str, Vec<(&str, i32)>> = HashMap::new();
+    for m in &msgs {
+        by_session
+            .entry(&m.key)
+            .or_default()
+            .push((m.header("phase").unwrap(), m.partition));
+    }
+    let both: Vec<_> = by_session.values().filter(|v| v.len() == 2).collect();
+    assert_eq!(both.len(), 5, "five sessions started in poll 1 and ended in poll 2");
+    for v in both {
+        assert_eq!(v[0].0, "start");
+        assert_eq!(v[1].0, "end");
+        assert_eq!(v[0].1, v[1].1);
+    }
+}
+
+#[test]
+fn broker_outage_mid_run_loses_nothing() {
+    let mut broker = Broker::start();
+    broker.create_topic("pam.sessions", 2);
+    let sim = Sim::start(&["--sessions", "30", "--active", "5", "--grow", "4", "--now", NOW]);
+    let setup = Setup::new(
+        &sim.url,
+        "interval = \"300ms\"",
+        &kafka_sink(
+            &broker.brokers(),
+            "pam.sessions",
+            "[sink.properties]\n\"message.timeout.ms\" = \"2000\"",
+        ),
+    );
+    let agent = crate::support::cmd()
+        .args(["run", "-c"])
+        .arg(&setup.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Memory storage forgets on restart: consume before the stop and after the restart.
+    let before = broker.consume("pam.sessions", 40, Duration::from_secs(20));
+    assert!(before.len() >= 40, "delivered before the outage: {}", before.len());
+    std::thread::sleep(Duration::from_millis(600));
+    let before = broker.consume("pam.sessions", before.len(), Duration::from_secs(5));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    broker.spawn();
+    broker.create_topic("pam.sessions", 2);
+    std::thread::sleep(Duration::from_millis(5000));
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(agent.id().to_string())
+        .status();
+    let out = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("kafka sink failed") || stderr.contains("Sink did not acknowledge"),
+        "the outage was logged: {stderr}"
+    );
+    let after = broker.consume("pam.sessions", 1, Duration::from_secs(10));
+    assert!(!after.is_empty(), "events were delivered after the broker came back");
+
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for m in before.iter().chain(&after) {
+        *counts.entry(key_of(m)).or_default() += 1;
+    }
+    let delivered: HashSet<String> = counts.keys().cloned().collect();
+    let list = crate::support::cmd()
+        .args(["state", "--state-dir"])
+        .arg(setup.state_dir())
+        .arg("list")
+        .output()
+        .unwrap();
+    let state: HashSet<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let missing: Vec<_> = state.difference(&delivered).collect();
+    assert!(missing.is_empty(), "committed but not in the topic: {missing:?}");
+    let uncommitted: Vec<_> = delivered.difference(&state).collect();
+    assert!(
+        uncommitted.is_empty(),
+        "in the topic but not committed: {uncommitted:?}"
+    );
+    let repeats: usize = counts.values().map(|c| c - 1).sum();
+    assert!(repeats <= 1000, "repeats bounded by one batch: {repeats}");
+}
+
+#[test]
+fn check_reports_bad_properties_and_unreachable_brokers() {
+    let sim = Sim::start(&["--sessions", "1"]);
+    let bad = Setup::new(
+        &sim.url,
+        "",
+        &kafka_sink("127.0.0.1:9", "t", "[sink.properties]\n\"no.such.property\" = \"1\""),
+    );
+    let run = bad.run(&["check"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("FAIL sink kafka") && run.stdout.contains("no.such.property"),
+        "{}",
+        run.stdout
+    );
+
+    let port = crate::rsyslog::free_port();
+    let down = Setup::new(&sim.url, "", &kafka_sink(&format!("127.0.0.1:{port}"), "t", ""));
+    let run = down.run(&["check"]);
+    assert_eq!(run.code, 4);
+    assert!(
+        run.stdout.contains("FAIL sink kafka") && run.stdout.contains("metadata"),
+        "{}",
+        run.stdout
+    );
+    let once = down.run(&["once"]);
+    assert_eq!(
+        once.code, 4,
+        "once gives up after delivery.give_up_after: {}",
+        once.stderr
+    );
+    let stats = crate::support::cmd()
+        .args(["state", "--state-dir"])
+        .arg(down.state_dir())
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["keys"], 0, "nothing committed");
+
+    let broker = Broker::start();
+    broker.create_topic("pam.sessions", 1);
+    let good = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.sessions", ""));
+    let run = good.run(&["check"]);
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("ok   sink kafka: topic pam.sessions has 1 partition(s)"),
+        "{}",
+        run.stdout
+    );
+}
