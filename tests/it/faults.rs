@@ -161,12 +161,6 @@ fn closed_stdout_ends_cleanly_without_committing() {
         stderr.contains("Output closed") || stderr.contains("closed the pipe"),
         "{stderr}"
     );
-    let stats = crate::support::cmd()
-        .args(["state", "--state-dir"])
-        .arg(setup.state_dir())
-        .arg("stats")
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let stats = setup.state_stats();
     assert_eq!(stats["keys"], 0, "nothing unwritten was committed");
 }

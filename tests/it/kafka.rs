@@ -138,16 +138,7 @@ fn broker_outage_mid_run_loses_nothing() {
         *counts.entry(key_of(m)).or_default() += 1;
     }
     let delivered: HashSet<String> = counts.keys().cloned().collect();
-    let list = crate::support::cmd()
-        .args(["state", "--state-dir"])
-        .arg(setup.state_dir())
-        .arg("list")
-        .output()
-        .unwrap();
-    let state: HashSet<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .map(|l| l.split('\t').next().unwrap().to_string())
-        .collect();
+    let state = setup.state_keys();
     let missing: Vec<_> = state.difference(&delivered).collect();
     assert!(missing.is_empty(), "committed but not in the topic: {missing:?}");
     let uncommitted: Vec<_> = delivered.difference(&state).collect();
@@ -190,13 +181,7 @@ fn check_reports_bad_properties_and_unreachable_brokers() {
         "once gives up after delivery.give_up_after: {}",
         once.stderr
     );
-    let stats = crate::support::cmd()
-        .args(["state", "--state-dir"])
-        .arg(down.state_dir())
-        .arg("stats")
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let stats = down.state_stats();
     assert_eq!(stats["keys"], 0, "nothing committed");
 
     let broker = Broker::start();

@@ -99,6 +99,31 @@ impl Setup {
         self.dir.path().join("state")
     }
 
+    /// `state stats` of this setup's state directory.
+    pub fn state_stats(&self) -> serde_json::Value {
+        let out = cmd()
+            .args(["state", "--state-dir"])
+            .arg(self.state_dir())
+            .arg("stats")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("state stats: {e}"))
+    }
+
+    /// The keys `state list` shows.
+    pub fn state_keys(&self) -> std::collections::HashSet<String> {
+        let out = cmd()
+            .args(["state", "--state-dir"])
+            .arg(self.state_dir())
+            .arg("list")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect()
+    }
+
     /// Run the agent with these arguments (config appended).
     pub fn run(&self, args: &[&str]) -> Run {
         let out = cmd()

@@ -161,13 +161,7 @@ fn tls_without_the_right_ca_fails_clearly_and_commits_nothing() {
         "{}",
         run.stderr
     );
-    let stats = crate::support::cmd()
-        .args(["state", "--state-dir"])
-        .arg(setup.state_dir())
-        .arg("stats")
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let stats = setup.state_stats();
     assert_eq!(stats["keys"], 0);
     assert!(rs.records().is_empty());
     let check = setup.run(&["check"]);
@@ -249,16 +243,7 @@ fn rsyslog_restart_mid_run_loses_nothing() {
     }
     let rsyslog_keys: HashSet<String> = counts.keys().cloned().collect();
     let stdout_keys: HashSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(cef_key).collect();
-    let list = crate::support::cmd()
-        .args(["state", "--state-dir"])
-        .arg(setup.state_dir())
-        .arg("list")
-        .output()
-        .unwrap();
-    let state_keys: HashSet<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .map(|l| l.split('\t').next().unwrap().to_string())
-        .collect();
+    let state_keys = setup.state_keys();
     assert!(
         state_keys.len() > 40,
         "events from before, during and after the outage: {}",
