@@ -223,3 +223,23 @@ fn example_configs_are_valid() {
     }
     assert!(n >= 3, "minimal, syslog-tls, syslog-udp");
 }
+
+#[test]
+fn interactive_once_shows_progress_while_the_listing_streams() {
+    // `script` gives the agent a terminal, as an operator running `once` by hand has.
+    let sim = Sim::start(&["--sessions", "3", "--now", NOW, "--delay-ms", "2500"]);
+    let setup = Setup::new(&sim.url, "", "");
+    let command = format!("{} once --dry-run -c {}", crate::support::bin(), setup.config.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("reading listing:"), "{text}");
+    let piped = setup.run(&["once", "--dry-run"]);
+    assert!(
+        !piped.stderr.contains("reading listing:"),
+        "no progress line when stderr is not a terminal"
+    );
+}
