@@ -53,6 +53,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
 /// The Kafka sink.
 pub struct KafkaSink {
     producer: FutureProducer,
+    config: ClientConfig,
     topic: String,
     brokers: String,
     /// Keys of the current batch the broker already acknowledged.
@@ -96,12 +97,14 @@ impl KafkaSink {
                 message: "must not be empty".into(),
             });
         }
-        let producer: FutureProducer = client_config(c).create().map_err(|e| ConfigError::Invalid {
+        let config = client_config(c);
+        let producer: FutureProducer = config.create().map_err(|e| ConfigError::Invalid {
             key: "sink.properties",
             message: format!("librdkafka refused the producer configuration: {e}"),
         })?;
         Ok(KafkaSink {
             producer,
+            config,
             topic: c.topic.0.trim().to_string(),
             brokers: c.brokers.0.trim().to_string(),
             acked: HashSet::new(),
@@ -167,6 +170,19 @@ impl KafkaSink {
                     failed += 1;
                     first_error.get_or_insert_with(|| "the producer dropped the delivery report".into());
                 }
+            }
+        }
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            // An idempotent producer that lost its state with the broker (e.g. a broker that
+            // came back empty) cannot continue; a new producer can, and the retry resends.
+            tracing::warn!(
+                ?code,
+                reason,
+                "Kafka producer hit a fatal error; creating a new producer"
+            );
+            match self.config.create() {
+                Ok(p) => self.producer = p,
+                Err(e) => tracing::error!(error = %e, "Cannot recreate the Kafka producer"),
             }
         }
         match first_error {
