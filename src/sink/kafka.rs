@@ -2,7 +2,7 @@
 //! and end land in one partition, in order), headers `phase`, `event_id` and `tenant`, the
 //! payload in the sink's format. A batch is acknowledged only when every message's delivery
 //! report succeeded. Messages acknowledged by the broker are remembered while their batch is
-//! retried, so a retry resends only what failed.
+//! retried, so a retry resends only what failed, with a new producer.
 //!
 //! Producer defaults for at-least-once without producer duplicates: `acks=all`,
 //! `enable.idempotence=true`, `compression.type=zstd`, `message.timeout.ms=30000`; any
@@ -172,18 +172,8 @@ impl KafkaSink {
                 }
             }
         }
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            // An idempotent producer that lost its state with the broker (e.g. a broker that
-            // came back empty) cannot continue; a new producer can, and the retry resends.
-            tracing::warn!(
-                ?code,
-                reason,
-                "Kafka producer hit a fatal error; creating a new producer"
-            );
-            match self.config.create() {
-                Ok(p) => self.producer = p,
-                Err(e) => tracing::error!(error = %e, "Cannot recreate the Kafka producer"),
-            }
+        if first_error.is_some() {
+            self.renew_producer();
         }
         match first_error {
             None => {
@@ -199,6 +189,25 @@ impl KafkaSink {
                     self.brokers
                 ),
             }),
+        }
+    }
+
+    /// Replace the producer after a failed delivery. An idempotent producer whose messages
+    /// timed out must re-establish its producer id and sequence with the broker, and a broker
+    /// that came back without that state (seen with tansu's memory storage) can leave it stuck
+    /// for good; librdkafka reports no fatal error then. A new producer starts clean: messages
+    /// the broker did not acknowledge are resent by the retry, as at-least-once allows.
+    fn renew_producer(&mut self) {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::warn!(?code, reason, "Kafka producer hit a fatal error");
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.producer, fresh);
+                // Dropping purges and flushes for up to 500 ms: not on the async runtime.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(e) => tracing::error!(error = %e, "Cannot create a new Kafka producer; keeping the old one"),
         }
     }
 
