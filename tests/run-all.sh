@@ -40,3 +40,6 @@ mkdir -p target
 cargo test --all-targets 2>&1 | tee target/test-output.txt
 # Fail loudly if the integration binary did not run.
 grep -q "test result: ok" target/test-output.txt
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s += $1} END {print s + 0}')
+echo "total: $passed passed, $failed failed"
