@@ -123,13 +123,7 @@ fn state_is_private_locked_and_manageable() {
         }
     }
     // A running agent holds the state; a second one fails at once with exit 5.
-    let mut running = crate::support::cmd()
-        .args(["run", "-c"])
-        .arg(&setup.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut running = setup.spawn_run();
     std::thread::sleep(std::time::Duration::from_millis(700));
     let second = setup.run(&["once"]);
     let _ = running.kill();

@@ -99,13 +99,7 @@ fn broker_outage_mid_run_loses_nothing() {
         "interval = \"1s\"",
         &kafka_sink(&broker.brokers(), "pam.sessions", props),
     );
-    let agent = crate::support::cmd()
-        .args(["run", "-c"])
-        .arg(&setup.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = setup.spawn_run();
     // Memory storage forgets on restart: consume everything before the stop and after the
     // restart. `consume` returns once 40 arrived and 300 ms passed without more, i.e. between
     // two polls (1 s apart), and the broker is stopped right then.
@@ -116,13 +110,9 @@ fn broker_outage_mid_run_loses_nothing() {
     broker.spawn();
     broker.create_topic("pam.sessions", 2);
     std::thread::sleep(Duration::from_millis(6000)); // recovery and a few more polls
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(agent.id().to_string())
-        .status();
-    let out = agent.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = crate::support::stop(agent);
+    let stderr = out.stderr.clone();
+    out.ok();
     assert!(
         stderr.contains("Sink did not acknowledge; will retry sink=\"kafka\""),
         "the outage was logged: {stderr}"

@@ -124,6 +124,17 @@ impl Setup {
             .collect()
     }
 
+    /// Start `run` in the background, stdout and stderr captured.
+    pub fn spawn_run(&self) -> std::process::Child {
+        cmd()
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run")
+    }
+
     /// Run the agent with these arguments (config appended).
     pub fn run(&self, args: &[&str]) -> Run {
         let out = cmd()
@@ -135,6 +146,12 @@ impl Setup {
             .expect("run agent");
         Run::from(out)
     }
+}
+
+/// SIGTERM a running agent (as systemd stops it) and collect its output.
+pub fn stop(agent: std::process::Child) -> Run {
+    let _ = Command::new("kill").arg("-TERM").arg(agent.id().to_string()).status();
+    agent.wait_with_output().expect("wait for the agent").into()
 }
 
 /// A finished agent run.

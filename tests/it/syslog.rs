@@ -211,26 +211,16 @@ fn rsyslog_restart_mid_run_loses_nothing() {
             sink("tcp", &rs.address(), "")
         ),
     );
-    let agent = crate::support::cmd()
-        .args(["run", "-c"])
-        .arg(&setup.config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = setup.spawn_run();
     let before = rs.wait_for(40, Duration::from_secs(10)).len();
     assert!(before >= 40, "the run delivers before the outage");
     rs.stop();
     std::thread::sleep(Duration::from_millis(1500)); // polls keep finding events; none can be delivered
     rs.spawn();
     std::thread::sleep(Duration::from_millis(2500)); // recovery and a few more polls
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(agent.id().to_string())
-        .status();
-    let out = agent.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = crate::support::stop(agent);
+    let stderr = out.stderr.clone();
+    out.ok();
     assert!(
         stderr.contains("syslog sink failed"),
         "the outage was noticed: {stderr}"
@@ -242,7 +232,7 @@ fn rsyslog_restart_mid_run_loses_nothing() {
         *counts.entry(cef_key(&r.msg)).or_default() += 1;
     }
     let rsyslog_keys: HashSet<String> = counts.keys().cloned().collect();
-    let stdout_keys: HashSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(cef_key).collect();
+    let stdout_keys: HashSet<String> = out.stdout.lines().map(cef_key).collect();
     let state_keys = setup.state_keys();
     assert!(
         state_keys.len() > 40,
