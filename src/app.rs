@@ -286,7 +286,15 @@ pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error>
         report(false, "token", &e.to_string());
         return Err(e.into());
     }
-    report(true, "token", "obtained an access token");
+    if client.auth_method() == "oauth2" {
+        report(true, "token", "obtained an access token");
+    } else {
+        report(
+            true,
+            "auth",
+            "OAuth 1.0a: requests are signed, there is no token to fetch",
+        );
+    }
     match client.open_listing().await {
         Ok(resp) => {
             report(

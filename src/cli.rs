@@ -67,7 +67,7 @@ pub enum Command {
         action: StateAction,
     },
     /// Run the loopback senhasegura API simulator.
-    Simulate(SimOptions),
+    Simulate(Box<SimOptions>),
     /// Simulator + agent to stdout with a temporary state and no config.
     Demo {
         /// Stop after this many polls (default: run until Ctrl-C).

@@ -52,7 +52,7 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Simulate(opts) => {
             let (trigger, sd) = shutdown::channel();
             shutdown::on_signals(trigger);
-            app::simulate(opts, sd).await
+            app::simulate(*opts, sd).await
         }
         Command::Demo { cycles, interval } => {
             let (trigger, sd) = shutdown::channel();

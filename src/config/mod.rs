@@ -157,18 +157,29 @@ pub struct SourceConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `oauth2` (client credentials). `oauth1` is reserved and rejected for now.
+    /// `oauth2` (client credentials, default) or `oauth1` (signed requests).
     #[serde(default)]
     pub method: AuthMethod,
-    /// The A2A application's client id.
+    /// The A2A application's client id (OAuth 1.0a: the consumer key).
+    #[serde(alias = "consumer_key")]
     pub client_id: Expanded,
-    /// The client secret inline (prefer `${VAR}` or `client_secret_file`).
-    #[serde(default)]
+    /// The client secret inline (prefer `${VAR}` or `client_secret_file`). OAuth 1.0a: the
+    /// consumer secret.
+    #[serde(default, alias = "consumer_secret")]
     pub client_secret: Option<Secret>,
-    /// A file holding the client secret (trailing newline ignored); should be mode 0600.
-    #[serde(default)]
+    /// A file holding the client (consumer) secret (trailing newline ignored); mode 0600.
+    #[serde(default, alias = "consumer_secret_file")]
     pub client_secret_file: Option<PathBuf>,
-    /// Token endpoint path.
+    /// OAuth 1.0a only: the token.
+    #[serde(default)]
+    pub token: Option<Expanded>,
+    /// OAuth 1.0a only: the token secret inline.
+    #[serde(default)]
+    pub token_secret: Option<Secret>,
+    /// OAuth 1.0a only: a file holding the token secret.
+    #[serde(default)]
+    pub token_secret_file: Option<PathBuf>,
+    /// Token endpoint path (OAuth 2.0).
     #[serde(default = "default_token_path")]
     pub token_path: String,
 }
@@ -396,6 +407,8 @@ pub struct Resolved {
     pub config: Config,
     /// The client secret, read from the file or the inline value.
     pub client_secret: Secret,
+    /// OAuth 1.0a: the token and its secret.
+    pub oauth1_token: Option<(String, Secret)>,
     /// The vault's time zone.
     pub timezone: Tz,
     /// True when the zone came from the host, not the config.
@@ -446,34 +459,47 @@ impl Config {
             .unwrap_or_default()
             .trim_matches(['[', ']'])
             .to_string();
-        if self.source.auth.method == AuthMethod::Oauth1 {
-            return Err(invalid(
-                "source.auth.method",
-                "oauth1 is not supported yet; create an OAuth 2.0 A2A authorization and use method = \"oauth2\"",
-            ));
-        }
-        if self.source.auth.client_id.0.is_empty() {
+        let auth = &self.source.auth;
+        if auth.client_id.0.is_empty() {
             return Err(invalid("source.auth.client_id", "must not be empty"));
         }
-        let client_secret = match (&self.source.auth.client_secret, &self.source.auth.client_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "source.auth.client_secret",
-                    "set either client_secret or client_secret_file, not both",
-                ))
+        let client_secret = one_secret(
+            "source.auth.client_secret",
+            &auth.client_secret,
+            "source.auth.client_secret_file",
+            &auth.client_secret_file,
+        )?;
+        let oauth1_token = match auth.method {
+            AuthMethod::Oauth2 => {
+                if auth.token.is_some() || auth.token_secret.is_some() || auth.token_secret_file.is_some() {
+                    return Err(invalid(
+                        "source.auth.token",
+                        "token and token_secret are for method = \"oauth1\"",
+                    ));
+                }
+                None
             }
-            (Some(s), None) => s.clone(),
-            (None, Some(path)) => read_secret_file("source.auth.client_secret_file", path)?,
-            (None, None) => {
-                return Err(invalid(
-                    "source.auth.client_secret",
-                    "missing: set client_secret_file (recommended) or client_secret = \"${VAR}\"",
-                ))
+            AuthMethod::Oauth1 => {
+                let token = auth
+                    .token
+                    .as_ref()
+                    .map(|t| t.0.clone())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "source.auth.token",
+                            "method = \"oauth1\" needs the authorization's token",
+                        )
+                    })?;
+                let secret = one_secret(
+                    "source.auth.token_secret",
+                    &auth.token_secret,
+                    "source.auth.token_secret_file",
+                    &auth.token_secret_file,
+                )?;
+                Some((token, secret))
             }
         };
-        if client_secret.expose().is_empty() {
-            return Err(invalid("source.auth.client_secret", "is empty"));
-        }
         if let Some(ca) = &self.source.ca_file {
             std::fs::metadata(ca).map_err(|source| ConfigError::SecretFile {
                 key: "source.ca_file",
@@ -495,6 +521,7 @@ impl Config {
         Ok(Resolved {
             config: self,
             client_secret,
+            oauth1_token,
             timezone,
             timezone_from_host,
             base_url: url,
@@ -518,6 +545,30 @@ pub fn host_timezone() -> Tz {
         .ok()
         .and_then(|name| name.parse::<Tz>().ok())
         .unwrap_or(Tz::UTC)
+}
+
+/// A secret given inline or in a file (exactly one of them).
+fn one_secret(
+    key: &'static str,
+    inline: &Option<Secret>,
+    file_key: &'static str,
+    file: &Option<PathBuf>,
+) -> Result<Secret, ConfigError> {
+    let secret = match (inline, file) {
+        (Some(_), Some(_)) => return Err(invalid(key, format!("set either {key} or {file_key}, not both"))),
+        (Some(s), None) => s.clone(),
+        (None, Some(path)) => read_secret_file(file_key, path)?,
+        (None, None) => {
+            return Err(invalid(
+                key,
+                format!("missing: set {file_key} (recommended) or {key} = \"${{VAR}}\""),
+            ))
+        }
+    };
+    if secret.expose().is_empty() {
+        return Err(invalid(key, "is empty"));
+    }
+    Ok(secret)
 }
 
 /// Read a secret from a file: trailing newline trimmed, warns when others can read it.

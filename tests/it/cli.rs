@@ -46,6 +46,14 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
+    let (_d, run) = with_config(&BASE.replace("client_secret = \"b\"", "client_secret = \"b\"\nmethod = \"oauth1\""));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("source.auth.token") && run.stderr.contains("oauth1"),
+        "{}",
+        run.stderr
+    );
+
     let out = crate::support::cmd()
         .args(["once", "-c", "/nonexistent/config.toml"])
         .output()

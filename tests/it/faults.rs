@@ -164,3 +164,36 @@ fn closed_stdout_ends_cleanly_without_committing() {
     let stats = setup.state_stats();
     assert_eq!(stats["keys"], 0, "nothing unwritten was committed");
 }
+
+fn oauth1(setup: &Setup, token_secret: &str) {
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "client_secret = \"simulator-secret\"",
+        &format!("client_secret = \"simulator-secret\"\nmethod = \"oauth1\"\ntoken = \"simulator-token\"\ntoken_secret = \"{token_secret}\""),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+}
+
+#[test]
+fn oauth1_signed_requests_are_accepted_and_a_bad_signature_is_explained() {
+    let sim = Sim::start(&["--sessions", "12", "--now", NOW]);
+    let good = Setup::new(&sim.url, "", "");
+    oauth1(&good, "simulator-token-secret");
+    let run = good.run(&["once"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 12);
+    assert_eq!(sim.stats()["token_requests"], 0, "OAuth 1.0a fetches no token");
+    let check = good.run(&["check"]);
+    check.ok();
+    assert!(check.stdout.contains("OAuth 1.0a"), "{}", check.stdout);
+
+    let bad = Setup::new(&sim.url, "", "");
+    oauth1(&bad, "wrong-secret");
+    let run = bad.run(&["once"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Invalid signature") && run.stderr.contains("consumer key/secret"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("wrong-secret"), "secrets are never printed");
+}

@@ -7,6 +7,7 @@
 
 use super::auth::TokenSource;
 use super::model::ErrorBody;
+use super::oauth1::Oauth1;
 use super::{from_reqwest, SourceError};
 use crate::config::{Resolved, PATH_V3, PATH_V4};
 use futures_util::StreamExt;
@@ -23,8 +24,17 @@ pub struct VaultClient {
     base_url: String,
     path: Mutex<String>,
     may_fall_back: bool,
-    auth: TokenSource,
+    auth: Credentials,
     timeout: Duration,
+}
+
+/// How requests are authorized.
+#[derive(Debug)]
+enum Credentials {
+    /// A cached bearer token.
+    Oauth2(TokenSource),
+    /// Signed requests.
+    Oauth1(Oauth1),
 }
 
 /// Build the HTTP client the config describes.
@@ -74,7 +84,19 @@ impl VaultClient {
             base_url: config.base_url.clone(),
             may_fall_back: src.path.is_none(),
             path: Mutex::new(path),
-            auth: TokenSource::new(token_url, src.auth.client_id.0.clone(), config.client_secret.clone()),
+            auth: match &config.oauth1_token {
+                None => Credentials::Oauth2(TokenSource::new(
+                    token_url,
+                    src.auth.client_id.0.clone(),
+                    config.client_secret.clone(),
+                )),
+                Some((token, token_secret)) => Credentials::Oauth1(Oauth1 {
+                    consumer_key: src.auth.client_id.0.clone(),
+                    consumer_secret: config.client_secret.clone(),
+                    token: token.clone(),
+                    token_secret: token_secret.clone(),
+                }),
+            },
             timeout: src.timeout.0,
         })
     }
@@ -89,22 +111,48 @@ impl VaultClient {
         self.timeout
     }
 
-    /// Get a token (proves the credentials).
+    /// The authentication method, for reports.
+    pub fn auth_method(&self) -> &'static str {
+        match self.auth {
+            Credentials::Oauth2(_) => "oauth2",
+            Credentials::Oauth1(_) => "oauth1",
+        }
+    }
+
+    /// Get a token (proves OAuth 2.0 credentials; OAuth 1.0a has no token to fetch).
     pub async fn authenticate(&self) -> Result<(), SourceError> {
-        self.auth.token(&self.http).await.map(|_| ())
+        match &self.auth {
+            Credentials::Oauth2(t) => t.token(&self.http).await.map(|_| ()),
+            Credentials::Oauth1(_) => Ok(()),
+        }
     }
 
     /// Start the listing request and return the response once its headers say success.
     pub async fn open_listing(&self) -> Result<reqwest::Response, SourceError> {
         let mut refreshed = false;
         loop {
-            let token = self.auth.token(&self.http).await?;
             let path = self.path();
             let url = format!("{}{}", self.base_url, path);
+            let authorization = match &self.auth {
+                Credentials::Oauth2(t) => format!("Bearer {}", t.token(&self.http).await?.expose()),
+                Credentials::Oauth1(o) => {
+                    let parsed = reqwest::Url::parse(&url).map_err(|e| SourceError::Api {
+                        status: 0,
+                        message: e.to_string(),
+                    })?;
+                    o.authorization("GET", &parsed)
+                }
+            };
+            let mut authorization =
+                reqwest::header::HeaderValue::from_str(&authorization).map_err(|_| SourceError::NotAuthorized {
+                    message: "credentials hold characters not allowed in a header".into(),
+                    hint: "check the client id and token",
+                })?;
+            authorization.set_sensitive(true);
             let resp = self
                 .http
                 .get(&url)
-                .bearer_auth(token.expose())
+                .header(reqwest::header::AUTHORIZATION, authorization)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .timeout(self.timeout)
                 .send()
@@ -124,7 +172,9 @@ impl VaultClient {
                         message,
                         "Listing refused; fetching a new token and trying once more"
                     );
-                    self.auth.invalidate().await;
+                    if let Credentials::Oauth2(t) = &self.auth {
+                        t.invalidate().await;
+                    }
                     refreshed = true;
                 }
                 Answer::Unauthorized => {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod client;
 pub mod model;
+pub mod oauth1;
 pub mod stream;
 
 pub use client::VaultClient;
