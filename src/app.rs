@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// Events per delivery batch.
 const BATCH_SIZE: usize = 1000;
+/// The state backup's file name, inside the state directory.
+pub const BACKUP_FILE: &str = "backup.jsonl";
 /// How often the store is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -50,6 +52,7 @@ pub struct Agent {
     first_run: Option<chrono::DateTime<Utc>>,
     interval: Duration,
     last_prune: Option<Instant>,
+    backup_every: Duration,
 }
 
 fn first_run_horizon(backfill: Backfill) -> Option<chrono::DateTime<Utc>> {
@@ -140,6 +143,7 @@ impl Agent {
             first_run,
             interval: config.source.interval.0,
             last_prune: None,
+            backup_every: config.state.backup_every.0,
         })
     }
 
@@ -159,9 +163,41 @@ impl Agent {
         Ok(())
     }
 
+    /// Write `backup.jsonl` into the state directory when the last one is older than
+    /// `state.backup_every` (judged by the file's age, so it works across `once` runs too).
+    fn backup_if_due(&self) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if !self.pipeline.commit || self.backup_every.is_zero() {
+            return Ok(());
+        }
+        let path = store.path().join(BACKUP_FILE);
+        let age = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a < self.backup_every) {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| StateError::Io(format!("backup {}: {e}", path.display()));
+        let tmp = path.with_extension("jsonl.tmp");
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut out = std::io::BufWriter::new(file);
+        let n = store.export(&mut out)?;
+        out.into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .sync_all()
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        tracing::info!(keys = n, file = %path.display(), "State backup written");
+        Ok(())
+    }
+
     /// One cycle.
     pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<CycleSummary, Error> {
         self.prune_if_due()?;
+        self.backup_if_due()?;
         let h = horizon(Utc::now(), self.retention, self.first_run);
         self.pipeline.poll(h, shutdown).await
     }
@@ -349,7 +385,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
             (config.state.path, config.state.retention.0)
         }
     };
-    if !path.exists() {
+    if !path.exists() && !matches!(action, StateAction::Import { .. }) {
         return Err(StateError::Open {
             path,
             message: "no state directory here".into(),

@@ -205,11 +205,20 @@ pub struct StateConfig {
     /// How long delivered keys are remembered; older events are never forwarded.
     #[serde(default = "default_retention")]
     pub retention: HumanDuration,
+    /// How often the agent writes `backup.jsonl` (a `state export`) into the state directory,
+    /// for recovery from a corrupt store; `"0s"` turns it off.
+    #[serde(default = "default_backup_every")]
+    pub backup_every: HumanDuration,
+}
+
+fn default_backup_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
+            backup_every: default_backup_every(),
             path: default_state_path(),
             retention: default_retention(),
         }

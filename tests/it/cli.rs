@@ -245,3 +245,51 @@ fn interactive_once_shows_progress_while_the_listing_streams() {
         "no progress line when stderr is not a terminal"
     );
 }
+
+#[test]
+fn automatic_backup_restores_a_lost_store_without_reforwarding() {
+    let sim = Sim::start(&["--sessions", "25", "--active", "3", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "retention = \"100000d\"",
+        "retention = \"100000d\"\nbackup_every = \"1s\"",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    assert_eq!(setup.run(&["once"]).ok().docs().len(), 25);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = setup.run(&["once"]);
+    second.ok();
+    assert!(
+        second.stderr.contains("State backup written keys=25"),
+        "{}",
+        second.stderr
+    );
+    let backup = setup.state_dir().join("backup.jsonl");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&backup).unwrap().permissions().mode() & 0o077,
+            0,
+            "backup is private"
+        );
+    }
+    // The store is lost (corrupt, deleted): move it aside, import the backup into a new one.
+    let aside = setup.dir.path().join("state.corrupt");
+    std::fs::rename(setup.state_dir(), &aside).unwrap();
+    let import = crate::support::cmd()
+        .args(["state", "--state-dir"])
+        .arg(setup.state_dir())
+        .arg("import")
+        .arg(aside.join("backup.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        import.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert_eq!(setup.state_stats()["keys"], 25);
+    assert_eq!(setup.run(&["once"]).ok().stdout, "", "nothing is forwarded again");
+}
