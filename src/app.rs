@@ -86,6 +86,12 @@ impl Agent {
         } else {
             let vault = (!dry_run).then_some(resolved.base_url.as_str());
             let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
+            if !dry_run {
+                if let Some(previous) = s.remember_zone(resolved.timezone.name())? {
+                    tracing::warn!(previous, now = resolved.timezone.name(),
+                        "The vault's time zone changed since the last run: event times move, so events already delivered (since the horizon) will look new and be sent again, with the same event.id; put source.timezone back if this was not intended");
+                }
+            }
             (Some(s.clone()), s)
         };
         let first_run = match &store {

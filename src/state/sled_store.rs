@@ -21,6 +21,7 @@ const META_FORMAT: &[u8] = b"key_format";
 const META_FIRST_RUN: &[u8] = b"first_run_horizon";
 const META_CREATED: &[u8] = b"created";
 const META_VAULT: &[u8] = b"vault";
+const META_ZONE: &[u8] = b"timezone";
 /// Page cache size: small, the store is read mostly once per key per poll.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// sled's log segment (and IO buffer) size; the 512 KiB default costs ~20 MiB more peak RSS
@@ -136,6 +137,16 @@ impl SledStore {
             }
         }
         Ok(store)
+    }
+
+    /// Remember the vault's time zone; returns the previous one when it was different.
+    /// Event times (and so the store's buckets) depend on the zone: after a change, events
+    /// already delivered look new.
+    pub fn remember_zone(&self, zone: &str) -> Result<Option<String>, StateError> {
+        let previous = self.db.insert(META_ZONE, zone.as_bytes())?;
+        Ok(previous
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .filter(|p| p != zone))
     }
 
     /// The store's directory.
@@ -448,6 +459,12 @@ mod tests {
         let stats = store.stats().unwrap();
         assert_eq!((stats.keys, stats.start, stats.end), (2, 1, 1));
         assert_eq!(store.meta().unwrap().first_run_horizon, Some(t(100)));
+        assert_eq!(store.remember_zone("UTC").unwrap(), None);
+        assert_eq!(store.remember_zone("UTC").unwrap(), None);
+        assert_eq!(
+            store.remember_zone("America/Sao_Paulo").unwrap().as_deref(),
+            Some("UTC")
+        );
         let mut out = Vec::new();
         assert_eq!(store.export(&mut out).unwrap(), 2);
         assert_eq!(store.prune(t(500)).unwrap(), 1);
