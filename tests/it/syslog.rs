@@ -244,3 +244,32 @@ fn rsyslog_restart_mid_run_loses_nothing() {
     let repeats: usize = counts.values().map(|c| c - 1).sum();
     assert!(repeats <= 1000, "repeats bounded by one batch: {repeats}");
 }
+
+#[test]
+fn udp_messages_over_the_limit_are_truncated_and_reported() {
+    let rs = Rsyslog::start(Input::Udp);
+    let sim = Sim::start(&["--sessions", "10", "--active", "0", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", &sink("udp", &rs.address(), "max_datagram_bytes = 480"));
+    let expected = setup.run(&["once", "--dry-run"]);
+    expected.ok();
+    let run = setup.run(&["once"]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("Syslog messages truncated to the datagram size limit count=10 limit=480"),
+        "{}",
+        run.stderr
+    );
+    let got = rs.wait_for(10, Duration::from_secs(10));
+    assert_eq!(got.len(), 10, "one datagram per event, even when cut");
+    for r in &got {
+        assert!(r.msg.len() < 480, "message cut to the limit: {}", r.msg.len());
+        assert!(
+            expected
+                .stdout
+                .lines()
+                .any(|full| full.len() > r.msg.len() && full.starts_with(&r.msg)),
+            "a prefix of an event"
+        );
+    }
+}
