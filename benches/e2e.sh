@@ -13,25 +13,9 @@ FLOOR=target/release/examples/floor
 WORK=$(mktemp -d)
 trap 'kill $SIM_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-"$BIN" simulate --listen 127.0.0.1:0 --sessions "$N" --active $((N / 100)) --history 30d \
-  --now "2026-01-15 12:00:00" > "$WORK/sim.out" 2>/dev/null &
-SIM_PID=$!
-for _ in $(seq 100); do [ -s "$WORK/sim.out" ] && break; sleep 0.1; done
-URL=$(head -1 "$WORK/sim.out")
-
-cat > "$WORK/config.toml" <<TOML
-[source]
-url = "$URL"
-path = "/api/session/remotesessions"
-timezone = "UTC"
-backfill = "all"
-[source.auth]
-client_id = "forwarder"
-client_secret = "simulator-secret"
-[state]
-path = "$WORK/state"
-retention = "100000d"
-TOML
+. benches/sim.sh
+start_simulator "$WORK" "$N" 30d
+write_config "$WORK/config.toml" "$WORK/state"
 
 RUNS=${RUNS:-3}
 measure() { # label, command... ; runs it RUNS times, prints each and the median
@@ -49,8 +33,8 @@ measure() { # label, command... ; runs it RUNS times, prints each and the median
 }
 
 echo "listing: $N sessions ($((N / 100)) running), simulator on loopback, $RUNS runs each"
-measure "floor (typed from_slice)" "$FLOOR" "$URL" typed
-RUNS=1 measure "floor (Value from_slice)" "$FLOOR" "$URL" value
+measure "floor (typed from_slice)" "$FLOOR" "$SIM_URL" typed
+RUNS=1 measure "floor (Value from_slice)" "$FLOOR" "$SIM_URL" value
 FRESH=1 measure "once, every event new" "$BIN" once -c "$WORK/config.toml"
 grep -o 'new=[0-9]*' "$WORK/err" | head -1
 measure "once, every event known" "$BIN" once -c "$WORK/config.toml"

@@ -23,27 +23,13 @@ for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; 
 
 target/release/examples/kafka_throughput 127.0.0.1:$PORT bench 200000
 
-"$BIN" simulate --listen 127.0.0.1:0 --sessions "$N" --active $((N / 100)) --history 7d \
-  --now "2026-01-15 12:00:00" > "$W/sim.out" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$W/sim.out" ] && break; sleep 0.1; done
-cat > "$W/config.toml" <<TOML
-[source]
-url = "$(head -1 "$W/sim.out")"
-path = "/api/session/remotesessions"
-timezone = "UTC"
-backfill = "all"
-[source.auth]
-client_id = "forwarder"
-client_secret = "simulator-secret"
-[state]
-path = "$W/state"
-retention = "100000d"
-[[sink]]
-type = "kafka"
-brokers = "127.0.0.1:$PORT"
-topic = "e2e"
-TOML
+. benches/sim.sh
+start_simulator "$W" "$N" 7d
+PIDS+=("$SIM_PID")
+write_config "$W/config.toml" "$W/state" "[[sink]]
+type = \"kafka\"
+brokers = \"127.0.0.1:$PORT\"
+topic = \"e2e\""
 /usr/bin/time -f "%e %M" -o "$W/time" "$BIN" once -c "$W/config.toml" 2> "$W/err"
 read -r secs kb < "$W/time"
 grep -o 'delivered=[0-9]*' "$W/err"
