@@ -591,8 +591,8 @@ pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, Config
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(file = %path.display(), key, "Secret file is readable by group or others; chmod 600 it");
+            if meta.permissions().mode() & 0o007 != 0 {
+                tracing::warn!(file = %path.display(), key, "Secret file is readable by others; chmod o-rwx it (0600 or 0640)");
             }
         }
     }
