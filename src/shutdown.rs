@@ -37,14 +37,6 @@ impl Trigger {
 }
 
 impl Shutdown {
-    /// A handle that never fires (for one-shot commands and tests).
-    pub fn never() -> Shutdown {
-        let (tx, rx) = watch::channel(false);
-        // Keep the sender alive forever so `wait` never sees a closed channel.
-        std::mem::forget(tx);
-        Shutdown { rx }
-    }
-
     /// True once shutdown was requested.
     pub fn is_fired(&self) -> bool {
         *self.rx.borrow()
