@@ -99,8 +99,13 @@ impl Agent {
             None => backfill_horizon,
         };
         let sink_formats: Vec<(Sink, Format)> = if dry_run {
-            let mut formats: Vec<Format> = config.sinks.iter().map(|s| s.format()).collect();
-            formats.dedup();
+            // Each format once, however many sinks use it.
+            let mut formats: Vec<Format> = Vec::new();
+            for f in config.sinks.iter().map(|s| s.format()) {
+                if !formats.contains(&f) {
+                    formats.push(f);
+                }
+            }
             formats
                 .into_iter()
                 .map(|f| (Sink::Stdout(Default::default()), f))

@@ -90,7 +90,6 @@ pub fn run(input: FilterInput) -> FilterOutcome {
     }
     w.out.scan = Some(scanner.finish());
     if !scanner.saw_sessions && w.out.api_error.is_none() && matches!(w.out.scan, Some(Ok(()))) {
-        w.out.scan = Some(Ok(()));
         w.out.api_error = Some("the listing has no remote_sessions array".into());
     }
     if !w.batch.metas.is_empty() {

@@ -379,22 +379,18 @@ impl Dedup for SledStore {
 }
 
 fn open_error(path: &Path, e: sled::Error) -> StateError {
-    let message = e.to_string();
-    if let sled::Error::Io(io) = &e {
-        if io.kind() == std::io::ErrorKind::WouldBlock || message.contains("lock") {
-            return StateError::Locked {
-                path: path.to_path_buf(),
-            };
-        }
-    }
-    if message.contains("could not acquire lock") {
+    // sled reports the exclusive lock of another process as an I/O error ("could not acquire
+    // lock", WouldBlock).
+    let locked = matches!(&e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+        || e.to_string().contains("could not acquire lock");
+    if locked {
         return StateError::Locked {
             path: path.to_path_buf(),
         };
     }
     StateError::Open {
         path: path.to_path_buf(),
-        message,
+        message: e.to_string(),
     }
 }
 

@@ -155,3 +155,18 @@ fn dry_run_prints_and_writes_nothing() {
     let dry = setup.run(&["once", "--dry-run"]);
     assert_eq!(dry.ok().stdout, "");
 }
+
+#[test]
+fn dry_run_prints_each_format_once_whatever_the_number_of_sinks() {
+    let sim = Sim::start(&["--sessions", "7", "--now", NOW]);
+    let sinks = "[[sink]]\ntype = \"stdout\"\n[[sink]]\ntype = \"syslog\"\naddress = \"127.0.0.1:9\"\n[[sink]]\ntype = \"stdout\"\nformat = \"ecs\"\n";
+    let setup = Setup::new(&sim.url, "", sinks);
+    let dry = setup.run(&["once", "--dry-run"]);
+    dry.ok();
+    let (cef, ecs): (Vec<&str>, Vec<&str>) = dry.stdout.lines().partition(|l| l.starts_with("CEF:"));
+    assert_eq!(
+        (ecs.len(), cef.len()),
+        (7, 7),
+        "ECS once (two stdout sinks) and CEF once (syslog)"
+    );
+}
