@@ -36,7 +36,7 @@ fn benches(c: &mut Criterion) {
             let mut n = 0u64;
             for chunk in body.chunks(64 * 1024) {
                 s.feed::<()>(chunk, &mut |i| {
-                    if let Item::Record(_) = i {
+                    if let Item::Record { .. } = i {
                         n += 1
                     }
                     Ok(())
@@ -53,7 +53,7 @@ fn benches(c: &mut Criterion) {
             let mut n = 0u64;
             for chunk in body.chunks(64 * 1024) {
                 s.feed::<()>(chunk, &mut |i| {
-                    if let Item::Record(r) = i {
+                    if let Item::Record { bytes: r, .. } = i {
                         let rec = RawSession::parse(r).unwrap().to_record();
                         if Candidate::of(&rec, tz).is_ok() {
                             n += 1;

@@ -23,7 +23,7 @@ client_id = "forwarder"
 client_secret = "simulator-secret"
 [state]
 path = "$2"
-retention = "100000d"
+retention = "36500d"
 ${3:-}
 TOML
 }

@@ -58,7 +58,7 @@ pub struct Agent {
 fn first_run_horizon(backfill: Backfill) -> Option<chrono::DateTime<Utc>> {
     match backfill {
         Backfill::All => None,
-        Backfill::Since(d) => Some(Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))),
+        Backfill::Since(d) => Some(crate::state::before_now(Utc::now(), d)),
     }
 }
 
@@ -165,7 +165,7 @@ impl Agent {
         if !self.pipeline.commit || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
             return Ok(());
         }
-        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or_default();
+        let cutoff = crate::state::before_now(Utc::now(), self.retention);
         let removed = store.prune(cutoff)?;
         if removed > 0 {
             tracing::info!(removed, "Pruned state entries older than the retention");
@@ -432,7 +432,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
             eprintln!("forgot {n} key(s)");
         }
         StateAction::Prune => {
-            let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+            let cutoff = crate::state::before_now(Utc::now(), retention);
             let n = store.prune(cutoff)?;
             eprintln!("pruned {n} key(s) older than {}", cutoff.to_rfc3339());
         }

@@ -24,6 +24,9 @@ pub enum Error {
     /// Anything else that is a usage problem (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// A bug in the agent, not a problem of its input or environment (exit 70, EX_SOFTWARE).
+    #[error("internal error (a bug in senhasegura-forwarder; please report it): {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -34,6 +37,7 @@ impl Error {
             Error::Source(_) => 3,
             Error::Sink(_) => 4,
             Error::State(_) => 5,
+            Error::Internal(_) => 70,
         }
     }
 }

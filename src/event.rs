@@ -10,9 +10,11 @@
 //! instant (the offset in force before the change); a time in a DST gap (it never happened on
 //! the clock) is moved forward by the gap's length, i.e. read with the offset in force before
 //! the gap. This is the rule of java.time's `ZonedDateTime.ofLocal` and Python's `fold=0`.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use crate::source::senhasegura::model::SessionRecord;
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -36,65 +38,81 @@ impl Phase {
     }
 }
 
+/// The years a vault time may carry. Earlier than the Unix epoch or past 9999 is not a session
+/// time but a broken or hostile record: ECS and Elasticsearch dates are four-digit years, and
+/// bounding the year keeps every later time computation far from chrono's limits.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
 /// Parse a vault wall-clock text (`YYYY-MM-DD HH:MM:SS`, also with `T` or fractional seconds).
-/// Zero dates and other unusable values give `None`.
+/// Zero dates and other unusable values give `None`, and so do years outside [`YEARS`] and
+/// leap seconds (`23:59:60`: the vault's clock does not write them; chrono would carry them as
+/// a 61st second that no receiver accepts).
 pub fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
     let t = text.trim();
     if t.starts_with("0000") {
         return None;
     }
-    if let Some(fast) = parse_fixed(t.as_bytes()) {
-        return Some(fast);
-    }
-    NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
-        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
-        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
-        .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists")))
-        .ok()
+    let parsed = parse_fixed(t.as_bytes()).or_else(|| {
+        NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+            .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
+            .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
+            .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
+            .ok()
+            .or_else(|| {
+                NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })
+    })?;
+    let leap_second = parsed.nanosecond() >= 1_000_000_000;
+    (YEARS.contains(&parsed.year()) && !leap_second).then_some(parsed)
 }
 
 /// The documented `YYYY-MM-DD HH:MM:SS` form, read without the general parser (it is on the
 /// per-record path of every poll).
 fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
     if b.len() != 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || (b[10] != b' ' && b[10] != b'T')
-        || b[13] != b':'
-        || b[16] != b':'
+        || b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b' ' | b'T'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
     {
         return None;
     }
+    // At most four ASCII digits: no overflow.
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter()
-            .try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
+        b.get(r)?
+            .iter()
+            .try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
     };
-    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?.and_hms_opt(
+    NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?.and_hms_opt(
         num(11..13)?,
         num(14..16)?,
         num(17..19)?,
     )
 }
 
-/// Convert a wall-clock time in `tz` to UTC by the module's gap/fold rule.
-pub fn to_utc(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+/// Convert a wall-clock time in `tz` to UTC by the module's gap/fold rule. `None` only when
+/// the time is so far from the present that the conversion would leave chrono's range, which
+/// [`parse_wall_clock`]'s year bound rules out.
+pub fn to_utc(local: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
     match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(earlier, _) => earlier.with_timezone(&Utc),
+        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+        LocalResult::Ambiguous(earlier, _) => Some(earlier.with_timezone(&Utc)),
         LocalResult::None => {
             // In a gap: read it with the offset in force just before the gap, which moves it
             // forward by the gap's length. Gaps are at most a few hours; step back to find it.
             let mut probe = local;
             for _ in 0..48 {
-                probe -= chrono::Duration::minutes(30);
+                probe = probe.checked_sub_signed(chrono::Duration::minutes(30))?;
                 if let Some(before) = tz.from_local_datetime(&probe).earliest() {
-                    let offset = *before.offset();
-                    let utc = local - chrono::Duration::seconds(chrono::Offset::fix(&offset).local_minus_utc() as i64);
-                    return Utc.from_utc_datetime(&utc);
+                    let offset = chrono::Offset::fix(before.offset()).local_minus_utc();
+                    let utc = local.checked_sub_signed(chrono::Duration::seconds(i64::from(offset)))?;
+                    return Some(Utc.from_utc_datetime(&utc));
                 }
             }
-            Utc.from_utc_datetime(&local)
+            Some(Utc.from_utc_datetime(&local))
         }
     }
 }
@@ -108,7 +126,7 @@ pub fn parse_hms(text: &str) -> Option<i64> {
     if parts.next().is_some() || h < 0 || !(0..60).contains(&m) || !(0..60).contains(&s) {
         return None;
     }
-    Some(h * 3600 + m * 60 + s)
+    h.checked_mul(3600)?.checked_add(m * 60 + s)
 }
 
 /// The target device, split into what encoders map.
@@ -159,12 +177,8 @@ impl Device {
                 }
             }
         } else {
-            match text.matches(':').count() {
-                0 => (text, None),
-                1 => {
-                    let (h, p) = text.split_once(':').expect("one colon");
-                    (h, Some(p))
-                }
+            match text.split_once(':') {
+                Some((h, p)) if !p.contains(':') => (h, Some(p)),
                 _ => (text, None),
             }
         };
@@ -314,13 +328,13 @@ impl Candidate {
             .start
             .as_deref()
             .and_then(parse_wall_clock)
-            .map(|t| to_utc(t, tz));
+            .and_then(|t| to_utc(t, tz));
         let end = match record.end.as_deref() {
             None => None,
-            Some(text) => match parse_wall_clock(text) {
-                Some(t) => Some(to_utc(t, tz)),
+            Some(text) => match parse_wall_clock(text).and_then(|t| to_utc(t, tz)) {
+                Some(t) => Some(t),
                 None if text.trim().starts_with("0000") => None,
-                None => return Err(RecordProblem::BadEnd(text.to_string())),
+                None => return Err(RecordProblem::BadEnd(excerpt(text))),
             },
         };
         match (end, start) {
@@ -339,6 +353,17 @@ impl Candidate {
             (None, None) => Err(RecordProblem::NoStart),
         }
     }
+}
+
+/// A short, printable excerpt of a text from the vault, for log lines and error messages: at
+/// most 64 characters, control characters and quotes escaped, `…` when cut.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// The dedup key of a session's phase.
@@ -385,7 +410,7 @@ impl SessionEvent {
                     .duration
                     .as_deref()
                     .and_then(parse_hms)
-                    .map(|s| s * 1_000_000_000),
+                    .and_then(|s| s.checked_mul(1_000_000_000)),
             },
         };
         let device_raw = owned(&record.device);
@@ -432,11 +457,12 @@ impl SessionEvent {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
     fn utc(tz: Tz, text: &str) -> String {
-        to_utc(parse_wall_clock(text).unwrap(), tz).to_rfc3339()
+        to_utc(parse_wall_clock(text).unwrap(), tz).unwrap().to_rfc3339()
     }
 
     #[test]
@@ -489,8 +515,35 @@ mod tests {
     #[test]
     fn zero_dates_and_hms() {
         assert_eq!(parse_wall_clock("0000-00-00 00:00:00"), None);
+        assert_eq!(parse_hms("9223372036854775807:00:00"), None, "no overflow");
         assert_eq!(parse_hms("27:00:05"), Some(27 * 3600 + 5));
         assert_eq!(parse_hms("1:75:00"), None);
+    }
+
+    /// Far years and leap seconds are not session times; nothing on the way panics.
+    #[test]
+    fn years_outside_the_range_and_leap_seconds_are_refused() {
+        for text in [
+            "+262142-12-31 23:59:59",
+            "-262143-01-01 00:00:00",
+            "+12026-01-01 00:00:00",
+            "10000-01-01 00:00:00",
+            "1969-12-31 23:59:59",
+            "2024-06-30 23:59:60",
+            "2024-06-30T23:59:60.5",
+        ] {
+            assert_eq!(parse_wall_clock(text), None, "{text}");
+        }
+        assert!(parse_wall_clock("1970-01-01 00:00:00").is_some());
+        let far = parse_wall_clock("9999-12-31 23:59:59").unwrap();
+        for zone in ["America/Sao_Paulo", "Pacific/Kiritimati", "Etc/GMT+12"] {
+            let tz: Tz = zone.parse().unwrap();
+            assert!(to_utc(far, tz).is_some(), "{zone}");
+        }
+        // chrono's extremes do not panic either, whatever the zone.
+        let sp: Tz = "America/Sao_Paulo".parse().unwrap();
+        let _ = to_utc(NaiveDateTime::MAX, sp);
+        let _ = to_utc(NaiveDateTime::MIN, sp);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 mod values;
 
-pub use values::{expand_with, Backfill, Expanded, HumanDuration, Secret};
+pub use values::{expand_with, to_chrono, Backfill, Expanded, HumanDuration, Secret, MAX_DURATION};
 
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -131,6 +131,9 @@ pub struct SourceConfig {
     /// Limit for establishing a TCP/TLS connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// Limit for a pause in the middle of the listing's body: the vault stopped sending.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
     /// How far back the first run forwards: a duration or `"all"`.
     #[serde(default = "default_backfill")]
     pub backfill: Backfill,
@@ -370,6 +373,9 @@ fn default_interval() -> HumanDuration {
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
+}
 fn default_connect_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
@@ -510,14 +516,13 @@ impl Config {
             }
         };
         if let Some(ca) = &self.source.ca_file {
-            std::fs::metadata(ca).map_err(|source| ConfigError::SecretFile {
-                key: "source.ca_file",
-                path: ca.clone(),
-                source,
-            })?;
+            regular_file("source.ca_file", ca)?;
         }
         if self.source.interval.0.is_zero() {
             return Err(invalid("source.interval", "must be greater than zero"));
+        }
+        if self.source.idle_timeout.0 < Duration::from_secs(1) {
+            return Err(invalid("source.idle_timeout", "must be at least 1s"));
         }
         self.cef.validate()?;
         if self.state.retention.0 < Duration::from_secs(3600) {
@@ -580,13 +585,41 @@ fn one_secret(
     Ok(secret)
 }
 
-/// Read a secret from a file: trailing newline trimmed, warns when others can read it.
-pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+/// A secret file larger than this is not a secret file.
+const SECRET_FILE_LIMIT: u64 = 64 * 1024;
+
+/// Check that `path` is a regular file (a FIFO or a device would hang or never end the read).
+pub fn regular_file(key: &'static str, path: &Path) -> Result<std::fs::Metadata, ConfigError> {
+    let err = |source| ConfigError::SecretFile {
         key,
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket, device or directory is refused)",
+        )));
+    }
+    Ok(meta)
+}
+
+/// Read a secret from a file: trailing newline trimmed, warns when others can read it.
+pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    let meta = regular_file(key, path)?;
+    let err = |source| ConfigError::SecretFile {
+        key,
+        path: path.to_path_buf(),
+        source,
+    };
+    if meta.len() > SECRET_FILE_LIMIT {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "larger than 64 KiB, which no secret is",
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(err)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,8 @@
 //! Value types the configuration is written in: human durations (`"90s"`, `"24h"`, `"90d"`),
 //! strings with `${VAR}` expanded from the environment, and secrets that never print.
 //! Each one fails with a message that names what is wrong; toml adds the key and line.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -10,13 +12,30 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration any setting takes: 100 years (of 365.25 days, as `"100y"` reads). Longer values are typos or tests of the parser, and
+/// bounding them here keeps every later time computation (`now - retention`) in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
 impl HumanDuration {
-    /// Parse `"60s"`-style text.
+    /// Parse `"60s"`-style text, at most [`MAX_DURATION`].
     pub fn parse(text: &str) -> Result<HumanDuration, String> {
-        humantime::parse_duration(text.trim())
-            .map(HumanDuration)
-            .map_err(|e| format!("invalid duration `{text}` ({e}); write e.g. \"90s\", \"10m\", \"24h\" or \"90d\""))
+        let d = humantime::parse_duration(text.trim())
+            .map_err(|e| format!("invalid duration `{text}` ({e}); write e.g. \"90s\", \"10m\", \"24h\" or \"90d\""))?;
+        if d > MAX_DURATION {
+            return Err(format!("duration `{text}` is longer than 100 years"));
+        }
+        Ok(HumanDuration(d))
     }
+
+    /// As a chrono duration, for arithmetic on dates (in range: at most [`MAX_DURATION`]).
+    pub fn to_chrono(self) -> chrono::Duration {
+        to_chrono(self.0)
+    }
+}
+
+/// A bounded std duration as a chrono duration; saturates instead of failing.
+pub fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d.min(MAX_DURATION)).unwrap_or(chrono::Duration::MAX)
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -128,6 +147,7 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -147,6 +167,10 @@ mod tests {
         assert!(HumanDuration::parse("ten minutes")
             .unwrap_err()
             .contains("invalid duration"));
+        for huge in ["500000000y", "1000000y", "101y"] {
+            assert!(HumanDuration::parse(huge).unwrap_err().contains("longer than 100 years"), "{huge}");
+        }
+        assert_eq!(HumanDuration::parse("100y").unwrap().to_chrono().num_days(), 36525);
     }
 
     #[test]

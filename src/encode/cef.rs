@@ -53,12 +53,21 @@ mod limit {
     pub const CUSTOM_STRING: usize = 4000;
 }
 
+/// Characters that CEF cannot carry and has no escape for: control characters (C0, DEL, C1:
+/// a NUL ends the message for a C receiver, NEL and the Unicode line and paragraph separators
+/// break lines for others). They are written as U+FFFD, so no value can hide or forge what
+/// follows it. (Line feed and carriage return have CEF escapes in extension values.)
+pub fn unsafe_in_cef(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 /// Append `value` with header escaping.
 fn header_escape(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '|' => out.push_str("\\|"),
+            c if unsafe_in_cef(c) => out.push(char::REPLACEMENT_CHARACTER),
             _ => out.push(c),
         }
     }
@@ -76,6 +85,7 @@ fn ext_escape(out: &mut String, value: &str, max: usize, counters: &mut EncodeCo
             '=' => out.push_str("\\="),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
+            c if unsafe_in_cef(c) => out.push(char::REPLACEMENT_CHARACTER),
             _ => out.push(c),
         }
     }
@@ -228,5 +238,17 @@ mod tests {
         ext_escape(&mut s, "ééé==", 4, &mut c);
         assert_eq!(s, r"ééé\=");
         assert_eq!(c.truncated, 1);
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_line() {
+        let hostile = "root\u{0}admin\u{1b}[2J\u{7}\u{7f}\u{85}x\u{2028}y\u{2029}\t";
+        let mut c = EncodeCounters::default();
+        let mut ext = String::new();
+        ext_escape(&mut ext, hostile, 1000, &mut c);
+        assert_eq!(ext, "root\u{fffd}admin\u{fffd}[2J\u{fffd}\u{fffd}\u{fffd}x\u{fffd}y\u{fffd}\u{fffd}");
+        let mut head = String::new();
+        header_escape(&mut head, "a\nb\u{0}");
+        assert_eq!(head, "a\u{fffd}b\u{fffd}");
     }
 }

@@ -151,6 +151,39 @@ struct VendorSession<'a> {
     device: Option<&'a str>,
 }
 
+/// serde_json's compact formatter, also escaping what JSON allows raw but some receivers take
+/// as a line break or an end of string: DEL, the C1 controls (NEL), and U+2028/U+2029. The
+/// document reads back the same; no value can split a line.
+struct LineSafe;
+
+impl serde_json::ser::Formatter for LineSafe {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+        let bytes = fragment.as_bytes();
+        let mut done = 0;
+        let mut from = 0;
+        // DEL is 7F; C1 controls are C2 80..9F; U+2028/9 are E2 80 A8/A9.
+        while let Some(off) = memchr::memchr3(0x7f, 0xc2, 0xe2, &bytes[from..]) {
+            let at = from + off;
+            let escaped = match bytes[at..] {
+                [0x7f, ..] => Some((0x7f, 1)),
+                [0xc2, b @ 0x80..=0x9f, ..] => Some((u32::from(b), 2)),
+                [0xe2, 0x80, b @ (0xa8 | 0xa9), ..] => Some((0x2000 + u32::from(b - 0x80), 3)),
+                _ => None,
+            };
+            match escaped {
+                Some((code, len)) => {
+                    writer.write_all(&bytes[done..at])?;
+                    write!(writer, "\\u{code:04x}")?;
+                    done = at + len;
+                    from = done;
+                }
+                None => from = at + 1,
+            }
+        }
+        writer.write_all(&bytes[done..])
+    }
+}
+
 /// The one-sentence summary in `message`.
 pub fn message(e: &SessionEvent) -> String {
     let who = e.user.as_deref().unwrap_or("unknown user");
@@ -275,6 +308,27 @@ impl EcsEncoder {
                 tenant: e.tenant.as_deref(),
             },
         };
-        serde_json::to_writer(&mut *out, &doc).expect("serialising to a Vec cannot fail");
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, LineSafe);
+        // Serialising plain structs of strings and numbers into a Vec cannot fail.
+        let _ = doc.serialize(&mut ser);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaking_characters_are_escaped_and_read_back() {
+        let value = "a\u{0}b\u{7f}c\u{85}d\u{9f}e\u{2028}f\u{2029}g\u{a0}é€\u{2027}";
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, LineSafe);
+        value.serialize(&mut ser).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "\"a\\u0000b\\u007fc\\u0085d\\u009fe\\u2028f\\u2029g\u{a0}é€\u{2027}\""
+        );
+        assert_eq!(serde_json::from_str::<String>(&text).unwrap(), value);
     }
 }

@@ -2,22 +2,29 @@
 //! decide its candidate event, skip it by horizon or by a store lookup, build and encode the
 //! new ones, and hand full batches to delivery. Known events cost a parse, a time conversion
 //! and one store lookup; nothing is allocated for them beyond the parse.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{event_key, Candidate, Origin, SessionEvent};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::{ApiResponse, RawSession};
-use crate::source::senhasegura::stream::{Item, ScanError, Scanner};
+use crate::source::senhasegura::model::session_id_hint;
+use crate::source::senhasegura::stream::{Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Bad records logged in full per cycle; the rest are only counted.
 const BAD_LOG_LIMIT: u64 = 5;
+/// Session ids are 32-character hashes; a longer one than this is not a session id, and the
+/// store could not keep it.
+pub const MAX_SESSION_ID: usize = 1024;
 
 /// What the filter thread needs.
 pub struct FilterInput {
@@ -39,6 +46,8 @@ pub struct FilterInput {
     pub keep_original: bool,
     /// Shared progress counters.
     pub progress: Arc<Progress>,
+    /// How many of the batches sent so far have their keys committed (set by delivery).
+    pub committed_batches: Arc<AtomicU64>,
 }
 
 /// How the filter thread ended.
@@ -54,8 +63,6 @@ pub struct FilterOutcome {
     pub api_error: Option<String>,
     /// A store lookup failed.
     pub state_error: Option<StateError>,
-    /// The tenant of the last envelope.
-    pub tenant: Option<String>,
     /// Delivery stopped taking batches.
     pub delivery_gone: bool,
 }
@@ -66,6 +73,15 @@ struct Worker {
     batch: Batch,
     key: String,
     created: DateTime<Utc>,
+    /// Keys emitted in this listing whose batch is not committed yet, with that batch's
+    /// number: a key repeated in one listing is emitted once, whatever the commit timing.
+    /// Committed keys are found in the store, so only these need remembering (without
+    /// commits, as in `--dry-run`, it keeps every emitted key of the listing).
+    pending: HashMap<String, u64>,
+    /// Batches handed to delivery so far.
+    batches_sent: u64,
+    /// `committed_batches` when `pending` was last trimmed.
+    trimmed_at: u64,
 }
 
 /// Run the filter until the chunk channel closes or delivery goes away.
@@ -77,20 +93,29 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         out: FilterOutcome::default(),
         key: String::new(),
         created: Utc::now(),
+        pending: HashMap::new(),
+        batches_sent: 0,
+        trimmed_at: 0,
     };
     let mut scanner = Scanner::default();
     while let Some(chunk) = w.input.chunks.blocking_recv() {
         w.created = Utc::now();
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
         w.input.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if result.is_err() {
+        match result {
+            Ok(()) => {}
+            // The body is broken here: what came before is delivered, nothing after is read.
+            Err(Stop::Scan(_)) => break,
             // Delivery is gone or the store failed: stop reading.
-            return w.out;
+            Err(Stop::Emit(())) => return w.out,
         }
     }
     w.out.scan = Some(scanner.finish());
-    if !scanner.saw_sessions && w.out.api_error.is_none() && matches!(w.out.scan, Some(Ok(()))) {
-        w.out.api_error = Some("the listing has no remote_sessions array".into());
+    if scanner.late_tenants > 0 {
+        tracing::warn!(
+            envelopes = scanner.late_tenants,
+            "The listing names an envelope's tenant after its sessions; those events were sent without a tenant"
+        );
     }
     if !w.batch.metas.is_empty() {
         let batch = std::mem::replace(&mut w.batch, Batch::new(encoders));
@@ -104,7 +129,6 @@ pub fn run(input: FilterInput) -> FilterOutcome {
 impl Worker {
     fn item(&mut self, item: Item<'_>) -> Result<(), ()> {
         match item {
-            Item::Tenant(t) => self.out.tenant = Some(t),
             Item::Response(bytes) => {
                 if let Ok(r) = serde_json::from_slice::<ApiResponse>(bytes) {
                     if r.is_error() {
@@ -116,18 +140,56 @@ impl Worker {
                     }
                 }
             }
-            Item::Oversized => self.bad("record larger than 1 MiB skipped", None),
-            Item::Record(bytes) => return self.record(bytes),
+            Item::Oversized { prefix } => {
+                self.count_record();
+                let sid = session_id_hint(prefix);
+                self.bad(
+                    &format!("record larger than {} KiB skipped", crate::source::senhasegura::stream::DEFAULT_MAX_RECORD / 1024),
+                    sid.as_deref(),
+                );
+            }
+            Item::NotAnObject { what } => {
+                self.count_record();
+                self.bad(&format!("an item of remote_sessions is {what}, not a record object"), None);
+            }
+            Item::Record { bytes, tenant } => {
+                self.count_record();
+                // A bug on one record's path must not take the others down: it costs that
+                // record, logged as the bug it is.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record(bytes, tenant)));
+                return match outcome {
+                    Ok(result) => result,
+                    Err(panic) => {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(
+                            panic = message,
+                            session_id = session_id_hint(bytes).as_deref().unwrap_or("-"),
+                            "Internal error (a bug in senhasegura-forwarder; please report it) on one record; it was skipped"
+                        );
+                        self.out.counters.bad = self.out.counters.bad.saturating_add(1);
+                        Ok(())
+                    }
+                };
+            }
         }
         Ok(())
     }
 
+    fn count_record(&mut self) {
+        self.out.counters.records = self.out.counters.records.saturating_add(1);
+        self.input.progress.records.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn bad(&mut self, why: &str, session_id: Option<&str>) {
-        self.out.counters.bad += 1;
+        self.out.counters.bad = self.out.counters.bad.saturating_add(1);
         if self.out.counters.bad <= BAD_LOG_LIMIT {
             tracing::warn!(
                 reason = why,
-                session_id = session_id.unwrap_or("-"),
+                session_id = session_id.map(crate::event::excerpt).as_deref().unwrap_or("-"),
                 "Skipping a bad record"
             );
         } else if self.out.counters.bad == BAD_LOG_LIMIT + 1 {
@@ -135,37 +197,65 @@ impl Worker {
         }
     }
 
-    fn record(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        self.out.counters.records += 1;
-        self.input.progress.records.fetch_add(1, Ordering::Relaxed);
+    /// Was this key already emitted in this listing, in a batch not yet committed?
+    fn emitted_in_this_listing(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let committed = self.input.committed_batches.load(Ordering::Acquire);
+        if committed != self.trimmed_at {
+            self.pending.retain(|_, batch| *batch > committed);
+            self.trimmed_at = committed;
+        }
+        self.pending.contains_key(&self.key)
+    }
+
+    fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), ()> {
         let raw = match RawSession::parse(bytes) {
             Ok(r) => r,
             Err(e) => {
+                let sid = session_id_hint(bytes);
                 self.bad(
                     &format!("record is not a JSON object of the documented fields ({e})"),
-                    None,
+                    sid.as_deref(),
                 );
                 return Ok(());
             }
         };
         let record = raw.to_record();
+        let Some(session_id) = record.session_id.as_deref() else {
+            self.bad(&crate::event::RecordProblem::NoSessionId.to_string(), None);
+            return Ok(());
+        };
+        if session_id.len() > MAX_SESSION_ID {
+            self.bad(
+                &format!("session_id is {} bytes long, more than the {MAX_SESSION_ID} a session id may have", session_id.len()),
+                Some(session_id),
+            );
+            return Ok(());
+        }
         let candidate = match Candidate::of(&record, self.input.origin.timezone) {
             Ok(c) => c,
             Err(problem) => {
-                let sid = record.session_id.as_deref().map(str::to_string);
-                self.bad(&problem.to_string(), sid.as_deref());
+                self.bad(&problem.to_string(), Some(session_id));
                 return Ok(());
             }
         };
         if candidate.time < self.input.horizon {
-            self.out.counters.horizon_skipped += 1;
+            self.out.counters.horizon_skipped = self.out.counters.horizon_skipped.saturating_add(1);
             return Ok(());
         }
-        let session_id = record.session_id.as_deref().expect("Candidate::of checked session_id");
         event_key(session_id, candidate.phase, &mut self.key);
+        if self.emitted_in_this_listing() {
+            self.bad(
+                &format!("the listing repeats the {} of a session already read in it", candidate.phase.as_str()),
+                Some(session_id),
+            );
+            return Ok(());
+        }
         match self.input.store.contains(candidate.time, &self.key) {
             Ok(true) => {
-                self.out.counters.known += 1;
+                self.out.counters.known = self.out.counters.known.saturating_add(1);
                 return Ok(());
             }
             Ok(false) => {}
@@ -179,7 +269,7 @@ impl Worker {
             &record,
             candidate,
             &self.input.origin,
-            self.out.tenant.as_deref(),
+            tenant,
             self.created,
             original,
         );
@@ -197,14 +287,156 @@ impl Worker {
             tenant: event.tenant,
             event_id: event.id,
         });
-        self.out.counters.new_events += 1;
+        self.out.counters.new_events = self.out.counters.new_events.saturating_add(1);
+        self.pending.insert(self.key.clone(), self.batches_sent.saturating_add(1));
         if self.batch.metas.len() >= self.input.batch_size {
             let batch = std::mem::replace(&mut self.batch, Batch::new(self.input.encoders.len()));
+            self.batches_sent = self.batches_sent.saturating_add(1);
             if self.input.batches.blocking_send(batch).is_err() {
                 self.out.delivery_gone = true;
                 return Err(());
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+    use crate::encode::ecs::EcsEncoder;
+    use crate::state::Delivered;
+    use proptest::prelude::*;
+
+    /// A store that knows nothing, and panics on one key (a stand-in for a bug).
+    struct Store {
+        panics_on: Option<&'static str>,
+    }
+
+    impl Dedup for Store {
+        fn contains(&self, _time: DateTime<Utc>, key: &str) -> Result<bool, StateError> {
+            if Some(key) == self.panics_on {
+                panic!("a bug on key {key}");
+            }
+            Ok(false)
+        }
+        fn commit(&self, _delivered: &[Delivered]) -> Result<(), StateError> {
+            Ok(())
+        }
+    }
+
+    /// Run the filter over `body` cut into `chunk`-byte pieces; the outcome and the keys of
+    /// the events it emitted.
+    fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String>) {
+        let pieces: Vec<Bytes> = body.chunks(chunk.max(1)).map(Bytes::copy_from_slice).collect();
+        let (chunk_tx, chunks) = mpsc::channel(pieces.len() + 1);
+        for p in pieces {
+            chunk_tx.try_send(p).unwrap();
+        }
+        drop(chunk_tx);
+        let (batches, mut batch_rx) = mpsc::channel(1 << 16);
+        let outcome = run(FilterInput {
+            chunks,
+            batches,
+            store: Arc::new(store),
+            encoders: Arc::new(vec![Encoder::Ecs(EcsEncoder::new(false))]),
+            origin: Arc::new(Origin {
+                base_url: "https://vault".into(),
+                vault_host: "vault".into(),
+                timezone: chrono_tz::America::Sao_Paulo,
+            }),
+            horizon: DateTime::<Utc>::MIN_UTC,
+            batch_size: 3,
+            keep_original: false,
+            progress: Arc::new(Progress::default()),
+            committed_batches: Arc::new(AtomicU64::new(0)),
+        });
+        let mut keys = Vec::new();
+        while let Ok(batch) = batch_rx.try_recv() {
+            keys.extend(batch.metas.into_iter().map(|m| m.key));
+        }
+        (outcome, keys)
+    }
+
+    fn rec(id: &str) -> String {
+        format!(r#"{{"session_id":"{id}","start":"2024-05-06 10:00:00","end":"2024-05-06 11:00:00"}}"#)
+    }
+
+    #[test]
+    fn a_panic_on_one_record_costs_that_record_only() {
+        let body = format!(r#"{{"remote_sessions":[{},{},{}]}}"#, rec("a"), rec("boom"), rec("c"));
+        let (out, keys) = filter(body.as_bytes(), 7, Store { panics_on: Some("boom:end") });
+        assert_eq!(keys, vec!["a:end", "c:end"]);
+        assert_eq!((out.counters.records, out.counters.bad), (3, 1));
+        assert!(out.state_error.is_none());
+        assert_eq!(out.scan, Some(Ok(())));
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_listing_is_emitted_once_across_batches() {
+        let ids = ["a", "b", "c", "d", "a", "e", "b"];
+        let body = format!(
+            r#"{{"remote_sessions":[{}]}}"#,
+            ids.iter().map(|i| rec(i)).collect::<Vec<_>>().join(",")
+        );
+        let (out, keys) = filter(body.as_bytes(), 5, Store { panics_on: None });
+        assert_eq!(keys, vec!["a:end", "b:end", "c:end", "d:end", "e:end"]);
+        assert_eq!(out.counters.bad, 2);
+    }
+
+    /// A valid listing to mutate: records of several shapes, nested and flat.
+    fn seed_listing() -> Vec<u8> {
+        format!(
+            r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{},{{"tenant":"N","remote_sessions":[{},{}]}},{},1,"x"]}}"#,
+            rec("a"),
+            rec("b"),
+            r#"{"session_id":"r","start":"2024-05-06 10:00:00","end":null}"#,
+            r#"{"session_id":"u","user":"\u0000\"\\","start":"2024-02-30 10:00:00"}"#
+        )
+        .into_bytes()
+    }
+
+    fn every_record_is_accounted_for(out: &FilterOutcome, emitted: usize) {
+        let c = &out.counters;
+        assert_eq!(c.new_events, emitted as u64);
+        assert_eq!(
+            c.records,
+            c.new_events + c.known + c.horizon_skipped + c.bad,
+            "every record is an event or counted: {c:?}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Arbitrary bytes: no panic, and every record found is an event or counted as bad.
+        #[test]
+        fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..2048), chunk in 1usize..64) {
+            let (out, keys) = filter(&body, chunk, Store { panics_on: None });
+            every_record_is_accounted_for(&out, keys.len());
+        }
+
+        /// A valid listing with bytes flipped, inserted and removed: the same.
+        #[test]
+        fn mutated_listings(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..8),
+            chunk in 1usize..97,
+        ) {
+            let mut body = seed_listing();
+            for (at, byte, op) in edits {
+                let i = at.index(body.len() + 1);
+                match op {
+                    0 if i < body.len() => body[i] = byte,
+                    1 => body.insert(i, byte),
+                    _ if i < body.len() => { body.remove(i); }
+                    _ => {}
+                }
+            }
+            let (out, keys) = filter(&body, chunk, Store { panics_on: None });
+            every_record_is_accounted_for(&out, keys.len());
+            let unique: std::collections::HashSet<&String> = keys.iter().collect();
+            prop_assert_eq!(unique.len(), keys.len(), "a key at most once per listing");
+        }
     }
 }

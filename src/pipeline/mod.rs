@@ -16,8 +16,9 @@ use crate::encode::{EncodeCounters, Encoder};
 use crate::event::Origin;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
+use crate::source::senhasegura::stream::ScanError;
 use crate::source::senhasegura::{from_reqwest, SourceError, VaultClient};
-use crate::state::{Dedup, Delivered, StateError};
+use crate::state::{Dedup, Delivered};
 use crate::Error;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +41,7 @@ async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>) -> Result<(),
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.commit(&keys))
         .await
-        .map_err(|e| StateError::Io(format!("commit task failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("the commit task failed: {e}")))??;
     Ok(())
 }
 
@@ -191,6 +192,12 @@ impl Pipeline {
     ) -> Result<(), Error> {
         let response = self.client.open_listing().await?;
         let timeout = self.client.timeout();
+        let idle_timeout = self.client.idle_timeout();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let committed_batches = Arc::new(AtomicU64::new(0));
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (batch_tx, mut batch_rx) = mpsc::channel(BATCH_QUEUE);
         self.progress.bytes.store(0, Ordering::Relaxed);
@@ -205,22 +212,33 @@ impl Pipeline {
             batch_size: self.batch_size,
             keep_original: self.keep_original,
             progress: self.progress.clone(),
+            committed_batches: committed_batches.clone(),
         };
         let filter = tokio::task::spawn_blocking(move || filter::run(input));
+        // The body's first bytes, to say what it was when it is not a listing.
+        let mut head: Vec<u8> = Vec::new();
 
         let mut sd = shutdown.clone();
+        let head_ref = &mut head;
         let read = async move {
             let mut stream = response.bytes_stream();
+            let mut bytes = 0u64;
             loop {
                 tokio::select! {
-                    next = stream.next() => match next {
-                        Some(Ok(chunk)) => {
+                    next = tokio::time::timeout(idle_timeout, stream.next()) => match next {
+                        Err(_) => return Err(SourceError::Stalled { seconds: idle_timeout.as_secs(), bytes }),
+                        Ok(Some(Ok(chunk))) => {
+                            bytes = bytes.saturating_add(chunk.len() as u64);
+                            if head_ref.len() < HEAD_BYTES {
+                                let take = chunk.len().min(HEAD_BYTES - head_ref.len());
+                                head_ref.extend_from_slice(&chunk[..take]);
+                            }
                             if chunk_tx.send(chunk).await.is_err() {
                                 return Ok(false);
                             }
                         }
-                        Some(Err(e)) => return Err(from_reqwest(&e, timeout)),
-                        None => return Ok(false),
+                        Ok(Some(Err(e))) => return Err(from_reqwest(&e, timeout)),
+                        Ok(None) => return Ok(false),
                     },
                     _ = chunk_tx.closed() => return Ok(false),
                     _ = sd.wait() => return Ok(true),
@@ -234,10 +252,12 @@ impl Pipeline {
             let mut delivered = 0u64;
             let mut pending: Vec<Delivered> = Vec::new();
             let mut since = Instant::now();
+            let mut received = 0u64;
             let result = loop {
                 let Some(batch) = batch_rx.recv().await else {
                     break Ok(());
                 };
+                received += 1;
                 if let Err(e) = sinks.deliver(&batch, shutdown).await {
                     break Err(e);
                 }
@@ -246,6 +266,8 @@ impl Pipeline {
                     pending.extend(deliver::delivered_keys(&batch));
                     if pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY {
                         commit_keys(&store, std::mem::take(&mut pending)).await?;
+                        // The filter may forget these batches' keys: the store has them now.
+                        committed_batches.store(received, Ordering::Release);
                         since = Instant::now();
                     }
                 }
@@ -257,9 +279,7 @@ impl Pipeline {
             result.map(|()| delivered)
         };
         let (read_result, deliver_result) = tokio::join!(read, deliver);
-        let outcome = filter
-            .await
-            .map_err(|e| StateError::Io(format!("filter task failed: {e}")))?;
+        let outcome = filter.await.map_err(|e| Error::Internal(format!("the filter thread failed: {e}")))?;
         total.bytes += self.progress.bytes.load(Ordering::Relaxed);
         let c = &mut total.counters;
         c.records = outcome.counters.records;
@@ -284,17 +304,33 @@ impl Pipeline {
         }
         match outcome.scan {
             Some(Ok(())) => Ok(()),
-            Some(Err(e)) => {
-                let retryable = matches!(e, crate::source::senhasegura::stream::ScanError::Incomplete { .. });
-                Err(SourceError::Body {
-                    message: e.to_string(),
-                    retryable,
-                }
-                .into())
-            }
+            Some(Err(e)) => Err(body_error(&e, content_type.as_deref(), &head).into()),
             None => Ok(()),
         }
     }
+}
+
+/// How much of the body's start is kept to describe a body that is not a listing.
+const HEAD_BYTES: usize = 256;
+
+/// A listing body the scanner refused, described so the operator can tell what answered:
+/// content type and first bytes, and a hint when it looks like a web page.
+fn body_error(e: &ScanError, content_type: Option<&str>, head: &[u8]) -> SourceError {
+    let retryable = matches!(e, ScanError::Incomplete { .. });
+    let mut message = e.to_string();
+    if !matches!(e, ScanError::Incomplete { .. } | ScanError::TooDeep { .. }) {
+        let start = head.trim_ascii_start();
+        let page = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("html")) || start.starts_with(b"<");
+        message.push_str(&format!(
+            "; the answer's content type is {}, and it starts with \"{}\"",
+            content_type.map(crate::event::excerpt).unwrap_or_else(|| "not given".into()),
+            crate::source::senhasegura::body_excerpt(start)
+        ));
+        if page {
+            message.push_str("; it looks like a login or proxy page, not the API: check source.url and any proxy between the agent and the vault");
+        }
+    }
+    SourceError::Body { message, retryable }
 }
 
 fn log_summary(s: &CycleSummary, error: Option<&Error>) {

@@ -7,6 +7,7 @@
 //! agent is tested against an independent reading of the API.
 
 pub mod generate;
+pub mod hostile;
 mod tls;
 
 use bytes::Bytes;
@@ -97,6 +98,9 @@ pub struct SimOptions {
     /// Write the generated CA certificate (PEM) here.
     #[arg(long)]
     pub tls_ca_out: Option<PathBuf>,
+    /// Ways to misbehave.
+    #[command(flatten)]
+    pub misbehave: hostile::Misbehave,
 }
 
 /// Which listing paths the simulator serves.
@@ -148,6 +152,8 @@ struct State {
     stats: SimStats,
     started: Instant,
     base: NaiveDateTime,
+    /// The gzipped bomb, compressed once at start.
+    bomb_gz: Option<Bytes>,
 }
 
 impl State {
@@ -188,12 +194,20 @@ impl Simulator {
             .now
             .unwrap_or_else(|| Utc::now().with_timezone(&opts.timezone).naive_local());
         let sessions = Sessions::new(opts.seed, opts.sessions, opts.active, base, opts.history);
+        let bomb_gz = match (opts.misbehave.bomb, opts.misbehave.gzip) {
+            (Some(kind), true) => {
+                let bomb = hostile::Repeated::bomb(kind, opts.misbehave.bomb_bytes, &bomb_record(base));
+                Some(tokio::task::spawn_blocking(move || bomb.gzip()).await.map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
         let state = Arc::new(Mutex::new(State {
             sessions: Arc::new(sessions),
             tokens: HashMap::new(),
             stats: SimStats::default(),
             started: Instant::now(),
             base,
+            bomb_gz,
             opts: opts.clone(),
         }));
         let scheme = if acceptor.is_some() { "https" } else { "http" };
@@ -275,27 +289,76 @@ async fn handle(
     })
 }
 
+/// The one valid record before a bomb: ended an hour before the vault's start time.
+fn bomb_record(base: NaiveDateTime) -> String {
+    let fmt = |t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    format!(
+        r#"{{"id":"1","session_id":"b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0","user":"before-the-bomb","device":"10.0.0.1:22","protocol":"SSH","start":"{}","end":"{}"}}"#,
+        fmt(base - chrono::Duration::hours(2)),
+        fmt(base - chrono::Duration::hours(1))
+    )
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<HttpBody> {
+    Response::builder()
+        .status(status)
+        .header("location", location)
+        .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+        .unwrap_or_else(|_| api_error(StatusCode::INTERNAL_SERVER_ERROR, "bad --redirect URL"))
+}
+
+fn streamed(content_type: &str, gzip: bool, mut next: impl FnMut() -> Option<Bytes> + Send + Sync + 'static) -> Response<HttpBody> {
+    let stream = futures_util::stream::poll_fn(move |_| std::task::Poll::Ready(next().map(|b| Ok(Frame::data(b)))));
+    let mut builder = Response::builder().status(StatusCode::OK).header("content-type", content_type);
+    if gzip {
+        builder = builder.header("content-encoding", "gzip");
+    }
+    builder
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("static response parts are valid")
+}
+
 async fn token(state: Shared, req: Request<hyper::body::Incoming>) -> Response<HttpBody> {
+    let misbehave = state.lock().expect("simulator state lock").opts.misbehave.clone();
+    if let Some(to) = &misbehave.redirect_token {
+        state.lock().expect("simulator state lock").stats.token_requests += 1;
+        return redirect(StatusCode::TEMPORARY_REDIRECT, to);
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return api_error(StatusCode::BAD_REQUEST, "Bad request"),
     };
     let form: HashMap<String, String> = url_decode_form(&body);
-    let mut s = state.lock().expect("simulator state lock");
-    s.stats.token_requests += 1;
-    let ok = !s.opts.reject_auth
-        && form.get("grant_type").map(String::as_str) == Some("client_credentials")
-        && form.get("client_id") == Some(&s.opts.client_id)
-        && form.get("client_secret") == Some(&s.opts.client_secret);
-    if !ok {
+    let issued = {
+        let mut s = state.lock().expect("simulator state lock");
+        s.stats.token_requests += 1;
+        let ok = !s.opts.reject_auth
+            && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+            && form.get("client_id") == Some(&s.opts.client_id)
+            && form.get("client_secret") == Some(&s.opts.client_secret);
+        ok.then(|| {
+            let token = hex::encode(rand::random::<[u8; 20]>());
+            let ttl = s.opts.token_ttl;
+            s.tokens
+                .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+            (token, ttl)
+        })
+    };
+    let Some((token, ttl)) = issued else {
         let body = serde_json::json!({"error": "invalid_client", "error_description": "Client authentication failed.",
             "message": "Client authentication failed."});
         return json(StatusCode::UNAUTHORIZED, body.to_string());
+    };
+    if misbehave.token_expires_in.is_some() || misbehave.token_pad.is_some() || misbehave.gzip {
+        let expires_in = misbehave.token_expires_in.clone().unwrap_or_else(|| ttl.to_string());
+        let body = hostile::Repeated::token(&token, &expires_in, misbehave.token_pad.unwrap_or(0));
+        if misbehave.gzip {
+            let gz = tokio::task::spawn_blocking(move || body.gzip()).await.unwrap_or_default();
+            let mut once = Some(gz);
+            return streamed("application/json", true, move || once.take());
+        }
+        return streamed("application/json", false, body.chunks());
     }
-    let token = hex::encode(rand::random::<[u8; 20]>());
-    let ttl = s.opts.token_ttl;
-    s.tokens
-        .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
     json(
         StatusCode::OK,
         serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": ttl}).to_string(),
@@ -336,6 +399,14 @@ fn url_decode_form(body: &[u8]) -> HashMap<String, String> {
 }
 
 async fn listing(state: Shared, req: Request<hyper::body::Incoming>, path: &str) -> Response<HttpBody> {
+    let (misbehave, bomb_gz, base) = {
+        let mut s = state.lock().expect("simulator state lock");
+        if let Some(to) = s.opts.misbehave.redirect_listing.clone() {
+            s.stats.listings += 1;
+            return redirect(StatusCode::FOUND, &to);
+        }
+        (s.opts.misbehave.clone(), s.bomb_gz.clone(), s.base)
+    };
     let authorization = req
         .headers()
         .get("authorization")
@@ -406,12 +477,20 @@ async fn listing(state: Shared, req: Request<hyper::body::Incoming>, path: &str)
         let s = state.lock().expect("simulator state lock");
         (s.opts.shape, s.opts.tenant.clone())
     };
-    let source: Box<dyn FnMut() -> Option<Bytes> + Send + Sync> = match fixture {
-        Some(file) => match std::fs::read(&file) {
-            Ok(bytes) => {
-                let mut once = Some(Bytes::from(bytes));
-                Box::new(move || once.take())
-            }
+    let once = |bytes: Bytes| -> Box<dyn FnMut() -> Option<Bytes> + Send + Sync> {
+        let mut once = Some(bytes);
+        Box::new(move || once.take())
+    };
+    let gzipped = misbehave.gzip && (misbehave.bomb.is_some() || fixture.is_some());
+    let stall = misbehave.stall_after;
+    let source: Box<dyn FnMut() -> Option<Bytes> + Send + Sync> = match (fixture, misbehave.bomb) {
+        (_, Some(kind)) => match bomb_gz {
+            Some(gz) => once(gz),
+            None => Box::new(hostile::Repeated::bomb(kind, misbehave.bomb_bytes, &bomb_record(base)).chunks()),
+        },
+        (Some(file), None) => match std::fs::read(&file) {
+            Ok(bytes) if misbehave.gzip => once(hostile::gzip(&bytes)),
+            Ok(bytes) => once(Bytes::from(bytes)),
             Err(e) => {
                 return api_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -419,18 +498,26 @@ async fn listing(state: Shared, req: Request<hyper::body::Incoming>, path: &str)
                 )
             }
         },
-        None => {
+        (None, None) => {
             let mut body = Body::new(snapshot, shape, &tenant);
             Box::new(move || body.next_chunk())
         }
     };
+
     let stream = futures_util::stream::unfold((source, 0u64, Cut::No), move |(mut source, sent, cut)| async move {
         let cut_error = || Err(std::io::Error::other("connection cut by --truncate-at"));
         match cut {
             Cut::Done => None,
             Cut::Next => Some((cut_error(), (source, sent, Cut::Done))),
             Cut::No => {
-                let chunk = source()?;
+                if stall.is_some_and(|limit| sent >= limit) {
+                    // --stall-after: the connection stays open and silent.
+                    futures_util::future::pending::<()>().await;
+                }
+                let mut chunk = source()?;
+                if let Some(limit) = stall {
+                    chunk = chunk.slice(..chunk.len().min((limit - sent) as usize));
+                }
                 let len = chunk.len() as u64;
                 match truncate {
                     Some(limit) if sent + len >= limit => {
@@ -446,11 +533,16 @@ async fn listing(state: Shared, req: Request<hyper::body::Incoming>, path: &str)
             }
         }
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json")
+    let mut builder = Response::builder().status(StatusCode::OK).header(
+        "content-type",
+        misbehave.content_type.as_deref().unwrap_or("application/json"),
+    );
+    if gzipped {
+        builder = builder.header("content-encoding", "gzip");
+    }
+    builder
         .body(BodyExt::boxed(StreamBody::new(stream)))
-        .expect("static response parts are valid")
+        .unwrap_or_else(|_| api_error(StatusCode::INTERNAL_SERVER_ERROR, "bad --content-type"))
 }
 
 /// Check an OAuth 1.0a header of a GET without query parameters, written apart from the

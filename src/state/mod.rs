@@ -10,6 +10,7 @@
 //! once they are durable (`apply_batch` then `flush`).
 
 mod bucket;
+pub mod dir;
 mod sled_store;
 
 pub use sled_store::{ExportLine, SledStore, StateMeta, Stats};
@@ -29,6 +30,12 @@ pub enum StateError {
     /// The store could not be opened or read.
     #[error("state store {path} cannot be opened: {message}. If it is corrupt, move the directory aside and `state import` the last export (see README, \"Recovering the state\")")]
     Open { path: PathBuf, message: String },
+    /// The state directory is not the agent's own (another user's, or a link elsewhere).
+    #[error("state directory {path} refused: {message}")]
+    NotOwned { path: PathBuf, message: String },
+    /// The agent's user may not create or use the state directory.
+    #[error("state directory {path} cannot be used by the agent's user (uid {uid}): {message}; create it for that user (the packaged unit's StateDirectory= does), or set state.path to a directory the user owns")]
+    Permission { path: PathBuf, message: String, uid: u32 },
     /// A read or write failed.
     #[error("state store error: {0}")]
     Io(String),
@@ -63,9 +70,16 @@ pub trait Dedup: Send + Sync {
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError>;
 }
 
+/// `now - d`, saturating at the earliest representable time (the config bounds `d`, but
+/// neither it nor the clock is trusted to be sane).
+pub fn before_now(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    now.checked_sub_signed(crate::config::to_chrono(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// The horizon: events before it are skipped without a lookup (DESIGN.md §3).
 pub fn horizon(now: DateTime<Utc>, retention: std::time::Duration, first_run: Option<DateTime<Utc>>) -> DateTime<Utc> {
-    let by_retention = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
+    let by_retention = before_now(now, retention);
     match first_run {
         Some(f) if f > by_retention => f,
         _ => by_retention,

@@ -388,34 +388,18 @@ fn open_error(path: &Path, e: sled::Error) -> StateError {
             path: path.to_path_buf(),
         };
     }
+    if let sled::Error::Io(io) = e {
+        return super::dir::io_error(path, io);
+    }
     StateError::Open {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
 }
 
-/// Create `path` (and parents) with mode 0700; tighten it if it exists wider.
+/// Create `path` (and parents) with mode 0700, or check that it is the agent's own.
 pub fn create_private_dir(path: &Path) -> Result<(), StateError> {
-    let err = |e: std::io::Error| StateError::Open {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(err)?;
-        let meta = std::fs::metadata(path).map_err(err)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(path).map_err(err)?;
-    Ok(())
+    super::dir::prepare(path)
 }
 
 #[cfg(test)]

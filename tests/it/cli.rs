@@ -251,8 +251,8 @@ fn automatic_backup_restores_a_lost_store_without_reforwarding() {
     let sim = Sim::start(&["--sessions", "25", "--active", "3", "--now", NOW]);
     let setup = Setup::new(&sim.url, "", "");
     let text = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "retention = \"100000d\"",
-        "retention = \"100000d\"\nbackup_every = \"1s\"",
+        "retention = \"36500d\"",
+        "retention = \"36500d\"\nbackup_every = \"1s\"",
     );
     std::fs::write(&setup.config, text).unwrap();
     assert_eq!(setup.run(&["once"]).ok().docs().len(), 25);

@@ -11,6 +11,7 @@ mod cli;
 mod docs;
 mod faults;
 mod golden;
+mod hostile;
 mod kafka;
 mod pipeline;
 mod props;

@@ -13,7 +13,7 @@ use senhasegura_forwarder::source::senhasegura::model::RawSession;
 fn field() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => any::<String>(),
-        3 => "[a-z|=\\\\\"\\]\\[ \n\r\t:.{}é€😀-]{0,40}",
+        3 => "[a-z|=\\\\\"\\]\\[ \n\r\t:.{}é€😀\u{0}\u{1b}\u{7}\u{7f}\u{85}\u{2028}\u{2029}-]{0,40}",
         1 => "[a-zA-Z0-9=|\\\\\n ]{1000,1200}",
         1 => Just(String::new()),
     ]
@@ -86,8 +86,25 @@ fn g(cef: &cef_parse::Cef, key: &str) -> Option<String> {
     cef.get(key).map(str::to_string)
 }
 
+/// What CEF shows of a value: cut to `max` characters, and every character CEF cannot carry
+/// (control characters other than the escaped line breaks, U+2028, U+2029) as U+FFFD.
 fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+    s.chars()
+        .take(max)
+        .map(|c| {
+            let line_break = c == '\n' || c == '\r';
+            if (c.is_control() && !line_break) || c == '\u{2028}' || c == '\u{2029}' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// No raw control character, NEL or Unicode line separator anywhere in an output line.
+fn line_safe(line: &str) -> bool {
+    !line.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
 }
 
 proptest! {
@@ -102,8 +119,9 @@ proptest! {
         let mut counters = EncodeCounters::default();
         enc.encode(&e, &mut out, &mut counters);
         let line = String::from_utf8(out).unwrap();
+        prop_assert!(line_safe(&line), "raw control character in {:?}", line);
         let cef = cef_parse::parse(&line).map_err(|m| TestCaseError::fail(format!("{m}: {line:?}")))?;
-        prop_assert_eq!(&cef.header[..3], &["CEF:0".to_string(), vendor, product][..]);
+        prop_assert_eq!(&cef.header[..3], &["CEF:0".to_string(), cut(&vendor, usize::MAX), cut(&product, usize::MAX)][..]);
         prop_assert_eq!(&cef.header[4], if i.ended { "remote-session-end" } else { "remote-session-start" });
         prop_assert_eq!(g(&cef, "suser"), present(&i.user).map(|s| cut(s, 1023)));
         prop_assert_eq!(g(&cef, "duser"), present(&i.credential).map(|s| cut(s, 1023)));
@@ -137,6 +155,7 @@ proptest! {
         let e = event(&i);
         let mut out = Vec::new();
         EcsEncoder::new(false).encode(&e, &mut out, &mut EncodeCounters::default());
+        prop_assert!(line_safe(std::str::from_utf8(&out).unwrap()), "raw control character in {:?}", String::from_utf8_lossy(&out));
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
         crate::ecs::validate(&doc);
         let s = |v: &serde_json::Value| v.as_str().map(str::to_string);

@@ -88,7 +88,7 @@ impl Setup {
         let text = format!(
             "[source]\nurl = \"{url}\"\ntimezone = \"UTC\"\nbackfill = \"all\"\nretry_backoff = \"20ms\"\nretry_backoff_max = \"100ms\"\nretries = 4\n{source_extra}\n\
              [source.auth]\nclient_id = \"forwarder\"\nclient_secret = \"simulator-secret\"\n\
-             [state]\npath = \"{}\"\nretention = \"100000d\"\n{rest}\n",
+             [state]\npath = \"{}\"\nretention = \"36500d\"\n{rest}\n",
             state.display()
         );
         std::fs::write(&config, text).unwrap();

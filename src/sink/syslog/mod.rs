@@ -58,6 +58,10 @@ pub struct SyslogSinkConfig {
     /// `datagram` (default, like /dev/log) or `stream`, for `transport = "unix"`.
     #[serde(default)]
     pub unix_mode: UnixMode,
+    /// Accept ECS documents cut at `max_datagram_bytes` (invalid JSON) on a datagram
+    /// transport. Off: `format = "ecs"` over udp or a unix datagram socket is refused.
+    #[serde(default)]
+    pub allow_truncated_json: bool,
     /// CA certificate(s) to verify the server (default: the system's).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -191,6 +195,16 @@ impl SyslogSink {
             return Err(invalid(
                 "sink.max_datagram_bytes",
                 "must be at least 480 (RFC 5424 minimum)",
+            ));
+        }
+        let datagram = c.transport == Transport::Udp || (c.transport == Transport::Unix && c.unix_mode == UnixMode::Datagram);
+        if datagram && c.format == Format::Ecs && !c.allow_truncated_json {
+            return Err(invalid(
+                "sink.format",
+                format!(
+                    "format = \"ecs\" over a datagram transport would cut documents longer than max_datagram_bytes ({}) into invalid JSON; use transport = \"tcp\", \"tls\" or unix_mode = \"stream\", or format = \"cef\", or set allow_truncated_json = true to accept cut documents",
+                    c.max_datagram_bytes
+                ),
             ));
         }
         let tls = if c.transport == Transport::Tls {

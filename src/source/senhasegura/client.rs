@@ -4,6 +4,8 @@
 //! asks for the listing, refreshes the token once on a 401, falls back from the v3 to the v4
 //! path on 404, and returns the response whose body is then streamed. Retries of transient
 //! failures are the pipeline's job (it retries whole cycles); this file classifies errors.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use super::auth::TokenSource;
 use super::model::ErrorBody;
@@ -26,6 +28,7 @@ pub struct VaultClient {
     may_fall_back: bool,
     auth: Credentials,
     timeout: Duration,
+    idle_timeout: Duration,
 }
 
 /// How requests are authorized.
@@ -44,6 +47,9 @@ pub fn http_client(config: &Resolved) -> Result<reqwest::Client, SourceError> {
         .user_agent(concat!("senhasegura-forwarder/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(src.connect_timeout.0)
         .tcp_keepalive(Duration::from_secs(30))
+        // A redirect could carry the credentials to another origin or take the listing from
+        // one: none is followed, a 3xx is an error naming its Location.
+        .redirect(reqwest::redirect::Policy::none())
         .gzip(true);
     if let Some(ca) = &src.ca_file {
         let pem = std::fs::read(ca).map_err(|e| SourceError::Tls {
@@ -98,6 +104,7 @@ impl VaultClient {
                 }),
             },
             timeout: src.timeout.0,
+            idle_timeout: src.idle_timeout.0,
         })
     }
 
@@ -109,6 +116,11 @@ impl VaultClient {
     /// The whole-listing timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The longest pause allowed between two chunks of the listing's body.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// The authentication method, for reports.
@@ -161,6 +173,9 @@ impl VaultClient {
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);
+            }
+            if status.is_redirection() {
+                return Err(super::redirect_error(&resp, "listing"));
             }
             let body = read_limited(resp).await;
             let message = ErrorBody::message_of(&body)
@@ -269,6 +284,7 @@ fn unauthorized_hint(message: &str) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

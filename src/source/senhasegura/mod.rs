@@ -1,6 +1,8 @@
 //! The senhasegura A2A API: authentication ([`auth`]), the HTTP client with its retries and
 //! path fallback ([`client`]), the record model ([`model`], the only file that knows field
 //! names) and the streaming listing scanner ([`stream`]).
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 pub mod auth;
 pub mod client;
@@ -42,6 +44,19 @@ pub enum SourceError {
     /// The listing did not complete in time.
     #[error("the listing did not complete within {seconds}s (source.timeout); raise it for very long listings")]
     Timeout { seconds: u64 },
+    /// The vault stopped sending in the middle of the listing.
+    #[error("the vault stopped sending the listing: no data for {seconds}s after {bytes} bytes (source.idle_timeout); the vault or a proxy in between stalled")]
+    Stalled { seconds: u64, bytes: u64 },
+    /// The token endpoint did not answer in time.
+    #[error("the token endpoint did not answer within {seconds}s; check that the vault is reachable and not overloaded")]
+    TokenTimeout { seconds: u64 },
+    /// A redirect, which the agent never follows.
+    #[error("the {what} answered HTTP {status} redirecting to `{location}`; the agent follows no redirects (they could send the credentials or take the listing from elsewhere): set source.url to the final address")]
+    Redirect {
+        what: &'static str,
+        status: u16,
+        location: String,
+    },
     /// The listing body is not what the API documents.
     #[error("the listing body is invalid: {message}")]
     Body { message: String, retryable: bool },
@@ -51,7 +66,11 @@ impl SourceError {
     /// Worth retrying with backoff (never auth errors).
     pub fn is_retryable(&self) -> bool {
         match self {
-            SourceError::Server { .. } | SourceError::Network { .. } | SourceError::Timeout { .. } => true,
+            SourceError::Server { .. }
+            | SourceError::Network { .. }
+            | SourceError::Timeout { .. }
+            | SourceError::Stalled { .. }
+            | SourceError::TokenTimeout { .. } => true,
             SourceError::Body { retryable, .. } => *retryable,
             _ => false,
         }
@@ -71,6 +90,43 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+/// A 3xx answer as an error naming where it pointed.
+pub fn redirect_error(resp: &reqwest::Response, what: &'static str) -> SourceError {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| body_excerpt(l.as_bytes()))
+        .unwrap_or_else(|| "(no Location header)".into());
+    SourceError::Redirect {
+        what,
+        status: resp.status().as_u16(),
+        location,
+    }
+}
+
+/// Read a whole body of at most `limit` bytes; `None` when it is longer (reading stops there,
+/// so a huge or gzip-bombed answer costs at most `limit` bytes of memory).
+pub async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if chunk.len() > limit.saturating_sub(out.len()) {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out))
+}
+
+/// The first bytes of a body as printable text for a message: at most 80 characters, control
+/// characters and quotes escaped, invalid UTF-8 replaced.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let head = body.get(..body.len().min(320)).unwrap_or(body);
+    crate::event::excerpt(&String::from_utf8_lossy(head).chars().take(80).collect::<String>())
 }
 
 /// Classify a reqwest error.

@@ -4,6 +4,8 @@
 //!
 //! Records are parsed tolerantly: every field may be missing, null, a string or a number
 //! (`id` is documented as int but sent as a string); unknown fields are ignored.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -106,6 +108,46 @@ impl<'a> RawSession<'a> {
             itsm: non_empty(self.itsm),
         }
     }
+}
+
+/// The `session_id` of a record that could not be parsed (broken JSON, a field of the wrong
+/// type, or only its first bytes when it was too large), found by a plain search, so the log
+/// line can name the session for the operator to find in the vault. Looks at most at the
+/// first 64 KiB; the id is cut at 256 bytes.
+pub fn session_id_hint(bytes: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"session_id\"";
+    let bytes = bytes.get(..bytes.len().min(64 * 1024))?;
+    let at = memchr::memmem::find(bytes, KEY)?;
+    let rest = bytes.get(at + KEY.len()..)?;
+    let rest = rest.get(rest.iter().position(|b| !b.is_ascii_whitespace())?..)?;
+    let rest = rest.strip_prefix(b":")?;
+    let rest = rest.get(rest.iter().position(|b| !b.is_ascii_whitespace())?..)?;
+    if let Some(digits) = rest.get(..rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len())) {
+        if !digits.is_empty() {
+            return Some(String::from_utf8_lossy(digits).into_owned());
+        }
+    }
+    let body = rest.strip_prefix(b"\"")?;
+    let mut end = 0;
+    let mut escaped = false;
+    for &b in body.iter().take(256) {
+        match (escaped, b) {
+            (true, _) => escaped = false,
+            (false, b'\\') => escaped = true,
+            (false, b'"') => break,
+            _ => {}
+        }
+        end += 1;
+    }
+    let raw = body.get(..end)?;
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .or_else(|| Some(String::from_utf8_lossy(raw).into_owned()))
+        .filter(|s| !s.trim().is_empty())
 }
 
 /// The listing envelope's `response` object (also sent alone on errors).
@@ -227,6 +269,7 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -246,6 +289,17 @@ mod tests {
         let raw = br#"{"user": "a\"b", "session_id": "s"}"#;
         let r = RawSession::parse(raw).unwrap().to_record();
         assert_eq!(r.user.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn session_id_of_a_broken_record() {
+        assert_eq!(session_id_hint(br#"{"id":1,"session_id" : "ab\"c","user":{}}"#).as_deref(), Some("ab\"c"));
+        assert_eq!(session_id_hint(br#"{"session_id":12345,"#).as_deref(), Some("12345"));
+        assert_eq!(session_id_hint(br#"{"session_id":"abcdef"#).as_deref(), Some("abcdef"), "cut short");
+        assert_eq!(session_id_hint(br#"{"session_id":{"x":1}}"#), None);
+        assert_eq!(session_id_hint(br#"{"user":"x"}"#), None);
+        let long = format!(r#"{{"session_id":"{}"}}"#, "a".repeat(70_000));
+        assert_eq!(session_id_hint(long.as_bytes()).map(|s| s.len()), Some(256));
     }
 
     #[test]

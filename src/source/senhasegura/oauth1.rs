@@ -1,6 +1,8 @@
 //! OAuth 1.0a request signing (RFC 5849, HMAC-SHA1), for A2A authorizations of the OAuth 1.0
 //! kind: every request carries an `Authorization: OAuth ...` header signed with the consumer
 //! secret and the token secret. Nothing is fetched; the secrets never leave this file.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use crate::config::Secret;
 use base64::Engine as _;
@@ -108,6 +110,7 @@ impl Oauth1 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
