@@ -1,6 +1,6 @@
 //! The one shutdown path: SIGTERM or SIGINT flips a watch channel that every loop selects on.
-//! Loops stop taking new work: a poll abandons the rest of the listing, delivers what it
-//! already read, and commits only what every sink acknowledged; the next poll re-reads the rest.
+//! Loops stop taking new work: a poll abandons the rest of the listing, sends what it already
+//! read (a failing sink is not retried), and commits only what every sink acknowledged.
 
 use tokio::sync::watch;
 
