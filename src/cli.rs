@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §6): clap definitions only, no logic.
+//! The command line (docs/design.md, "Command line"): clap definitions only, no logic.
 
 use crate::simulate::SimOptions;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -38,7 +38,7 @@ pub struct ConfigArg {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Poll forever, until SIGTERM/SIGINT (then finish, commit and exit 0).
+    /// Poll forever, until SIGTERM/SIGINT (then stop reading, commit what was acknowledged, exit 0).
     Run {
         #[command(flatten)]
         config: ConfigArg,

@@ -1,5 +1,5 @@
 //! The top-level error: one variant per failing layer, each mapped to a documented exit code
-//! (DESIGN.md §6). Modules keep their own typed errors; this only groups them.
+//! (docs/design.md, "Exit codes"). Modules keep their own typed errors; this only groups them.
 
 use crate::config::ConfigError;
 use crate::sink::SinkError;
@@ -30,7 +30,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code DESIGN.md §6 documents for this error.
+    /// The process exit code docs/design.md ("Exit codes") documents for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,

@@ -140,7 +140,7 @@ pub struct Device {
     pub domain: Option<String>,
     /// The port, when given.
     pub port: Option<u16>,
-    /// Set when the text is neither host nor host:port; then only `raw` is usable.
+    /// Set when the text is neither host nor host:port; then only the text as sent is usable.
     pub unparsed: bool,
 }
 

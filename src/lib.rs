@@ -8,7 +8,7 @@
 //!   place that knows API field names) and the streaming listing scanner.
 //! - [`event`]: the normalised session event, the pipeline's currency, and its time rules.
 //! - [`state`]: the dedup store (sled behind a small trait), horizon and pruning.
-//! - [`encode`]: ECS JSON (and later CEF) encoders; the only place that knows those formats.
+//! - [`encode`]: ECS JSON and CEF encoders; the only place that knows those formats.
 //! - [`sink`]: delivery targets; they see encoded bytes plus a little envelope, never records.
 //! - [`pipeline`]: source → filter → encode → sinks → commit, one poll cycle at a time.
 //! - [`simulate`]: the loopback senhasegura API used by tests, benchmarks and `demo`.

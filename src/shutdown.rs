@@ -1,6 +1,6 @@
 //! The one shutdown path: SIGTERM or SIGINT flips a watch channel that every loop selects on.
-//! Loops stop taking new work, finish or abandon what is in flight, and the pipeline commits
-//! what was acknowledged before the process exits 0.
+//! Loops stop taking new work: a poll abandons the rest of the listing, sends what it already
+//! read (a failing sink is not retried), and commits only what every sink acknowledged.
 
 use tokio::sync::watch;
 

@@ -1,4 +1,4 @@
-//! The configuration tree (DESIGN.md §7), its defaults and its validation.
+//! The configuration tree (docs/design.md, "Configuration"), its defaults and its validation.
 //!
 //! Loading is one step: read the file, parse TOML into these `deny_unknown_fields` structs
 //! (so an unknown key or a bad value fails with the key and the line), then resolve what

@@ -1,4 +1,4 @@
-//! ArcSight CEF lines, exactly per MAPPING.md: `CEF:0|vendor|product|version|class|name|
+//! ArcSight CEF lines, exactly per docs/mapping.md: `CEF:0|vendor|product|version|class|name|
 //! severity|extension`. Header fields escape `\` and `|`; extension values escape `\`, `=`,
 //! CR and LF, so no raw line break ever appears in an event and any CEF parser reads every value
 //! back exactly. Values over their field's limit are cut at a character boundary before

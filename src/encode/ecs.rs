@@ -1,4 +1,4 @@
-//! ECS 9.4 JSON documents, exactly per MAPPING.md. Nested objects, as Elastic's own agents
+//! ECS 9.4 JSON documents, exactly per docs/mapping.md. Nested objects, as Elastic's own agents
 //! write them; `senhasegura.*` holds the vendor fields. Empty values produce no field.
 
 use super::EncodeCounters;

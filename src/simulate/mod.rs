@@ -1,4 +1,4 @@
-//! The loopback senhasegura API (DESIGN.md §8), for tests, benchmarks and `demo`.
+//! The loopback senhasegura API (docs/design.md, "The simulator"), for tests, benchmarks and `demo`.
 //!
 //! It serves the token endpoint and the listing at both documented paths, streams generated
 //! listings chunk by chunk (a million sessions never sit in memory), grows between polls,

@@ -2,7 +2,7 @@
 //!
 //! The pipeline sees only the [`Dedup`] trait (`contains`, `commit`); the sled-backed
 //! [`SledStore`] is one implementation, kept behind it because sled 0.34 has known weak spots
-//! (DESIGN.md §11). Keys are `<session_id>:<phase>`, stored under a versioned key format that
+//! (docs/design.md, "State store"). Keys are `<session_id>:<phase>`, stored under a versioned key format that
 //! puts the event's own time first (see `sled_store.rs`), so lookups of a listing, which is in
 //! time order, touch neighbouring pages, and pruning is a range scan.
 //!
@@ -77,7 +77,7 @@ pub fn before_now(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The horizon: events before it are skipped without a lookup (DESIGN.md §3).
+/// The horizon: events before it are skipped without a lookup (docs/design.md, "Horizon").
 pub fn horizon(now: DateTime<Utc>, retention: std::time::Duration, first_run: Option<DateTime<Utc>>) -> DateTime<Utc> {
     let by_retention = before_now(now, retention);
     match first_run {

@@ -1,4 +1,4 @@
-//! The syslog envelope around an encoded event (MAPPING.md): RFC 5424
+//! The syslog envelope around an encoded event (docs/mapping.md, "Syslog"): RFC 5424
 //! `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` or RFC 3164
 //! `<PRI>Mmm dd hh:mm:ss HOSTNAME APP-NAME[PROCID]: MSG`, with the event's own time (UTC;
 //! RFC 3164 has neither year nor zone), and the stream framing: octet counting (RFC 5425/6587)

@@ -250,7 +250,7 @@ enum Answer {
     Other,
 }
 
-/// Classify an error answer by status and the vault's message (DESIGN.md §2): the vault sends
+/// Classify an error answer by status and the vault's message (docs/design.md, "Errors"): it sends
 /// "You are not authorized to access this resource." with a 500, so the message wins.
 fn classify(status: u16, message: &str) -> Answer {
     let auth_message = [
