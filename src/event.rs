@@ -82,9 +82,10 @@ fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
     }
     // At most four ASCII digits: no overflow.
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b.get(r)?
-            .iter()
-            .try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        b.get(r)?.iter().try_fold(0u32, |acc, &c| {
+            let digit = u32::from(c.checked_sub(b'0').filter(|d| *d < 10)?);
+            acc.checked_mul(10)?.checked_add(digit)
+        })
     };
     NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?.and_hms_opt(
         num(11..13)?,
@@ -126,7 +127,7 @@ pub fn parse_hms(text: &str) -> Option<i64> {
     if parts.next().is_some() || h < 0 || !(0..60).contains(&m) || !(0..60).contains(&s) {
         return None;
     }
-    h.checked_mul(3600)?.checked_add(m * 60 + s)
+    h.checked_mul(3600)?.checked_add(m.checked_mul(60)?.checked_add(s)?)
 }
 
 /// The target device, split into what encoders map.
@@ -400,12 +401,12 @@ impl SessionEvent {
     ) -> SessionEvent {
         let tenant = tenant.filter(|t| !t.trim().is_empty());
         let session_id = record.session_id.as_deref().unwrap_or_default().to_string();
-        let mut key = String::with_capacity(session_id.len() + 6);
+        let mut key = String::with_capacity(session_id.len().saturating_add(6));
         event_key(&session_id, candidate.phase, &mut key);
         let duration_ns = match candidate.phase {
             Phase::Start => None,
             Phase::End => match (candidate.start, candidate.end) {
-                (Some(s), Some(e)) if e >= s => (e - s).num_nanoseconds(),
+                (Some(s), Some(e)) if e >= s => e.signed_duration_since(s).num_nanoseconds(),
                 _ => record
                     .duration
                     .as_deref()

@@ -100,7 +100,7 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
             }
             let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
             out.push_str(&value);
-            rest = &tail[end + 1..];
+            rest = tail.get(end.saturating_add(1)..).unwrap_or_default();
         } else {
             out.push('$');
             rest = &after[1..];
@@ -168,7 +168,12 @@ mod tests {
             .unwrap_err()
             .contains("invalid duration"));
         for huge in ["500000000y", "1000000y", "101y"] {
-            assert!(HumanDuration::parse(huge).unwrap_err().contains("longer than 100 years"), "{huge}");
+            assert!(
+                HumanDuration::parse(huge)
+                    .unwrap_err()
+                    .contains("longer than 100 years"),
+                "{huge}"
+            );
         }
         assert_eq!(HumanDuration::parse("100y").unwrap().to_chrono().num_days(), 36525);
     }

@@ -246,7 +246,10 @@ mod tests {
         let mut c = EncodeCounters::default();
         let mut ext = String::new();
         ext_escape(&mut ext, hostile, 1000, &mut c);
-        assert_eq!(ext, "root\u{fffd}admin\u{fffd}[2J\u{fffd}\u{fffd}\u{fffd}x\u{fffd}y\u{fffd}\u{fffd}");
+        assert_eq!(
+            ext,
+            "root\u{fffd}admin\u{fffd}[2J\u{fffd}\u{fffd}\u{fffd}x\u{fffd}y\u{fffd}\u{fffd}"
+        );
         let mut head = String::new();
         header_escape(&mut head, "a\nb\u{0}");
         assert_eq!(head, "a\u{fffd}b\u{fffd}");

@@ -157,7 +157,11 @@ struct VendorSession<'a> {
 struct LineSafe;
 
 impl serde_json::ser::Formatter for LineSafe {
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
         let bytes = fragment.as_bytes();
         let mut done = 0;
         let mut from = 0;

@@ -9,8 +9,8 @@ use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{event_key, Candidate, Origin, SessionEvent};
 use crate::sink::EventMeta;
-use crate::source::senhasegura::model::{ApiResponse, RawSession};
 use crate::source::senhasegura::model::session_id_hint;
+use crate::source::senhasegura::model::{ApiResponse, RawSession};
 use crate::source::senhasegura::stream::{Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use bytes::Bytes;
@@ -144,13 +144,19 @@ impl Worker {
                 self.count_record();
                 let sid = session_id_hint(prefix);
                 self.bad(
-                    &format!("record larger than {} KiB skipped", crate::source::senhasegura::stream::DEFAULT_MAX_RECORD / 1024),
+                    &format!(
+                        "record larger than {} KiB skipped",
+                        crate::source::senhasegura::stream::DEFAULT_MAX_RECORD / 1024
+                    ),
                     sid.as_deref(),
                 );
             }
             Item::NotAnObject { what } => {
                 self.count_record();
-                self.bad(&format!("an item of remote_sessions is {what}, not a record object"), None);
+                self.bad(
+                    &format!("an item of remote_sessions is {what}, not a record object"),
+                    None,
+                );
             }
             Item::Record { bytes, tenant } => {
                 self.count_record();
@@ -229,7 +235,10 @@ impl Worker {
         };
         if session_id.len() > MAX_SESSION_ID {
             self.bad(
-                &format!("session_id is {} bytes long, more than the {MAX_SESSION_ID} a session id may have", session_id.len()),
+                &format!(
+                    "session_id is {} bytes long, more than the {MAX_SESSION_ID} a session id may have",
+                    session_id.len()
+                ),
                 Some(session_id),
             );
             return Ok(());
@@ -248,7 +257,10 @@ impl Worker {
         event_key(session_id, candidate.phase, &mut self.key);
         if self.emitted_in_this_listing() {
             self.bad(
-                &format!("the listing repeats the {} of a session already read in it", candidate.phase.as_str()),
+                &format!(
+                    "the listing repeats the {} of a session already read in it",
+                    candidate.phase.as_str()
+                ),
                 Some(session_id),
             );
             return Ok(());
@@ -265,14 +277,7 @@ impl Worker {
             }
         }
         let original = self.input.keep_original.then_some(bytes);
-        let event = SessionEvent::build(
-            &record,
-            candidate,
-            &self.input.origin,
-            tenant,
-            self.created,
-            original,
-        );
+        let event = SessionEvent::build(&record, candidate, &self.input.origin, tenant, self.created, original);
         for (i, enc) in self.input.encoders.iter().enumerate() {
             let buf = &mut self.batch.payloads[i];
             let start = buf.len();
@@ -288,7 +293,8 @@ impl Worker {
             event_id: event.id,
         });
         self.out.counters.new_events = self.out.counters.new_events.saturating_add(1);
-        self.pending.insert(self.key.clone(), self.batches_sent.saturating_add(1));
+        self.pending
+            .insert(self.key.clone(), self.batches_sent.saturating_add(1));
         if self.batch.metas.len() >= self.input.batch_size {
             let batch = std::mem::replace(&mut self.batch, Batch::new(self.input.encoders.len()));
             self.batches_sent = self.batches_sent.saturating_add(1);
@@ -366,7 +372,13 @@ mod tests {
     #[test]
     fn a_panic_on_one_record_costs_that_record_only() {
         let body = format!(r#"{{"remote_sessions":[{},{},{}]}}"#, rec("a"), rec("boom"), rec("c"));
-        let (out, keys) = filter(body.as_bytes(), 7, Store { panics_on: Some("boom:end") });
+        let (out, keys) = filter(
+            body.as_bytes(),
+            7,
+            Store {
+                panics_on: Some("boom:end"),
+            },
+        );
         assert_eq!(keys, vec!["a:end", "c:end"]);
         assert_eq!((out.counters.records, out.counters.bad), (3, 1));
         assert!(out.state_error.is_none());

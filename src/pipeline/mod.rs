@@ -279,7 +279,9 @@ impl Pipeline {
             result.map(|()| delivered)
         };
         let (read_result, deliver_result) = tokio::join!(read, deliver);
-        let outcome = filter.await.map_err(|e| Error::Internal(format!("the filter thread failed: {e}")))?;
+        let outcome = filter
+            .await
+            .map_err(|e| Error::Internal(format!("the filter thread failed: {e}")))?;
         total.bytes += self.progress.bytes.load(Ordering::Relaxed);
         let c = &mut total.counters;
         c.records = outcome.counters.records;
@@ -323,7 +325,9 @@ fn body_error(e: &ScanError, content_type: Option<&str>, head: &[u8]) -> SourceE
         let page = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("html")) || start.starts_with(b"<");
         message.push_str(&format!(
             "; the answer's content type is {}, and it starts with \"{}\"",
-            content_type.map(crate::event::excerpt).unwrap_or_else(|| "not given".into()),
+            content_type
+                .map(crate::event::excerpt)
+                .unwrap_or_else(|| "not given".into()),
             crate::source::senhasegura::body_excerpt(start)
         ));
         if page {

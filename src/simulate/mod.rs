@@ -197,7 +197,11 @@ impl Simulator {
         let bomb_gz = match (opts.misbehave.bomb, opts.misbehave.gzip) {
             (Some(kind), true) => {
                 let bomb = hostile::Repeated::bomb(kind, opts.misbehave.bomb_bytes, &bomb_record(base));
-                Some(tokio::task::spawn_blocking(move || bomb.gzip()).await.map_err(|e| e.to_string())?)
+                Some(
+                    tokio::task::spawn_blocking(move || bomb.gzip())
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
             }
             _ => None,
         };
@@ -307,9 +311,15 @@ fn redirect(status: StatusCode, location: &str) -> Response<HttpBody> {
         .unwrap_or_else(|_| api_error(StatusCode::INTERNAL_SERVER_ERROR, "bad --redirect URL"))
 }
 
-fn streamed(content_type: &str, gzip: bool, mut next: impl FnMut() -> Option<Bytes> + Send + Sync + 'static) -> Response<HttpBody> {
+fn streamed(
+    content_type: &str,
+    gzip: bool,
+    mut next: impl FnMut() -> Option<Bytes> + Send + Sync + 'static,
+) -> Response<HttpBody> {
     let stream = futures_util::stream::poll_fn(move |_| std::task::Poll::Ready(next().map(|b| Ok(Frame::data(b)))));
-    let mut builder = Response::builder().status(StatusCode::OK).header("content-type", content_type);
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type);
     if gzip {
         builder = builder.header("content-encoding", "gzip");
     }
@@ -353,7 +363,9 @@ async fn token(state: Shared, req: Request<hyper::body::Incoming>) -> Response<H
         let expires_in = misbehave.token_expires_in.clone().unwrap_or_else(|| ttl.to_string());
         let body = hostile::Repeated::token(&token, &expires_in, misbehave.token_pad.unwrap_or(0));
         if misbehave.gzip {
-            let gz = tokio::task::spawn_blocking(move || body.gzip()).await.unwrap_or_default();
+            let gz = tokio::task::spawn_blocking(move || body.gzip())
+                .await
+                .unwrap_or_default();
             let mut once = Some(gz);
             return streamed("application/json", true, move || once.take());
         }

@@ -41,7 +41,11 @@ pub fn prepare(path: &Path) -> Result<(), StateError> {
                 path: path.to_path_buf(),
                 message: format!(
                     "it is {}not a directory",
-                    if link { "a symbolic link to something that is " } else { "" }
+                    if link {
+                        "a symbolic link to something that is "
+                    } else {
+                        ""
+                    }
                 ),
             });
         }

@@ -104,7 +104,9 @@ fn cut(s: &str, max: usize) -> String {
 
 /// No raw control character, NEL or Unicode line separator anywhere in an output line.
 fn line_safe(line: &str) -> bool {
-    !line.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    !line
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
 }
 
 proptest! {

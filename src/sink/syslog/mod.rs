@@ -197,7 +197,8 @@ impl SyslogSink {
                 "must be at least 480 (RFC 5424 minimum)",
             ));
         }
-        let datagram = c.transport == Transport::Udp || (c.transport == Transport::Unix && c.unix_mode == UnixMode::Datagram);
+        let datagram =
+            c.transport == Transport::Udp || (c.transport == Transport::Unix && c.unix_mode == UnixMode::Datagram);
         if datagram && c.format == Format::Ecs && !c.allow_truncated_json {
             return Err(invalid(
                 "sink.format",

@@ -76,7 +76,7 @@ impl TokenSource {
         }
         let (token, ttl) = self.fetch(http).await?;
         // Refresh ahead of expiry: a tenth of the lifetime, at most a minute, before it.
-        let margin = (ttl / 10).min(Duration::from_secs(60));
+        let margin = ttl.checked_div(10).unwrap_or_default().min(Duration::from_secs(60));
         tracing::debug!(ttl_secs = ttl.as_secs(), "Obtained an access token");
         let now = Instant::now();
         *cached = Some(Cached {

@@ -110,7 +110,10 @@ impl VaultClient {
 
     /// The listing path in use (after any fallback).
     pub fn path(&self) -> String {
-        self.path.lock().expect("path lock is never poisoned").clone()
+        self.path
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The whole-listing timeout.
@@ -205,7 +208,7 @@ impl VaultClient {
                         message,
                         "Listing path not found; falling back to the v4 path (set source.path to skip this)"
                     );
-                    *self.path.lock().expect("path lock is never poisoned") = PATH_V4.to_string();
+                    *self.path.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = PATH_V4.to_string();
                 }
                 Answer::NotFound => return Err(SourceError::NotFound { path, message }),
                 Answer::Transient => {
@@ -229,7 +232,8 @@ async fn read_limited(resp: reqwest::Response) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
-        out.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_LIMIT - out.len())]);
+        let room = ERROR_BODY_LIMIT.saturating_sub(out.len());
+        out.extend_from_slice(chunk.get(..chunk.len().min(room)).unwrap_or_default());
         if out.len() >= ERROR_BODY_LIMIT {
             break;
         }

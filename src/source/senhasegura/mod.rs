@@ -48,7 +48,9 @@ pub enum SourceError {
     #[error("the vault stopped sending the listing: no data for {seconds}s after {bytes} bytes (source.idle_timeout); the vault or a proxy in between stalled")]
     Stalled { seconds: u64, bytes: u64 },
     /// The token endpoint did not answer in time.
-    #[error("the token endpoint did not answer within {seconds}s; check that the vault is reachable and not overloaded")]
+    #[error(
+        "the token endpoint did not answer within {seconds}s; check that the vault is reachable and not overloaded"
+    )]
     TokenTimeout { seconds: u64 },
     /// A redirect, which the agent never follows.
     #[error("the {what} answered HTTP {status} redirecting to `{location}`; the agent follows no redirects (they could send the credentials or take the listing from elsewhere): set source.url to the final address")]

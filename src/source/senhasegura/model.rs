@@ -118,7 +118,7 @@ pub fn session_id_hint(bytes: &[u8]) -> Option<String> {
     const KEY: &[u8] = b"\"session_id\"";
     let bytes = bytes.get(..bytes.len().min(64 * 1024))?;
     let at = memchr::memmem::find(bytes, KEY)?;
-    let rest = bytes.get(at + KEY.len()..)?;
+    let rest = bytes.get(at.checked_add(KEY.len())?..)?;
     let rest = rest.get(rest.iter().position(|b| !b.is_ascii_whitespace())?..)?;
     let rest = rest.strip_prefix(b":")?;
     let rest = rest.get(rest.iter().position(|b| !b.is_ascii_whitespace())?..)?;
@@ -128,7 +128,7 @@ pub fn session_id_hint(bytes: &[u8]) -> Option<String> {
         }
     }
     let body = rest.strip_prefix(b"\"")?;
-    let mut end = 0;
+    let mut end: usize = 0;
     let mut escaped = false;
     for &b in body.iter().take(256) {
         match (escaped, b) {
@@ -137,10 +137,10 @@ pub fn session_id_hint(bytes: &[u8]) -> Option<String> {
             (false, b'"') => break,
             _ => {}
         }
-        end += 1;
+        end = end.saturating_add(1);
     }
     let raw = body.get(..end)?;
-    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    let mut quoted = Vec::with_capacity(raw.len().saturating_add(2));
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
     quoted.push(b'"');
@@ -293,9 +293,16 @@ mod tests {
 
     #[test]
     fn session_id_of_a_broken_record() {
-        assert_eq!(session_id_hint(br#"{"id":1,"session_id" : "ab\"c","user":{}}"#).as_deref(), Some("ab\"c"));
+        assert_eq!(
+            session_id_hint(br#"{"id":1,"session_id" : "ab\"c","user":{}}"#).as_deref(),
+            Some("ab\"c")
+        );
         assert_eq!(session_id_hint(br#"{"session_id":12345,"#).as_deref(), Some("12345"));
-        assert_eq!(session_id_hint(br#"{"session_id":"abcdef"#).as_deref(), Some("abcdef"), "cut short");
+        assert_eq!(
+            session_id_hint(br#"{"session_id":"abcdef"#).as_deref(),
+            Some("abcdef"),
+            "cut short"
+        );
         assert_eq!(session_id_hint(br#"{"session_id":{"x":1}}"#), None);
         assert_eq!(session_id_hint(br#"{"user":"x"}"#), None);
         let long = format!(r#"{{"session_id":"{}"}}"#, "a".repeat(70_000));

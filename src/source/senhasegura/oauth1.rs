@@ -11,7 +11,7 @@ use sha1::Sha1;
 
 /// RFC 3986 percent-encoding as RFC 5849 §3.6 requires (unreserved characters kept).
 pub fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
+    let mut out = String::with_capacity(s.len().saturating_mul(3));
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
@@ -57,7 +57,10 @@ pub fn signature(
         percent(&normalized)
     );
     let key = format!("{}&{}", percent(consumer_secret), percent(token_secret));
-    let mut mac = Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    // HMAC takes keys of any length, so this never fails; an empty signature would be refused.
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(key.as_bytes()) else {
+        return String::new();
+    };
     mac.update(base.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }

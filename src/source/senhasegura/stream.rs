@@ -147,7 +147,9 @@ pub enum ScanError {
     #[error("the listing is not valid JSON at byte {offset}: expected {expected}")]
     Malformed { offset: u64, expected: &'static str },
     /// Nested deeper than [`MAX_DEPTH`].
-    #[error("the listing nests deeper than {limit} levels at byte {offset}; no senhasegura listing does, so it is refused")]
+    #[error(
+        "the listing nests deeper than {limit} levels at byte {offset}; no senhasegura listing does, so it is refused"
+    )]
     TooDeep { offset: u64, limit: usize },
     /// A complete object without any `remote_sessions` array.
     #[error("the listing has no remote_sessions array")]
@@ -245,11 +247,7 @@ impl Scanner {
         result
     }
 
-    fn feed_inner<E>(
-        &mut self,
-        chunk: &[u8],
-        emit: &mut impl FnMut(Item<'_>) -> Result<(), E>,
-    ) -> Result<(), Stop<E>> {
+    fn feed_inner<E>(&mut self, chunk: &[u8], emit: &mut impl FnMut(Item<'_>) -> Result<(), E>) -> Result<(), Stop<E>> {
         let n = chunk.len();
         let mut i = 0;
         while i < n {
@@ -258,27 +256,25 @@ impl Scanner {
                 continue;
             }
             let b = chunk[i];
-            if !self.root_seen && self.bom < BOM.len() && self.consumed + i as u64 == self.bom as u64 {
-                if b == BOM[self.bom] {
-                    self.bom += 1;
-                    i += 1;
+            if !self.root_seen && self.bom < BOM.len() && self.offset(i) == self.bom as u64 {
+                if BOM.get(self.bom) == Some(&b) {
+                    self.bom = self.bom.saturating_add(1);
+                    i = i.saturating_add(1);
                     continue;
                 }
                 if self.bom > 0 {
-                    return Err(Stop::Scan(ScanError::NotAnObject {
-                        offset: self.offset(i),
-                    }));
+                    return Err(Stop::Scan(ScanError::NotAnObject { offset: self.offset(i) }));
                 }
             }
             if self.in_scalar {
                 if is_scalar_byte(b) {
-                    i += 1;
+                    i = i.saturating_add(1);
                     continue;
                 }
                 self.in_scalar = false;
             }
             if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-                i += 1;
+                i = i.saturating_add(1);
                 continue;
             }
             if !self.lenient() {
@@ -289,7 +285,7 @@ impl Scanner {
             if self.lenient() {
                 self.lenient_byte(b, chunk, i, emit)?;
             }
-            i += 1;
+            i = i.saturating_add(1);
         }
         if let Some(cap) = &mut self.capture {
             if !cap.oversized {
@@ -488,7 +484,7 @@ impl Scanner {
         if self.escape {
             self.escape = false;
             self.keep_text(rest.get(..1).unwrap_or_default());
-            return i + 1;
+            return i.saturating_add(1);
         }
         match memchr::memchr2(b'"', b'\\', rest) {
             None => {
@@ -504,7 +500,7 @@ impl Scanner {
                     self.in_string = false;
                     self.close_string();
                 }
-                i + off + 1
+                i.saturating_add(off).saturating_add(1)
             }
         }
     }
@@ -539,7 +535,7 @@ impl Scanner {
                 }
             }
             StringKind::Tenant if !self.text_overflow => {
-                let mut quoted = Vec::with_capacity(self.text.len() + 2);
+                let mut quoted = Vec::with_capacity(self.text.len().saturating_add(2));
                 quoted.push(b'"');
                 quoted.extend_from_slice(&self.text);
                 quoted.push(b'"');
@@ -593,8 +589,7 @@ impl Scanner {
             Some(parent) => match (parent.object, parent.role, parent.key, object) {
                 (false, Role::Sessions, _, true) if self.capture.is_none() => Role::Candidate,
                 (true, Role::Envelope, Key::RemoteSessions, false) => Role::Sessions,
-                (true, Role::Candidate, Key::RemoteSessions, false)
-                    if matches!(&self.capture, Some(c) if c.depth + 1 == depth) =>
+                (true, Role::Candidate, Key::RemoteSessions, false) if matches!(&self.capture, Some(c) if c.depth.saturating_add(1) == depth) =>
                 {
                     // Not a record: an envelope nesting the real list. Stop capturing it.
                     parent.role = Role::Envelope;
@@ -684,7 +679,7 @@ impl Scanner {
                 emit(Item::Record { bytes: slice, tenant })
             }
         };
-        if self.buf.capacity() > 2 * OVERSIZED_PREFIX.max(self.max_record.min(1 << 16)) {
+        if self.buf.capacity() > OVERSIZED_PREFIX.max(self.max_record.min(1 << 16)).saturating_mul(2) {
             self.buf = Vec::new();
         } else {
             self.buf.clear();
@@ -705,7 +700,11 @@ mod tests {
             let fed = s.feed::<()>(c, &mut |item| {
                 out.push(match item {
                     Item::Record { bytes, tenant } => {
-                        format!("R{}{}", tenant.map(|t| format!("[{t}]")).unwrap_or_default(), String::from_utf8_lossy(bytes))
+                        format!(
+                            "R{}{}",
+                            tenant.map(|t| format!("[{t}]")).unwrap_or_default(),
+                            String::from_utf8_lossy(bytes)
+                        )
                     }
                     Item::Response(r) => format!("E{}", String::from_utf8_lossy(r)),
                     Item::Oversized { prefix } => format!("O{}", prefix.len()),
@@ -759,7 +758,11 @@ mod tests {
         assert_eq!(end, Ok(()));
         assert_eq!(
             items,
-            vec![r#"R[A]{"id":"1"}"#.to_string(), r#"R{"id":"2"}"#.into(), r#"R{"id":"3"}"#.into()]
+            vec![
+                r#"R[A]{"id":"1"}"#.to_string(),
+                r#"R{"id":"2"}"#.into(),
+                r#"R{"id":"3"}"#.into()
+            ]
         );
         // A group without a tenant takes its enclosing envelope's.
         let body = br#"{"tenant":"Root","remote_sessions":[{"remote_sessions":[{"id":"1"}]}]}"#;
@@ -773,9 +776,18 @@ mod tests {
         assert!(matches!(end, Err(ScanError::Incomplete { .. })));
         assert_eq!(scan(b"", 4).1, Err(ScanError::Empty));
         assert_eq!(scan(b"  \n", 4).1, Err(ScanError::Empty));
-        assert!(matches!(scan(br#"{"remote_sessions":[]}}"#, 4).1, Err(ScanError::Malformed { .. })));
-        assert!(matches!(scan(br#"{"remote_sessions":[]} x"#, 4).1, Err(ScanError::Malformed { .. })));
-        assert!(matches!(scan(br#"{"remote_sessions":[]]"#, 4).1, Err(ScanError::Malformed { .. })));
+        assert!(matches!(
+            scan(br#"{"remote_sessions":[]}}"#, 4).1,
+            Err(ScanError::Malformed { .. })
+        ));
+        assert!(matches!(
+            scan(br#"{"remote_sessions":[]} x"#, 4).1,
+            Err(ScanError::Malformed { .. })
+        ));
+        assert!(matches!(
+            scan(br#"{"remote_sessions":[]]"#, 4).1,
+            Err(ScanError::Malformed { .. })
+        ));
         assert_eq!(scan(br#"{"code":200}"#, 4).1, Err(ScanError::NoSessions));
         assert_eq!(scan(br#"{"remote_sessions":null}"#, 4).1, Err(ScanError::NoSessions));
     }
@@ -803,7 +815,7 @@ mod tests {
     fn missing_commas_between_records_end_the_listing_there() {
         let (items, end) = all_chunkings(br#"{"remote_sessions":[{"id":"1"},{"id":"2"}{"id":"3"}]}"#);
         assert_eq!(items, vec![r#"R{"id":"1"}"#.to_string(), r#"R{"id":"2"}"#.into()]);
-        assert!(matches!(end, Err(ScanError::Malformed { offset: 43, .. })), "{end:?}");
+        assert!(matches!(end, Err(ScanError::Malformed { offset: 41, .. })), "{end:?}");
         let (_, end) = all_chunkings(br#"{"remote_sessions" [{"id":"1"}]}"#);
         assert!(matches!(end, Err(ScanError::Malformed { .. })));
     }
@@ -812,12 +824,16 @@ mod tests {
     fn a_broken_record_is_still_cut_out_whole() {
         let (items, end) = all_chunkings(br#"{"remote_sessions":[{"id":"1" "x":: ,},{"id":"2"}]}"#);
         assert_eq!(end, Ok(()));
-        assert_eq!(items, vec![r#"R{"id":"1" "x":: ,}"#.to_string(), r#"R{"id":"2"}"#.into()]);
+        assert_eq!(
+            items,
+            vec![r#"R{"id":"1" "x":: ,}"#.to_string(), r#"R{"id":"2"}"#.into()]
+        );
     }
 
     #[test]
     fn items_that_are_not_objects_are_reported() {
-        let (items, end) = all_chunkings(br#"{"remote_sessions":[1, "x", null, true, [{"id":"9"}], -2.5e3, {"id":"1"}]}"#);
+        let (items, end) =
+            all_chunkings(br#"{"remote_sessions":[1, "x", null, true, [{"id":"9"}], -2.5e3, {"id":"1"}]}"#);
         assert_eq!(end, Ok(()));
         assert_eq!(
             items,
@@ -839,7 +855,10 @@ mod tests {
         body.extend(std::iter::repeat_n(b'[', 100_000));
         let (items, end) = scan(&body, 4096);
         assert_eq!(items.first().map(String::as_str), Some(r#"R{"id":"1"}"#));
-        assert!(matches!(end, Err(ScanError::TooDeep { limit: MAX_DEPTH, .. })), "{end:?}");
+        assert!(
+            matches!(end, Err(ScanError::TooDeep { limit: MAX_DEPTH, .. })),
+            "{end:?}"
+        );
         // Deep nesting inside a record ends the listing too.
         let mut body = br#"{"remote_sessions":[{"id":"1","x":"#.to_vec();
         body.extend(std::iter::repeat_n(b'{', 10_000));
@@ -848,11 +867,18 @@ mod tests {
 
     #[test]
     fn oversized_records_are_skipped_with_their_first_bytes() {
-        let big = format!(r#"{{"remote_sessions":[{{"session_id":"big","id":"{}"}},{{"id":"2"}}]}}"#, "x".repeat(100_000));
+        let big = format!(
+            r#"{{"remote_sessions":[{{"session_id":"big","id":"{}"}},{{"id":"2"}}]}}"#,
+            "x".repeat(100_000)
+        );
         for chunk in [7, 4096, big.len()] {
             let (items, end) = scan(big.as_bytes(), chunk);
             assert_eq!(end, Ok(()));
-            assert_eq!(items, vec![format!("O{OVERSIZED_PREFIX}"), r#"R{"id":"2"}"#.into()], "chunk {chunk}");
+            assert_eq!(
+                items,
+                vec![format!("O{OVERSIZED_PREFIX}"), r#"R{"id":"2"}"#.into()],
+                "chunk {chunk}"
+            );
         }
     }
 
