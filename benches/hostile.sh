@@ -24,7 +24,8 @@ attack() {
   sed -i 's/^timezone = "UTC"/timezone = "UTC"\nretries = 0/' "$WORK/config.toml"
   local code=0
   /usr/bin/time -f "%e %M" -o "$WORK/time" "$BIN" once -c "$WORK/config.toml" > /dev/null 2> "$WORK/err" || code=$?
-  read -r secs kb < "$WORK/time"
+  # time(1) writes "Command exited with non-zero status N" first when the exit is not 0.
+  read -r secs kb < <(tail -1 "$WORK/time")
   printf '%-44s exit %s  wall %6s s  peak RSS %6.1f MiB  %s\n' "$label" "$code" "$secs" \
     "$(awk -v k="$kb" 'BEGIN{print k/1024}')" \
     "$(grep -o 'error=.*' "$WORK/err" | head -1 | cut -c1-90)"

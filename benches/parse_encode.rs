@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use senhasegura_forwarder::encode::{ecs::EcsEncoder, EncodeCounters};
 use senhasegura_forwarder::event::{Candidate, Origin, SessionEvent};
 use senhasegura_forwarder::simulate::generate::{Body, Sessions, Shape};
-use senhasegura_forwarder::source::senhasegura::model::RawSession;
+use senhasegura_forwarder::source::senhasegura::model::SessionRecord;
 use senhasegura_forwarder::source::senhasegura::stream::{Item, Scanner};
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ fn benches(c: &mut Criterion) {
             for chunk in body.chunks(64 * 1024) {
                 s.feed::<()>(chunk, &mut |i| {
                     if let Item::Record { bytes: r, .. } = i {
-                        let rec = RawSession::parse(r).unwrap().to_record();
+                        let rec = SessionRecord::parse(r).unwrap();
                         if Candidate::of(&rec, tz).is_ok() {
                             n += 1;
                         }
@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
         vault_host: "vault".into(),
         timezone: chrono_tz::Tz::UTC,
     };
-    let rec = RawSession::parse(rec_bytes).unwrap().to_record();
+    let rec = SessionRecord::parse(rec_bytes).unwrap();
     let cand = Candidate::of(&rec, chrono_tz::Tz::UTC).unwrap();
     let mut g = c.benchmark_group("event");
     g.throughput(Throughput::Elements(1));

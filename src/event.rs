@@ -13,7 +13,7 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use crate::source::senhasegura::model::SessionRecord;
+use crate::source::senhasegura::model::{SessionRecord, MAX_SESSION_ID};
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
@@ -291,9 +291,11 @@ pub struct SessionEvent {
 }
 
 /// What a record means for the pipeline before any store lookup: its candidate event's phase
-/// and time. Cheap: no allocation.
+/// and time, and the session it belongs to. Cheap: no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
+pub struct Candidate<'r> {
+    /// The session id (checked present and at most `MAX_SESSION_ID` bytes).
+    pub session_id: &'r str,
     /// The phase to emit.
     pub phase: Phase,
     /// The event's own time (start or end).
@@ -310,6 +312,9 @@ pub enum RecordProblem {
     /// No `session_id`.
     #[error("record has no session_id")]
     NoSessionId,
+    /// A `session_id` too long to be one.
+    #[error("session_id is {0} bytes long, more than the {MAX_SESSION_ID} a session id may have")]
+    SessionIdTooLong(usize),
     /// `end` is set but is not a date.
     #[error("record has an unreadable end time `{0}`")]
     BadEnd(String),
@@ -318,12 +323,13 @@ pub enum RecordProblem {
     NoStart,
 }
 
-impl Candidate {
+impl<'r> Candidate<'r> {
     /// Decide the candidate event of a record. A session with a usable end is `end`; one
     /// without is `start`.
-    pub fn of(record: &SessionRecord<'_>, tz: Tz) -> Result<Candidate, RecordProblem> {
-        if record.session_id.is_none() {
-            return Err(RecordProblem::NoSessionId);
+    pub fn of(record: &'r SessionRecord<'_>, tz: Tz) -> Result<Candidate<'r>, RecordProblem> {
+        let session_id = record.session_id.as_deref().ok_or(RecordProblem::NoSessionId)?;
+        if session_id.len() > MAX_SESSION_ID {
+            return Err(RecordProblem::SessionIdTooLong(session_id.len()));
         }
         let start = record
             .start
@@ -340,12 +346,14 @@ impl Candidate {
         };
         match (end, start) {
             (Some(e), _) => Ok(Candidate {
+                session_id,
                 phase: Phase::End,
                 time: e,
                 start,
                 end,
             }),
             (None, Some(s)) => Ok(Candidate {
+                session_id,
                 phase: Phase::Start,
                 time: s,
                 start,
@@ -393,14 +401,14 @@ impl SessionEvent {
     /// Build the event of a record whose candidate passed the filter.
     pub fn build(
         record: &SessionRecord<'_>,
-        candidate: Candidate,
+        candidate: Candidate<'_>,
         origin: &Origin,
         tenant: Option<&str>,
         created: DateTime<Utc>,
         original: Option<&[u8]>,
     ) -> SessionEvent {
         let tenant = tenant.filter(|t| !t.trim().is_empty());
-        let session_id = record.session_id.as_deref().unwrap_or_default().to_string();
+        let session_id = candidate.session_id.to_string();
         let mut key = String::with_capacity(session_id.len().saturating_add(6));
         event_key(&session_id, candidate.phase, &mut key);
         let duration_ns = match candidate.phase {

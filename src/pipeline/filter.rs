@@ -10,7 +10,7 @@ use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{event_key, Candidate, Origin, SessionEvent};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
-use crate::source::senhasegura::model::{ApiResponse, RawSession};
+use crate::source::senhasegura::model::{ApiResponse, SessionRecord};
 use crate::source::senhasegura::stream::{Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use bytes::Bytes;
@@ -22,9 +22,6 @@ use tokio::sync::mpsc;
 
 /// Bad records logged in full per cycle; the rest are only counted.
 const BAD_LOG_LIMIT: u64 = 5;
-/// Session ids are 32-character hashes; a longer one than this is not a session id, and the
-/// store could not keep it.
-pub const MAX_SESSION_ID: usize = 1024;
 
 /// What the filter thread needs.
 pub struct FilterInput {
@@ -217,7 +214,7 @@ impl Worker {
     }
 
     fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), ()> {
-        let raw = match RawSession::parse(bytes) {
+        let record = match SessionRecord::parse(bytes) {
             Ok(r) => r,
             Err(e) => {
                 let sid = session_id_hint(bytes);
@@ -228,25 +225,10 @@ impl Worker {
                 return Ok(());
             }
         };
-        let record = raw.to_record();
-        let Some(session_id) = record.session_id.as_deref() else {
-            self.bad(&crate::event::RecordProblem::NoSessionId.to_string(), None);
-            return Ok(());
-        };
-        if session_id.len() > MAX_SESSION_ID {
-            self.bad(
-                &format!(
-                    "session_id is {} bytes long, more than the {MAX_SESSION_ID} a session id may have",
-                    session_id.len()
-                ),
-                Some(session_id),
-            );
-            return Ok(());
-        }
         let candidate = match Candidate::of(&record, self.input.origin.timezone) {
             Ok(c) => c,
             Err(problem) => {
-                self.bad(&problem.to_string(), Some(session_id));
+                self.bad(&problem.to_string(), record.session_id.as_deref());
                 return Ok(());
             }
         };
@@ -254,14 +236,14 @@ impl Worker {
             self.out.counters.horizon_skipped = self.out.counters.horizon_skipped.saturating_add(1);
             return Ok(());
         }
-        event_key(session_id, candidate.phase, &mut self.key);
+        event_key(candidate.session_id, candidate.phase, &mut self.key);
         if self.emitted_in_this_listing() {
             self.bad(
                 &format!(
                     "the listing repeats the {} of a session already read in it",
                     candidate.phase.as_str()
                 ),
-                Some(session_id),
+                Some(candidate.session_id),
             );
             return Ok(());
         }

@@ -8,7 +8,7 @@ use senhasegura_forwarder::encode::cef::{CefEncoder, CefOptions};
 use senhasegura_forwarder::encode::ecs::EcsEncoder;
 use senhasegura_forwarder::encode::EncodeCounters;
 use senhasegura_forwarder::event::{Candidate, Device, Origin, SessionEvent};
-use senhasegura_forwarder::source::senhasegura::model::RawSession;
+use senhasegura_forwarder::source::senhasegura::model::SessionRecord;
 
 fn field() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -65,7 +65,7 @@ fn event(i: &Input) -> SessionEvent {
         "time": "00:02:52", "prevent_purge": "No", "request": i.request, "ITSM": i.itsm,
     });
     let bytes = serde_json::to_vec(&json).unwrap();
-    let record = RawSession::parse(&bytes).unwrap().to_record();
+    let record = SessionRecord::parse(&bytes).unwrap();
     let tz = "America/Sao_Paulo".parse().unwrap();
     let candidate = Candidate::of(&record, tz).unwrap();
     let origin = Origin {

@@ -151,8 +151,8 @@ impl VaultClient {
             let authorization = match &self.auth {
                 Credentials::Oauth2(t) => format!("Bearer {}", t.token(&self.http).await?.expose()),
                 Credentials::Oauth1(o) => {
-                    let parsed = reqwest::Url::parse(&url).map_err(|e| SourceError::Api {
-                        status: 0,
+                    let parsed = reqwest::Url::parse(&url).map_err(|e| SourceError::BadUrl {
+                        url: url.clone(),
                         message: e.to_string(),
                     })?;
                     o.authorization("GET", &parsed)

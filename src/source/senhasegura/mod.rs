@@ -52,6 +52,9 @@ pub enum SourceError {
         "the token endpoint did not answer within {seconds}s; check that the vault is reachable and not overloaded"
     )]
     TokenTimeout { seconds: u64 },
+    /// The listing URL built from the config does not parse.
+    #[error("the listing URL `{url}` is not valid ({message}); check source.url and source.path")]
+    BadUrl { url: String, message: String },
     /// A redirect, which the agent never follows.
     #[error("the {what} answered HTTP {status} redirecting to `{location}`; the agent follows no redirects (they could send the credentials or take the listing from elsewhere): set source.url to the final address")]
     Redirect {

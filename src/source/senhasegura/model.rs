@@ -1,9 +1,6 @@
 //! The senhasegura API's record and envelope as the vault sends them. This is the only file
-//! that knows API field names: everything past [`RawSession::to_record`] speaks in
-//! [`SessionRecord`], the vault-neutral shape the event layer reads.
-//!
-//! Records are parsed tolerantly: every field may be missing, null, a string or a number
-//! (`id` is documented as int but sent as a string); unknown fields are ignored.
+//! that knows API field names: past [`SessionRecord::parse`] the code speaks in the record's
+//! own field names.
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
@@ -12,102 +9,71 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
 
-/// One element of `remote_sessions[]`, borrowed from the listing bytes where possible.
-#[derive(Debug, Deserialize, Default)]
+/// One element of `remote_sessions[]`: the facts of one session, borrowed from the listing
+/// bytes where possible. Parsed tolerantly: every field may be missing, null, a string, a
+/// number or a boolean (`id` is documented as int but sent as a string); blank strings are
+/// `None`; unknown fields are ignored. The field names below are the API's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct RawSession<'a> {
-    #[serde(borrow, deserialize_with = "lenient")]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    user: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    origin_ip: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    credential: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    device: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    protocol: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    proxy: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    session_id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    start: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    end: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    time: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    prevent_purge: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "lenient")]
-    request: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "ITSM", alias = "itsm", deserialize_with = "lenient")]
-    itsm: Option<Cow<'a, str>>,
-}
-
-/// The facts of one session record, vault-neutral. Empty strings are `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionRecord<'a> {
     /// The record number (`id`), as sent.
+    #[serde(borrow, rename = "id", deserialize_with = "text")]
     pub record_id: Option<Cow<'a, str>>,
     /// The PAM user who opened the session.
+    #[serde(borrow, deserialize_with = "text")]
     pub user: Option<Cow<'a, str>>,
     /// Where the user connected from.
+    #[serde(borrow, deserialize_with = "text")]
     pub origin_ip: Option<Cow<'a, str>>,
     /// The target account used.
+    #[serde(borrow, deserialize_with = "text")]
     pub credential: Option<Cow<'a, str>>,
     /// The target device, `host:port`, IP or host name.
+    #[serde(borrow, deserialize_with = "text")]
     pub device: Option<Cow<'a, str>>,
     /// ssh, rdp, https...
+    #[serde(borrow, deserialize_with = "text")]
     pub protocol: Option<Cow<'a, str>>,
     /// The proxy that carried the session.
+    #[serde(borrow, deserialize_with = "text")]
     pub proxy: Option<Cow<'a, str>>,
     /// The session's unique hash.
+    #[serde(borrow, deserialize_with = "text")]
     pub session_id: Option<Cow<'a, str>>,
     /// Start, vault wall-clock text.
+    #[serde(borrow, deserialize_with = "text")]
     pub start: Option<Cow<'a, str>>,
     /// End, vault wall-clock text; absent, empty or a zero date while running.
+    #[serde(borrow, deserialize_with = "text")]
     pub end: Option<Cow<'a, str>>,
-    /// Duration text `HH:MM:SS` (hours may exceed 24).
+    /// Duration text `HH:MM:SS` (`time`; hours may exceed 24).
+    #[serde(borrow, rename = "time", deserialize_with = "text")]
     pub duration: Option<Cow<'a, str>>,
-    /// `prevent_purge` Yes/No.
+    /// `prevent_purge` Yes/No (Sim/Não).
+    #[serde(borrow, deserialize_with = "text")]
     pub prevent_purge: Option<Cow<'a, str>>,
     /// The access request, if any.
+    #[serde(borrow, deserialize_with = "text")]
     pub request: Option<Cow<'a, str>>,
     /// The ITSM ticket, if any.
+    #[serde(borrow, rename = "ITSM", alias = "itsm", deserialize_with = "text")]
     pub itsm: Option<Cow<'a, str>>,
 }
 
-fn non_empty(v: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
-    v.filter(|s| !s.trim().is_empty())
-}
+/// Session ids are 32- or 40-character hashes; a longer one than this is not a session id
+/// (and the store could not keep it).
+pub const MAX_SESSION_ID: usize = 1024;
 
-impl<'a> RawSession<'a> {
+impl<'a> SessionRecord<'a> {
     /// Parse one record's JSON bytes.
-    pub fn parse(bytes: &'a [u8]) -> Result<RawSession<'a>, serde_json::Error> {
+    pub fn parse(bytes: &'a [u8]) -> Result<SessionRecord<'a>, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
 
-    /// The vault-neutral record.
-    pub fn to_record(self) -> SessionRecord<'a> {
-        SessionRecord {
-            record_id: non_empty(self.id),
-            user: non_empty(self.user),
-            origin_ip: non_empty(self.origin_ip),
-            credential: non_empty(self.credential),
-            device: non_empty(self.device),
-            protocol: non_empty(self.protocol),
-            proxy: non_empty(self.proxy),
-            session_id: non_empty(self.session_id),
-            start: non_empty(self.start),
-            end: non_empty(self.end),
-            duration: non_empty(self.time),
-            prevent_purge: non_empty(self.prevent_purge),
-            request: non_empty(self.request),
-            itsm: non_empty(self.itsm),
-        }
-    }
+/// A lenient value with blank strings as `None`.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(lenient(d)?.filter(|s| !s.trim().is_empty()))
 }
 
 /// The `session_id` of a record that could not be parsed (broken JSON, a field of the wrong
@@ -276,7 +242,7 @@ mod tests {
     #[test]
     fn tolerant_record() {
         let raw = br#"{"id": 7, "user": "", "session_id": "abc", "end": null, "ITSM": "CHG1", "extra": {"x": 1}}"#;
-        let r = RawSession::parse(raw).unwrap().to_record();
+        let r = SessionRecord::parse(raw).unwrap();
         assert_eq!(r.record_id.as_deref(), Some("7"));
         assert_eq!(r.user, None);
         assert_eq!(r.session_id.as_deref(), Some("abc"));
@@ -287,7 +253,7 @@ mod tests {
     #[test]
     fn escaped_strings_are_owned() {
         let raw = br#"{"user": "a\"b", "session_id": "s"}"#;
-        let r = RawSession::parse(raw).unwrap().to_record();
+        let r = SessionRecord::parse(raw).unwrap();
         assert_eq!(r.user.as_deref(), Some("a\"b"));
     }
 
