@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 
 /// Bad records logged in full per cycle; the rest are only counted.
 const BAD_LOG_LIMIT: u64 = 5;
+/// A record whose time is this far ahead of the clock is "in the future"...
+const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// ...and more than this many of them in one listing make a warning.
+const FUTURE_WARN_OVER: u64 = 3;
 
 /// What the filter thread needs.
 pub struct FilterInput {
@@ -39,6 +43,8 @@ pub struct FilterInput {
     pub keep_original: bool,
     /// Shared progress counters.
     pub progress: Arc<Progress>,
+    /// Metrics (records by outcome, bytes), published once per chunk.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// How the filter thread ended.
@@ -66,6 +72,16 @@ struct Worker {
     batch: Batch,
     key: String,
     created: DateTime<Utc>,
+    published: Counters,
+    future: Future,
+}
+
+/// Records dated in the future (a wrong `source.timezone` shifts every time).
+#[derive(Default)]
+struct Future {
+    count: u64,
+    max_ahead: chrono::TimeDelta,
+    example: Option<String>,
 }
 
 /// Run the filter until the chunk channel closes or delivery goes away.
@@ -77,17 +93,21 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         out: FilterOutcome::default(),
         key: String::new(),
         created: Utc::now(),
+        published: Counters::default(),
+        future: Future::default(),
     };
     let mut scanner = Scanner::default();
     while let Some(chunk) = w.input.chunks.blocking_recv() {
         w.created = Utc::now();
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
         w.input.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        w.publish(chunk.len() as u64);
         if result.is_err() {
             // Delivery is gone or the store failed: stop reading.
             return w.out;
         }
     }
+    w.warn_future();
     w.out.scan = Some(scanner.finish());
     if !scanner.saw_sessions && w.out.api_error.is_none() && matches!(w.out.scan, Some(Ok(()))) {
         w.out.api_error = Some("the listing has no remote_sessions array".into());
@@ -102,6 +122,36 @@ pub fn run(input: FilterInput) -> FilterOutcome {
 }
 
 impl Worker {
+    /// Hand the counts since the last call to the metrics.
+    fn publish(&mut self, bytes: u64) {
+        let last = &mut self.published;
+        let c = &self.out.counters;
+        let delta = Counters {
+            new_events: c.new_events - last.new_events,
+            known: c.known - last.known,
+            horizon_skipped: c.horizon_skipped - last.horizon_skipped,
+            bad: c.bad - last.bad,
+            ..Counters::default()
+        };
+        *last = *c;
+        self.input.telemetry.records(&delta, bytes);
+    }
+
+    /// One WARN per listing when more than a few records are dated in the future.
+    fn warn_future(&self) {
+        let f = &self.future;
+        self.input.telemetry.metrics.events_in_future.inc_by(f.count);
+        if f.count > FUTURE_WARN_OVER {
+            tracing::warn!(
+                records = f.count,
+                max_ahead_min = f.max_ahead.num_minutes(),
+                example_session = f.example.as_deref().unwrap_or("-"),
+                zone = self.input.origin.timezone.name(),
+                "Records are dated more than 5 minutes in the future: source.timezone is probably not the vault's zone (their times are read in this zone)"
+            );
+        }
+    }
+
     fn item(&mut self, item: Item<'_>) -> Result<(), ()> {
         match item {
             Item::Tenant(t) => self.out.tenant = Some(t),
@@ -157,6 +207,15 @@ impl Worker {
                 return Ok(());
             }
         };
+        let ahead = candidate.time.signed_duration_since(self.created);
+        if ahead > FUTURE_SLACK {
+            let f = &mut self.future;
+            f.count += 1;
+            if ahead > f.max_ahead {
+                f.max_ahead = ahead;
+                f.example = record.session_id.as_deref().map(str::to_string);
+            }
+        }
         if candidate.time < self.input.horizon {
             self.out.counters.horizon_skipped += 1;
             return Ok(());

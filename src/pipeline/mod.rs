@@ -18,6 +18,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::senhasegura::{from_reqwest, SourceError, VaultClient};
 use crate::state::{Dedup, Delivered, StateError};
+use crate::telemetry::Telemetry;
 use crate::Error;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,11 +37,13 @@ const COMMIT_KEYS: usize = 10_000;
 /// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
-async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>) -> Result<(), Error> {
+async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>, telemetry: &Telemetry) -> Result<(), Error> {
     let store = store.clone();
+    let n = keys.len();
     tokio::task::spawn_blocking(move || store.commit(&keys))
         .await
         .map_err(|e| StateError::Io(format!("commit task failed: {e}")))??;
+    telemetry.committed(n);
     Ok(())
 }
 
@@ -143,6 +146,8 @@ pub struct Pipeline {
     pub keep_original: bool,
     /// Live progress.
     pub progress: Arc<Progress>,
+    /// Metrics, health and outage logging.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Pipeline {
@@ -154,6 +159,11 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> Result<CycleSummary, Error> {
         let started = Instant::now();
+        self.telemetry.poll_started();
+        self.telemetry
+            .metrics
+            .state_horizon
+            .set(horizon.timestamp_millis() as f64 / 1000.0);
         let mut total = CycleSummary::default();
         let mut attempt = 0;
         loop {
@@ -163,7 +173,8 @@ impl Pipeline {
                 Ok(()) => break,
                 Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() => {
                     let delay = backoff_delay(attempt, self.retry.backoff, self.retry.backoff_max);
-                    tracing::warn!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Listing failed; retrying");
+                    self.telemetry.source_failed(&e);
+                    tracing::debug!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Vault request failed; retrying");
                     let mut sd = shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -173,12 +184,17 @@ impl Pipeline {
                 }
                 Err(e) => {
                     total.duration = started.elapsed();
+                    if let Error::Source(se) = &e {
+                        self.telemetry.source_failed(se);
+                    }
+                    self.telemetry.poll_done(&total, Some(&e));
                     log_summary(&total, Some(&e));
                     return Err(e);
                 }
             }
         }
         total.duration = started.elapsed();
+        self.telemetry.poll_done(&total, None);
         log_summary(&total, None);
         Ok(total)
     }
@@ -189,6 +205,7 @@ impl Pipeline {
         shutdown: &Shutdown,
         total: &mut CycleSummary,
     ) -> Result<(), Error> {
+        self.telemetry.attempt_started();
         let response = self.client.open_listing().await?;
         let timeout = self.client.timeout();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
@@ -205,6 +222,7 @@ impl Pipeline {
             batch_size: self.batch_size,
             keep_original: self.keep_original,
             progress: self.progress.clone(),
+            telemetry: self.telemetry.clone(),
         };
         let filter = tokio::task::spawn_blocking(move || filter::run(input));
 
@@ -229,6 +247,7 @@ impl Pipeline {
         };
         let commit = self.commit;
         let store = self.store.clone();
+        let telemetry = &self.telemetry;
         let sinks = &mut self.sinks;
         let deliver = async {
             let mut delivered = 0u64;
@@ -245,14 +264,14 @@ impl Pipeline {
                 if commit {
                     pending.extend(deliver::delivered_keys(&batch));
                     if pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY {
-                        commit_keys(&store, std::mem::take(&mut pending)).await?;
+                        commit_keys(&store, std::mem::take(&mut pending), telemetry).await?;
                         since = Instant::now();
                     }
                 }
             };
             // What was acknowledged is committed even when a later batch failed.
             if !pending.is_empty() {
-                commit_keys(&store, pending).await?;
+                commit_keys(&store, pending, telemetry).await?;
             }
             result.map(|()| delivered)
         };
@@ -316,12 +335,22 @@ fn log_summary(s: &CycleSummary, error: Option<&Error>) {
             duration_ms = s.duration.as_millis() as u64,
             "Poll cycle done"
         ),
-        Some(e) => tracing::error!(
+        // The error itself is logged once where it happens (source or sink "down", or at exit).
+        Some(e) => tracing::warn!(
             records = fields.0, new = fields.1, delivered = fields.2, known = fields.3,
             skipped_horizon = fields.4, bad = fields.5, bytes = s.bytes, attempts = s.attempts,
-            duration_ms = s.duration.as_millis() as u64, error = %e,
+            duration_ms = s.duration.as_millis() as u64, failed = failure_kind(e),
             "Poll cycle failed"
         ),
+    }
+}
+
+fn failure_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Source(_) => "source",
+        Error::Sink(_) => "sink",
+        Error::State(_) => "state",
+        _ => "other",
     }
 }
 

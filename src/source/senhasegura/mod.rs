@@ -42,6 +42,10 @@ pub enum SourceError {
     /// The listing did not complete in time.
     #[error("the listing did not complete within {seconds}s (source.timeout); raise it for very long listings")]
     Timeout { seconds: u64 },
+    /// The token request failed before the vault judged the credentials (network, timeout,
+    /// server error, an unreadable answer).
+    #[error("the token request to {url} failed: {cause}")]
+    Token { url: String, cause: Box<SourceError> },
     /// The listing body is not what the API documents.
     #[error("the listing body is invalid: {message}")]
     Body { message: String, retryable: bool },
@@ -53,6 +57,7 @@ impl SourceError {
         match self {
             SourceError::Server { .. } | SourceError::Network { .. } | SourceError::Timeout { .. } => true,
             SourceError::Body { retryable, .. } => *retryable,
+            SourceError::Token { cause, .. } => cause.is_retryable(),
             _ => false,
         }
     }

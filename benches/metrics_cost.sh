@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The cost of the metrics endpoint on the e2e benchmark (benches/e2e.sh): `once` over an
+# N-session listing, every event new and then every event known, with `[metrics]` off and on
+# (on: the endpoint is scraped every second during the run, as Prometheus would), alternating
+# off/on so that a noisy machine hits both alike. Prints each run and the medians.
+#
+#   benches/metrics_cost.sh [SESSIONS] [RUNS]      (default 1000000 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+RUNS=${2:-3}
+cargo build --release --quiet --bin senhasegura-forwarder
+BIN=target/release/senhasegura-forwarder
+WORK=$(mktemp -d)
+trap 'kill $SIM_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+. benches/sim.sh
+start_simulator "$WORK" "$N" 30d
+PORT=$((20000 + RANDOM % 20000))
+write_config "$WORK/off.toml" "$WORK/state"
+write_config "$WORK/on.toml" "$WORK/state" "[metrics]
+listen = \"127.0.0.1:$PORT\""
+
+one() { # mode (off|on), fresh (1|0): prints "wall_s rss_kib"
+  [ "$2" = 1 ] && rm -rf "$WORK/state"
+  local scraper=
+  if [ "$1" = on ]; then
+    ( while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics" || true; done ) &
+    scraper=$!
+  fi
+  /usr/bin/time -f "%e %M" -o "$WORK/time" "$BIN" once -c "$WORK/$1.toml" > /dev/null 2> "$WORK/err" \
+    || { cat "$WORK/err"; exit 1; }
+  [ -n "$scraper" ] && kill "$scraper" 2>/dev/null && wait "$scraper" 2>/dev/null || true
+  cat "$WORK/time"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+echo "listing: $N sessions, $RUNS runs per cell, off/on alternating"
+for phase in new known; do
+  fresh=0; [ "$phase" = new ] && fresh=1
+  [ "$phase" = known ] && one off 1 > /dev/null # fill the store once
+  : > "$WORK/off.$phase"; : > "$WORK/on.$phase"
+  for r in $(seq "$RUNS"); do
+    for mode in off on; do
+      read -r secs kb < <(one "$mode" "$fresh")
+      echo "$secs $kb" >> "$WORK/$mode.$phase"
+      printf '%-6s %-5s run %d: wall %6.2f s  peak RSS %6.1f MiB\n' "$phase" "$mode" "$r" "$secs" "$(echo "$kb/1024" | bc -l)"
+    done
+  done
+  for mode in off on; do
+    printf '%-6s %-5s median wall %6.2f s  median peak RSS %6.1f MiB  (walls: %s)\n' "$phase" "$mode" \
+      "$(cut -d' ' -f1 "$WORK/$mode.$phase" | median)" \
+      "$(cut -d' ' -f2 "$WORK/$mode.$phase" | median | awk '{print $1/1024}')" \
+      "$(cut -d' ' -f1 "$WORK/$mode.$phase" | tr '\n' ' ')"
+  done
+done
