@@ -105,10 +105,12 @@ impl KafkaSink {
         }
         let config = client_config(c);
         let log = KafkaLogContext::default();
-        let producer: LoggedProducer = config.create_with_context(log.clone()).map_err(|e| ConfigError::Invalid {
-            key: "sink.properties",
-            message: format!("librdkafka refused the producer configuration: {e}"),
-        })?;
+        let producer: LoggedProducer = config
+            .create_with_context(log.clone())
+            .map_err(|e| ConfigError::Invalid {
+                key: "sink.properties",
+                message: format!("librdkafka refused the producer configuration: {e}"),
+            })?;
         Ok(KafkaSink {
             producer,
             log,

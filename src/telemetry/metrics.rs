@@ -29,7 +29,9 @@ pub const SOURCE_ERROR_KINDS: &[&str] = &[
 ];
 
 /// Poll duration buckets, in seconds (a poll of a huge listing takes minutes).
-const POLL_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+const POLL_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 /// The agent's metrics.
 #[derive(Clone)]
@@ -97,19 +99,31 @@ fn reg<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m:
 }
 
 fn counter(r: &Registry, short: &str, help: &str) -> IntCounter {
-    reg(r, IntCounter::with_opts(Opts::new(name(short), help)).expect("a valid constant metric name"))
+    reg(
+        r,
+        IntCounter::with_opts(Opts::new(name(short), help)).expect("a valid constant metric name"),
+    )
 }
 
 fn gauge(r: &Registry, short: &str, help: &str) -> Gauge {
-    reg(r, Gauge::with_opts(Opts::new(name(short), help)).expect("a valid constant metric name"))
+    reg(
+        r,
+        Gauge::with_opts(Opts::new(name(short), help)).expect("a valid constant metric name"),
+    )
 }
 
 fn int_gauge(r: &Registry, short: &str, help: &str) -> IntGauge {
-    reg(r, IntGauge::with_opts(Opts::new(name(short), help)).expect("a valid constant metric name"))
+    reg(
+        r,
+        IntGauge::with_opts(Opts::new(name(short), help)).expect("a valid constant metric name"),
+    )
 }
 
 fn counter_vec(r: &Registry, short: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    reg(r, IntCounterVec::new(Opts::new(name(short), help), labels).expect("a valid constant metric name"))
+    reg(
+        r,
+        IntCounterVec::new(Opts::new(name(short), help), labels).expect("a valid constant metric name"),
+    )
 }
 
 impl Metrics {
@@ -145,15 +159,21 @@ impl Metrics {
         );
         let build = reg(
             &r,
-            IntGaugeVec::new(Opts::new(name("build_info"), "The agent's version (always 1)."), &["version"])
-                .expect("a valid constant metric name"),
+            IntGaugeVec::new(
+                Opts::new(name("build_info"), "The agent's version (always 1)."),
+                &["version"],
+            )
+            .expect("a valid constant metric name"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let poll_duration = reg(
             &r,
             Histogram::with_opts(
-                HistogramOpts::new(name("poll_duration_seconds"), "Wall time of a poll cycle, retries included.")
-                    .buckets(POLL_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    name("poll_duration_seconds"),
+                    "Wall time of a poll cycle, retries included.",
+                )
+                .buckets(POLL_BUCKETS.to_vec()),
             )
             .expect("a valid constant metric name"),
         );

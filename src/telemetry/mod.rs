@@ -11,7 +11,7 @@ pub mod rdkafka_log;
 pub mod server;
 
 use crate::config::{Expanded, HumanDuration};
-use crate::pipeline::{CycleSummary, Counters};
+use crate::pipeline::{Counters, CycleSummary};
 use crate::sink::SinkError;
 use crate::source::senhasegura::SourceError;
 use chrono::{DateTime, Utc};
@@ -51,7 +51,10 @@ impl MetricsConfig {
             .map(Some)
             .map_err(|e| crate::config::ConfigError::Invalid {
                 key: "metrics.listen",
-                message: format!("`{}` is not an IP address and port such as 127.0.0.1:9464 ({e})", listen.0),
+                message: format!(
+                    "`{}` is not an IP address and port such as 127.0.0.1:9464 ({e})",
+                    listen.0
+                ),
             })
     }
 }
@@ -328,7 +331,8 @@ impl Telemetry {
                 a.as_secs_f64(),
                 self.interval.as_secs_f64()
             )),
-            None if polling_in_time || (st.source.is_none() && now.saturating_duration_since(self.started) <= self.timeout) => {}
+            None if polling_in_time
+                || (st.source.is_none() && now.saturating_duration_since(self.started) <= self.timeout) => {}
             None => reasons.push(format!(
                 "no successful poll since the start {:.1}s ago",
                 now.saturating_duration_since(self.started).as_secs_f64()
@@ -428,7 +432,10 @@ mod tests {
 
     #[test]
     fn labels_number_repeated_types() {
-        assert_eq!(sink_labels(&["syslog", "kafka", "syslog"]), ["syslog", "kafka", "syslog2"]);
+        assert_eq!(
+            sink_labels(&["syslog", "kafka", "syslog"]),
+            ["syslog", "kafka", "syslog2"]
+        );
     }
 
     #[test]
@@ -440,7 +447,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(350));
         let (ok, doc) = t.health();
         assert!(!ok);
-        assert!(doc["reasons"][0].as_str().unwrap().contains("no successful poll"), "{doc}");
+        assert!(
+            doc["reasons"][0].as_str().unwrap().contains("no successful poll"),
+            "{doc}"
+        );
         t.poll_done(&CycleSummary::default(), None);
         assert!(t.health().0);
         t.sink_failed(
@@ -452,7 +462,13 @@ mod tests {
         );
         let (ok, doc) = t.health();
         assert!(!ok);
-        assert!(doc["reasons"][0].as_str().unwrap().starts_with("sink syslog failing since"), "{doc}");
+        assert!(
+            doc["reasons"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("sink syslog failing since"),
+            "{doc}"
+        );
         assert_eq!(doc["sinks"][1]["up"], false);
         t.sink_acked(1, 1, 0);
         assert!(t.health().0);

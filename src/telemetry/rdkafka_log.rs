@@ -116,13 +116,23 @@ mod tests {
     fn repeats_differing_only_in_numbers_are_suppressed_for_a_minute() {
         let l = LogLimiter::default();
         let t0 = Instant::now();
-        let line = |ms: u32| format!("FAIL: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after {ms}ms in state CONNECT)");
+        let line = |ms: u32| {
+            format!("FAIL: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after {ms}ms in state CONNECT)")
+        };
         assert_eq!(l.admit(&line(0), t0), Some(0));
         for i in 1..30u32 {
             assert_eq!(l.admit(&line(i), t0 + Duration::from_secs(u64::from(i))), None);
         }
-        assert_eq!(l.admit("other: all brokers down", t0), Some(0), "a different message passes");
-        assert_eq!(l.admit(&line(99), t0 + EVERY), Some(29), "after a minute, with the count");
+        assert_eq!(
+            l.admit("other: all brokers down", t0),
+            Some(0),
+            "a different message passes"
+        );
+        assert_eq!(
+            l.admit(&line(99), t0 + EVERY),
+            Some(29),
+            "after a minute, with the count"
+        );
         assert_eq!(l.admit(&line(100), t0 + EVERY), None);
     }
 }

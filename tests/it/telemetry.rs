@@ -32,7 +32,10 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -96,7 +99,10 @@ impl Agent {
 impl Agent {
     /// SIGTERM, wait, and every stderr line.
     fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
         // The reader thread ends with the pipe; give it a moment to push the last lines.
         std::thread::sleep(Duration::from_millis(300));
@@ -106,7 +112,10 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -124,7 +133,10 @@ fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 fn health(addr: &str) -> (u16, serde_json::Value) {
     let (status, body) = http_get(addr, "/health").expect("GET /health");
-    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}")))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}")),
+    )
 }
 
 /// The value of one sample (`name{labels}` exactly as exposed) in a scrape.
@@ -219,7 +231,11 @@ fn a_real_prometheus_scrapes_delivered_events_and_the_last_success() {
         prom.query("sum(senhasegura_forwarder_events_delivered_total)")
             .filter(|v| *v == 40.0)
     });
-    assert_eq!(total as usize, agent.stdout_lines(), "Prometheus counts what the sink received");
+    assert_eq!(
+        total as usize,
+        agent.stdout_lines(),
+        "Prometheus counts what the sink received"
+    );
     assert_eq!(
         prom.query("senhasegura_forwarder_events_delivered_total{sink=\"stdout\",phase=\"start\"}"),
         Some(6.0)
@@ -233,11 +249,19 @@ fn a_real_prometheus_scrapes_delivered_events_and_the_last_success() {
         )
     });
     assert!((0.0..=2.5).contains(&age), "last success {age}s before the scrape");
-    assert!(prom.query("senhasegura_forwarder_polls_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0);
+    assert!(
+        prom.query("senhasegura_forwarder_polls_total{result=\"ok\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 
     // The store while the agent runs: on the endpoint, and `state stats` points there.
     let (_, scrape) = http_get(&addr, "/metrics").unwrap();
-    assert_eq!(sample(&scrape, "senhasegura_forwarder_state_keys"), Some(40.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "senhasegura_forwarder_state_keys"),
+        Some(40.0),
+        "{scrape}"
+    );
     assert!(sample(&scrape, "senhasegura_forwarder_state_last_commit_timestamp_seconds").unwrap() > 1.7e9);
     assert!(sample(&scrape, "senhasegura_forwarder_state_horizon_timestamp_seconds").is_some());
     let stats: crate::support::Run = cmd()
@@ -249,7 +273,9 @@ fn a_real_prometheus_scrapes_delivered_events_and_the_last_success() {
         .into();
     assert_eq!(stats.code, 5, "{}", stats.stderr);
     assert!(
-        stats.stderr.contains("in use") && stats.stderr.contains("/metrics") && stats.stderr.contains("senhasegura_forwarder_state_"),
+        stats.stderr.contains("in use")
+            && stats.stderr.contains("/metrics")
+            && stats.stderr.contains("senhasegura_forwarder_state_"),
         "{}",
         stats.stderr
     );
@@ -307,14 +333,20 @@ fn promtool_checks_the_scrape_and_the_dashboard_uses_only_exported_metrics() {
         let names = metric_names(expr);
         assert!(!names.is_empty(), "query names no metric: {expr}");
         for n in names {
-            assert!(exported.contains(&n), "dashboard query `{expr}` uses {n}, which the agent does not export");
+            assert!(
+                exported.contains(&n),
+                "dashboard query `{expr}` uses {n}, which the agent does not export"
+            );
         }
     }
     // Alert rules name exported metrics too.
     let rules = std::fs::read_to_string(repo("packaging/prometheus/senhasegura-forwarder.rules.yml")).unwrap();
     for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
         for n in metric_names(line.split_once("expr:").unwrap().1) {
-            assert!(exported.contains(&n), "rule `{line}` uses {n}, which the agent does not export");
+            assert!(
+                exported.contains(&n),
+                "rule `{line}` uses {n}, which the agent does not export"
+            );
         }
     }
 }
@@ -338,7 +370,18 @@ fn find_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 /// ranges and `by (...)` lists that are neither functions nor keywords nor numbers.
 fn metric_names(expr: &str) -> Vec<String> {
     const KEYWORDS: &[&str] = &[
-        "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "inf",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "inf",
         "nan",
     ];
     let mut cleaned = String::new();
@@ -374,7 +417,10 @@ fn metric_names(expr: &str) -> Vec<String> {
             }
             let word: String = chars[start..i].iter().collect();
             let next = chars[i..].iter().find(|c| !c.is_whitespace());
-            if matches!(word.as_str(), "by" | "without" | "on" | "ignoring" | "group_left" | "group_right") {
+            if matches!(
+                word.as_str(),
+                "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
+            ) {
                 skip_parens = true;
             } else if next == Some(&'(') || KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
             } else {
@@ -405,7 +451,10 @@ fn metric_names_reads_promql() {
         metric_names("sum by (sink) (rate(a_total{sink=\"x\"}[5m])) / on (x) b > 3 * c_seconds offset 1h"),
         ["a_total", "b", "c_seconds"]
     );
-    assert_eq!(metric_names("histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))"), ["x_bucket"]);
+    assert_eq!(
+        metric_names("histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))"),
+        ["x_bucket"]
+    );
 }
 
 #[test]
@@ -442,7 +491,9 @@ fn outages_of_the_source_and_a_sink_show_in_health_and_in_one_down_and_one_recov
     let setup = Setup::new(&sim.url, "interval = \"1s\"", &sink);
     let agent = Agent::start(&setup, &[]);
     let addr = agent.metrics_addr();
-    wait_for(Duration::from_secs(30), "health 200", || (health(&addr).0 == 200).then_some(()));
+    wait_for(Duration::from_secs(30), "health 200", || {
+        (health(&addr).0 == 200).then_some(())
+    });
 
     // The vault goes away: 503 within three intervals, saying why.
     drop(sim);
@@ -451,9 +502,15 @@ fn outages_of_the_source_and_a_sink_show_in_health_and_in_one_down_and_one_recov
         Some(health(&addr)).filter(|(s, _)| *s == 503)
     });
     let age = doc["last_success_age_seconds"].as_f64().unwrap();
-    assert!(age < 3.0 + 1.5, "503 came {age}s after the last success (3 intervals of 1 s): {doc}");
+    assert!(
+        age < 3.0 + 1.5,
+        "503 came {age}s after the last success (3 intervals of 1 s): {doc}"
+    );
     let reasons = doc["reasons"].to_string();
-    assert!(reasons.contains("no successful poll") && reasons.contains("source down since"), "{doc}");
+    assert!(
+        reasons.contains("no successful poll") && reasons.contains("source down since"),
+        "{doc}"
+    );
     assert_eq!(doc["source"]["up"], false);
     // 10 s of outage in all, then the vault is back on the same address.
     std::thread::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed()));
@@ -461,14 +518,22 @@ fn outages_of_the_source_and_a_sink_show_in_health_and_in_one_down_and_one_recov
     wait_for(Duration::from_secs(30), "the source recovered line", || {
         (agent.count("Source recovered") == 1).then_some(())
     });
-    wait_for(Duration::from_secs(30), "health 200 again", || (health(&addr).0 == 200).then_some(()));
+    wait_for(Duration::from_secs(30), "health 200 again", || {
+        (health(&addr).0 == 200).then_some(())
+    });
 
     // The SIEM's syslog collector goes away for 10 s: new events cannot be delivered.
     rsyslog.stop();
     let (_, doc) = wait_for(Duration::from_secs(30), "health 503 naming the sink", || {
         Some(health(&addr)).filter(|(s, _)| *s == 503)
     });
-    assert!(doc["reasons"][0].as_str().unwrap().starts_with("sink syslog failing since"), "{doc}");
+    assert!(
+        doc["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("sink syslog failing since"),
+        "{doc}"
+    );
     assert_eq!(doc["sinks"][0]["up"], false, "{doc}");
     std::thread::sleep(Duration::from_secs(10));
     rsyslog.spawn();
@@ -492,13 +557,22 @@ fn outages_of_the_source_and_a_sink_show_in_health_and_in_one_down_and_one_recov
     }
     let recovered = lines.iter().find(|l| l.contains("Source recovered")).unwrap();
     let failed: u64 = field(recovered, "failed_attempts").parse().unwrap();
-    assert!(failed >= 10, "the reminder, not the retries, sets the pace: {recovered}");
+    assert!(
+        failed >= 10,
+        "the reminder, not the retries, sets the pace: {recovered}"
+    );
     let down_s: f64 = field(recovered, "down_s").parse().unwrap();
     assert!(down_s >= 9.0, "{recovered}");
-    assert!(field(recovered, "events_waited").parse::<u64>().unwrap() >= 2, "{recovered}");
+    assert!(
+        field(recovered, "events_waited").parse::<u64>().unwrap() >= 2,
+        "{recovered}"
+    );
     let sink_back = lines.iter().find(|l| l.contains("Sink recovered")).unwrap();
     assert!(field(sink_back, "down_s").parse::<f64>().unwrap() >= 9.0, "{sink_back}");
-    assert!(field(sink_back, "events_waited").parse::<u64>().unwrap() >= 1, "{sink_back}");
+    assert!(
+        field(sink_back, "events_waited").parse::<u64>().unwrap() >= 1,
+        "{sink_back}"
+    );
     assert_eq!(count("Listing failed"), 0, "no per-retry WARN: {all}");
 }
 
