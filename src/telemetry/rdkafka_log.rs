@@ -29,11 +29,37 @@ pub struct LogLimiter {
     seen: Mutex<HashMap<String, Seen>>,
 }
 
-/// The text with every run of digits replaced by `#`.
+/// The text with every parenthesised remark that holds a number dropped (librdkafka's
+/// "(after 0ms in state CONNECT, 3 identical error(s) suppressed)") and every other run of
+/// digits replaced by `#`.
 pub fn normalize(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
+    let mut kept = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('(') {
+        kept.push_str(&rest[..open]);
+        let group = &rest[open..];
+        // up to the matching `)`, nesting included: "(... error(s) suppressed)"
+        let mut depth = 0;
+        let end = group
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map_or(group.len(), |(i, _)| i + 1);
+        if !group[..end].bytes().any(|b| b.is_ascii_digit()) {
+            kept.push_str(&group[..end]);
+        }
+        rest = &group[end..];
+    }
+    kept.push_str(rest);
+    let mut out = String::with_capacity(kept.len());
     let mut in_digits = false;
-    for c in message.chars() {
+    for c in kept.chars() {
         if c.is_ascii_digit() {
             if !in_digits {
                 out.push('#');
@@ -113,11 +139,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn normalize_drops_numbered_remarks_and_numbers() {
+        assert_eq!(
+            normalize("Connect to ipv4#10.0.0.1:9092 failed: refused (after 12ms in state CONNECT, 2 identical error(s) suppressed) (see docs)"),
+            "Connect to ipv###.#.#.#:# failed: refused  (see docs)"
+        );
+    }
+
+    #[test]
     fn repeats_differing_only_in_numbers_are_suppressed_for_a_minute() {
         let l = LogLimiter::default();
         let t0 = Instant::now();
         let line = |ms: u32| {
-            format!("FAIL: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after {ms}ms in state CONNECT)")
+            format!("FAIL: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after {ms}ms in state CONNECT, {} identical error(s) suppressed)", ms % 3)
         };
         assert_eq!(l.admit(&line(0), t0), Some(0));
         for i in 1..30u32 {
