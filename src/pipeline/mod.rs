@@ -335,8 +335,9 @@ fn log_summary(s: &CycleSummary, error: Option<&Error>) {
             duration_ms = s.duration.as_millis() as u64,
             "Poll cycle done"
         ),
-        // The error itself is logged once where it happens (source or sink "down", or at exit).
-        Some(e) => tracing::warn!(
+        // The error itself is logged once where it happens (WARN "Source down" / "Sink down",
+        // or the exit error), so an outage does not repeat a WARN every cycle.
+        Some(e) => tracing::info!(
             records = fields.0,
             new = fields.1,
             delivered = fields.2,
