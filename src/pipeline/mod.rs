@@ -338,16 +338,9 @@ fn log_summary(s: &CycleSummary, error: Option<&Error>) {
         // The error itself is logged once where it happens (WARN "Source down" / "Sink down",
         // or the exit error), so an outage does not repeat a WARN every cycle.
         Some(e) => tracing::info!(
-            records = fields.0,
-            new = fields.1,
-            delivered = fields.2,
-            known = fields.3,
-            skipped_horizon = fields.4,
-            bad = fields.5,
-            bytes = s.bytes,
-            attempts = s.attempts,
-            duration_ms = s.duration.as_millis() as u64,
-            failed = failure_kind(e),
+            records = fields.0, new = fields.1, delivered = fields.2, known = fields.3,
+            skipped_horizon = fields.4, bad = fields.5, bytes = s.bytes, attempts = s.attempts,
+            duration_ms = s.duration.as_millis() as u64, failed = %failure_kind(e),
             "Poll cycle failed"
         ),
     }
