@@ -5,6 +5,8 @@
 # off/on so that a noisy machine hits both alike. Prints each run and the medians.
 #
 #   benches/metrics_cost.sh [SESSIONS] [RUNS]      (default 1000000 3)
+#   BASE_BIN=/path/to/older/binary benches/metrics_cost.sh ...   also runs that binary ("base",
+#   metrics off), e.g. a build from before the metrics existed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -21,34 +23,40 @@ write_config "$WORK/off.toml" "$WORK/state"
 write_config "$WORK/on.toml" "$WORK/state" "[metrics]
 listen = \"127.0.0.1:$PORT\""
 
-one() { # mode (off|on), fresh (1|0): prints "wall_s rss_kib"
+MODES="off on"
+[ -n "${BASE_BIN:-}" ] && MODES="base off on" && cp "$WORK/off.toml" "$WORK/base.toml"
+
+one() { # mode (base|off|on), fresh (1|0): prints "wall_s rss_kib"
   [ "$2" = 1 ] && rm -rf "$WORK/state"
+  local bin=$BIN
+  [ "$1" = base ] && bin=$BASE_BIN
   local scraper=
   if [ "$1" = on ]; then
     ( while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics" || true; done ) &
     scraper=$!
   fi
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$BIN" once -c "$WORK/$1.toml" > /dev/null 2> "$WORK/err" \
+  /usr/bin/time -f "%e %M" -o "$WORK/time" "$bin" once -c "$WORK/$1.toml" > /dev/null 2> "$WORK/err" \
     || { cat "$WORK/err"; exit 1; }
   [ -n "$scraper" ] && kill "$scraper" 2>/dev/null && wait "$scraper" 2>/dev/null || true
+  if [ "$1" = on ] && ! grep -q "Serving metrics" "$WORK/err"; then echo "metrics endpoint not started" >&2; exit 1; fi
   cat "$WORK/time"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
-echo "listing: $N sessions, $RUNS runs per cell, off/on alternating"
+echo "listing: $N sessions, $RUNS runs per cell, modes alternating: $MODES"
 for phase in new known; do
   fresh=0; [ "$phase" = new ] && fresh=1
   [ "$phase" = known ] && one off 1 > /dev/null # fill the store once
-  : > "$WORK/off.$phase"; : > "$WORK/on.$phase"
+  for mode in $MODES; do : > "$WORK/$mode.$phase"; done
   for r in $(seq "$RUNS"); do
-    for mode in off on; do
+    for mode in $MODES; do
       read -r secs kb < <(one "$mode" "$fresh")
       echo "$secs $kb" >> "$WORK/$mode.$phase"
       printf '%-6s %-5s run %d: wall %6.2f s  peak RSS %6.1f MiB\n' "$phase" "$mode" "$r" "$secs" "$(echo "$kb/1024" | bc -l)"
     done
   done
-  for mode in off on; do
+  for mode in $MODES; do
     printf '%-6s %-5s median wall %6.2f s  median peak RSS %6.1f MiB  (walls: %s)\n' "$phase" "$mode" \
       "$(cut -d' ' -f1 "$WORK/$mode.$phase" | median)" \
       "$(cut -d' ' -f2 "$WORK/$mode.$phase" | median | awk '{print $1/1024}')" \
