@@ -2,7 +2,8 @@
 # The cost of the metrics endpoint on the e2e benchmark (benches/e2e.sh): `once` over an
 # N-session listing, every event new and then every event known, with `[metrics]` off and on
 # (on: the endpoint is scraped every second during the run, as Prometheus would), alternating
-# off/on so that a noisy machine hits both alike. Prints each run and the medians.
+# off/on so that a noisy machine hits both alike. Prints each run (wall, user+sys CPU, peak
+# RSS) and the medians; on a shared machine CPU time is the steadier figure.
 #
 #   benches/metrics_cost.sh [SESSIONS] [RUNS]      (default 1000000 3)
 #   BASE_BIN=/path/to/older/binary benches/metrics_cost.sh ...   also runs that binary ("base",
@@ -26,7 +27,7 @@ listen = \"127.0.0.1:$PORT\""
 MODES="off on"
 [ -n "${BASE_BIN:-}" ] && MODES="base off on" && cp "$WORK/off.toml" "$WORK/base.toml"
 
-one() { # mode (base|off|on), fresh (1|0): prints "wall_s rss_kib"
+one() { # mode (base|off|on), fresh (1|0): prints "wall_s rss_kib cpu_s"
   [ "$2" = 1 ] && rm -rf "$WORK/state"
   local bin=$BIN
   [ "$1" = base ] && bin=$BASE_BIN
@@ -35,11 +36,11 @@ one() { # mode (base|off|on), fresh (1|0): prints "wall_s rss_kib"
     ( while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics" || true; done ) &
     scraper=$!
   fi
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$bin" once -c "$WORK/$1.toml" > /dev/null 2> "$WORK/err" \
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$bin" once -c "$WORK/$1.toml" > /dev/null 2> "$WORK/err" \
     || { cat "$WORK/err"; exit 1; }
   [ -n "$scraper" ] && kill "$scraper" 2>/dev/null && wait "$scraper" 2>/dev/null || true
   if [ "$1" = on ] && ! grep -q "Serving metrics" "$WORK/err"; then echo "metrics endpoint not started" >&2; exit 1; fi
-  cat "$WORK/time"
+  awk '{printf "%s %s %.2f\n", $1, $2, $3 + $4}' "$WORK/time"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
@@ -51,14 +52,15 @@ for phase in new known; do
   for mode in $MODES; do : > "$WORK/$mode.$phase"; done
   for r in $(seq "$RUNS"); do
     for mode in $MODES; do
-      read -r secs kb < <(one "$mode" "$fresh")
-      echo "$secs $kb" >> "$WORK/$mode.$phase"
-      printf '%-6s %-5s run %d: wall %6.2f s  peak RSS %6.1f MiB\n' "$phase" "$mode" "$r" "$secs" "$(echo "$kb/1024" | bc -l)"
+      read -r secs kb cpu < <(one "$mode" "$fresh")
+      echo "$secs $kb $cpu" >> "$WORK/$mode.$phase"
+      printf '%-6s %-5s run %d: wall %6.2f s  cpu %6.2f s  peak RSS %6.1f MiB\n' "$phase" "$mode" "$r" "$secs" "$cpu" "$(echo "$kb/1024" | bc -l)"
     done
   done
   for mode in $MODES; do
-    printf '%-6s %-5s median wall %6.2f s  median peak RSS %6.1f MiB  (walls: %s)\n' "$phase" "$mode" \
+    printf '%-6s %-5s median wall %6.2f s  median cpu %6.2f s  median peak RSS %6.1f MiB  (walls: %s)\n' "$phase" "$mode" \
       "$(cut -d' ' -f1 "$WORK/$mode.$phase" | median)" \
+      "$(cut -d' ' -f3 "$WORK/$mode.$phase" | median)" \
       "$(cut -d' ' -f2 "$WORK/$mode.$phase" | median | awk '{print $1/1024}')" \
       "$(cut -d' ' -f1 "$WORK/$mode.$phase" | tr '\n' ' ')"
   done
