@@ -11,6 +11,7 @@ use crate::simulate::{SimOptions, Simulator};
 use crate::sink::Sink;
 use crate::source::senhasegura::VaultClient;
 use crate::state::{horizon, Dedup, Delivered, SledStore, StateError};
+use crate::telemetry::Telemetry;
 use crate::Error;
 use chrono::Utc;
 use std::io::IsTerminal;
@@ -118,6 +119,16 @@ impl Agent {
                 .collect::<Result<Vec<_>, crate::config::ConfigError>>()?
         };
         let (encoders, encoder_of) = encoders_for(&sink_formats, config);
+        let types: Vec<&str> = sink_formats.iter().map(|(s, _)| s.name()).collect();
+        let telemetry = Arc::new(Telemetry::new(
+            crate::telemetry::sink_labels(&types),
+            config.source.interval.0,
+            config.source.timeout.0,
+            config.log.outage_reminder.0,
+        ));
+        if !dry_run {
+            crate::telemetry::start(&config.metrics, &telemetry, store.clone())?;
+        }
         let sinks = SinkSet {
             sinks: sink_formats.into_iter().map(|(s, _)| s).collect(),
             encoder_of,
@@ -127,6 +138,7 @@ impl Agent {
                 backoff_max: config.delivery.retry_backoff_max.0,
                 give_up_after: once.then_some(config.delivery.give_up_after.0),
             },
+            telemetry: telemetry.clone(),
         };
         let pipeline = Pipeline {
             client,
@@ -146,6 +158,7 @@ impl Agent {
             batch_size: BATCH_SIZE,
             keep_original: config.ecs.include_original,
             progress: Arc::new(Progress::default()),
+            telemetry,
         };
         Ok(Agent {
             pipeline,
@@ -167,6 +180,7 @@ impl Agent {
         }
         let cutoff = crate::state::before_now(Utc::now(), self.retention);
         let removed = store.prune(cutoff)?;
+        self.pipeline.telemetry.metrics.state_keys.sub(removed as i64);
         if removed > 0 {
             tracing::info!(removed, "Pruned state entries older than the retention");
         }
@@ -383,17 +397,17 @@ pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error>
 
 /// `state ...`.
 pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: StateAction) -> Result<(), Error> {
-    let (path, retention) = match state_dir {
-        Some(dir) => {
-            let retention = match config_path {
-                Some(p) => Config::load(p)?.state.retention.0,
-                None => crate::config::StateConfig::default().retention.0,
-            };
-            (dir, retention)
-        }
+    let (path, retention, metrics) = match state_dir {
+        Some(dir) => match config_path {
+            Some(p) => {
+                let config = Config::load(p)?;
+                (dir, config.state.retention.0, config.metrics.listen)
+            }
+            None => (dir, crate::config::StateConfig::default().retention.0, None),
+        },
         None => {
             let config = Config::load(&crate::config::config_path(config_path))?;
-            (config.state.path, config.state.retention.0)
+            (config.state.path, config.state.retention.0, config.metrics.listen)
         }
     };
     if !path.exists() && !matches!(action, StateAction::Import { .. }) {
@@ -403,7 +417,14 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
         }
         .into());
     }
-    let store = SledStore::open(&path, None, None)?;
+    let store = SledStore::open(&path, None, None).inspect_err(|e| {
+        if matches!(e, StateError::Locked { .. }) {
+            let at = metrics.map_or("the address in [metrics] listen".to_string(), |l| l.0);
+            tracing::info!(
+                "While the agent runs, read its store on its metrics endpoint: curl -s http://{at}/metrics | grep senhasegura_forwarder_state_ (keys, horizon, last commit)"
+            );
+        }
+    })?;
     let io = |e: std::io::Error| Error::State(StateError::Io(e.to_string()));
     match action {
         StateAction::Stats => {

@@ -14,6 +14,7 @@
 //! - [`simulate`]: the loopback senhasegura API used by tests, benchmarks and `demo`.
 //! - [`app`]: the commands (`run`, `once`, `check`, `state`, `demo`) as library calls.
 //! - [`shutdown`]: the one shutdown signal every loop listens to.
+//! - [`telemetry`]: Prometheus metrics, `/health`, outage and librdkafka log lines.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -28,5 +29,6 @@ pub mod simulate;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod telemetry;
 
 pub use error::Error;

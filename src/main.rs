@@ -74,11 +74,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let json = cli.log_format == LogFormat::Json;
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "Exiting");
-            eprintln!("error: {e}");
+            // Once: a JSON line in JSON mode (nothing else may reach stderr), else plain text.
+            if json {
+                tracing::error!(error = %e, exit_code = e.exit_code(), "Exiting");
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code() as u8)
         }
     }

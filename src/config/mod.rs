@@ -73,6 +73,12 @@ pub struct Config {
     /// How sinks are retried.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// The Prometheus `/metrics` and `/health` endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: crate::telemetry::MetricsConfig,
+    /// How outages are logged.
+    #[serde(default)]
+    pub log: crate::telemetry::LogConfig,
 }
 
 /// `[delivery]`: retrying sinks that did not acknowledge.
@@ -525,6 +531,7 @@ impl Config {
             return Err(invalid("source.idle_timeout", "must be at least 1s"));
         }
         self.cef.validate()?;
+        self.metrics.address()?;
         if self.state.retention.0 < Duration::from_secs(3600) {
             return Err(invalid("state.retention", "must be at least 1h"));
         }

@@ -33,6 +33,8 @@ pub struct SinkSet {
     pub encoders: Arc<Vec<Encoder>>,
     /// Retry policy.
     pub policy: DeliveryPolicy,
+    /// Per-sink counters, outages and health.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The keys of a delivered batch.
@@ -70,6 +72,13 @@ impl SinkSet {
                     .collect()
             })
             .collect();
+        let starts = batch
+            .metas
+            .iter()
+            .filter(|m| m.phase == crate::event::Phase::Start)
+            .count() as u64;
+        let ends = batch.metas.len() as u64 - starts;
+        let telemetry = self.telemetry.clone();
         let mut acked = vec![false; self.sinks.len()];
         let started = Instant::now();
         let mut attempt = 0u32;
@@ -86,19 +95,28 @@ impl SinkSet {
             }))
             .await;
             let mut last_error = None;
+            let mut failing = Vec::new();
             let mut results = results.into_iter();
-            for done in acked.iter_mut().filter(|d| !**d) {
+            for (i, done) in acked.iter_mut().enumerate().filter(|(_, d)| !**d) {
                 let (name, result) = results.next().expect("one result per pending sink");
                 match result {
-                    Ok(()) => *done = true,
-                    Err(e @ (SinkError::Closed { .. } | SinkError::Rejected { .. })) => return Err(e.into()),
+                    Ok(()) => {
+                        *done = true;
+                        telemetry.sink_acked(i, starts, ends);
+                    }
+                    Err(e @ (SinkError::Closed { .. } | SinkError::Rejected { .. })) => {
+                        telemetry.sink_failed(i, &e);
+                        return Err(e.into());
+                    }
                     Err(e) => {
-                        tracing::warn!(sink = name, error = %e, attempt = attempt + 1, "Sink did not acknowledge; will retry");
+                        telemetry.sink_failed(i, &e);
+                        failing.push(i);
                         last_error = Some((name, e));
                     }
                 }
             }
             let Some((name, error)) = last_error else {
+                telemetry.acked(batch.metas.len() as u64);
                 return Ok(());
             };
             if let Some(limit) = self.policy.give_up_after {
@@ -111,11 +129,15 @@ impl SinkSet {
                     .into());
                 }
             }
+            for &i in &failing {
+                telemetry.sink_retry(i);
+            }
             let delay = backoff_delay(attempt, self.policy.backoff, self.policy.backoff_max);
             let mut sd = shutdown.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = sd.wait() => {
+                    tracing::warn!(sink = name, events = batch.metas.len(), "Shutdown: abandoning a batch the sink has not acknowledged; it is not marked sent");
                     return Err(SinkError::Failed { sink: name, message: format!("abandoned at shutdown: {error}") }.into());
                 }
             }

@@ -22,6 +22,10 @@ use tokio::sync::mpsc;
 
 /// Bad records logged in full per cycle; the rest are only counted.
 const BAD_LOG_LIMIT: u64 = 5;
+/// A record whose time is this far ahead of the clock is "in the future"...
+const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// ...and more than this many of them in one listing make a warning.
+const FUTURE_WARN_OVER: u64 = 3;
 
 /// What the filter thread needs.
 pub struct FilterInput {
@@ -45,6 +49,8 @@ pub struct FilterInput {
     pub progress: Arc<Progress>,
     /// How many of the batches sent so far have their keys committed (set by delivery).
     pub committed_batches: Arc<AtomicU64>,
+    /// Metrics (records by outcome, bytes), published once per chunk.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// How the filter thread ended.
@@ -79,6 +85,16 @@ struct Worker {
     batches_sent: u64,
     /// `committed_batches` when `pending` was last trimmed.
     trimmed_at: u64,
+    published: Counters,
+    future: Future,
+}
+
+/// Records dated in the future (a wrong `source.timezone` shifts every time).
+#[derive(Default)]
+struct Future {
+    count: u64,
+    max_ahead: chrono::TimeDelta,
+    example: Option<String>,
 }
 
 /// Run the filter until the chunk channel closes or delivery goes away.
@@ -93,12 +109,15 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         pending: HashMap::new(),
         batches_sent: 0,
         trimmed_at: 0,
+        published: Counters::default(),
+        future: Future::default(),
     };
     let mut scanner = Scanner::default();
     while let Some(chunk) = w.input.chunks.blocking_recv() {
         w.created = Utc::now();
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
         w.input.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        w.publish(chunk.len() as u64);
         match result {
             Ok(()) => {}
             // The body is broken here: what came before is delivered, nothing after is read.
@@ -107,6 +126,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
             Err(Stop::Emit(())) => return w.out,
         }
     }
+    w.warn_future();
     w.out.scan = Some(scanner.finish());
     if scanner.late_tenants > 0 {
         tracing::warn!(
@@ -124,6 +144,36 @@ pub fn run(input: FilterInput) -> FilterOutcome {
 }
 
 impl Worker {
+    /// Hand the counts since the last call to the metrics.
+    fn publish(&mut self, bytes: u64) {
+        let last = &mut self.published;
+        let c = &self.out.counters;
+        let delta = Counters {
+            new_events: c.new_events.saturating_sub(last.new_events),
+            known: c.known.saturating_sub(last.known),
+            horizon_skipped: c.horizon_skipped.saturating_sub(last.horizon_skipped),
+            bad: c.bad.saturating_sub(last.bad),
+            ..Counters::default()
+        };
+        *last = *c;
+        self.input.telemetry.records(&delta, bytes);
+    }
+
+    /// One WARN per listing when more than a few records are dated in the future.
+    fn warn_future(&self) {
+        let f = &self.future;
+        self.input.telemetry.metrics.events_in_future.inc_by(f.count);
+        if f.count > FUTURE_WARN_OVER {
+            tracing::warn!(
+                records = f.count,
+                max_ahead_min = f.max_ahead.num_minutes(),
+                example_session = f.example.as_deref().unwrap_or("-"),
+                zone = self.input.origin.timezone.name(),
+                "Records are dated more than 5 minutes in the future: source.timezone is probably not the vault's zone (their times are read in this zone)"
+            );
+        }
+    }
+
     fn item(&mut self, item: Item<'_>) -> Result<(), ()> {
         match item {
             Item::Response(bytes) => {
@@ -232,6 +282,15 @@ impl Worker {
                 return Ok(());
             }
         };
+        let ahead = candidate.time.signed_duration_since(self.created);
+        if ahead > FUTURE_SLACK {
+            let f = &mut self.future;
+            f.count = f.count.saturating_add(1);
+            if ahead > f.max_ahead {
+                f.max_ahead = ahead;
+                f.example = record.session_id.as_deref().map(str::to_string);
+            }
+        }
         if candidate.time < self.input.horizon {
             self.out.counters.horizon_skipped = self.out.counters.horizon_skipped.saturating_add(1);
             return Ok(());
@@ -339,6 +398,12 @@ mod tests {
             keep_original: false,
             progress: Arc::new(Progress::default()),
             committed_batches: Arc::new(AtomicU64::new(0)),
+            telemetry: Arc::new(crate::telemetry::Telemetry::new(
+                vec!["stdout".into()],
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(600),
+                std::time::Duration::from_secs(300),
+            )),
         });
         let mut keys = Vec::new();
         while let Ok(batch) = batch_rx.try_recv() {

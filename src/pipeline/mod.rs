@@ -19,6 +19,7 @@ use crate::sink::Sink;
 use crate::source::senhasegura::stream::ScanError;
 use crate::source::senhasegura::{from_reqwest, SourceError, VaultClient};
 use crate::state::{Dedup, Delivered};
+use crate::telemetry::Telemetry;
 use crate::Error;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,11 +38,13 @@ const COMMIT_KEYS: usize = 10_000;
 /// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
-async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>) -> Result<(), Error> {
+async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>, telemetry: &Telemetry) -> Result<(), Error> {
     let store = store.clone();
+    let n = keys.len();
     tokio::task::spawn_blocking(move || store.commit(&keys))
         .await
         .map_err(|e| Error::Internal(format!("the commit task failed: {e}")))??;
+    telemetry.committed(n);
     Ok(())
 }
 
@@ -144,6 +147,8 @@ pub struct Pipeline {
     pub keep_original: bool,
     /// Live progress.
     pub progress: Arc<Progress>,
+    /// Metrics, health and outage logging.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Pipeline {
@@ -155,6 +160,11 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> Result<CycleSummary, Error> {
         let started = Instant::now();
+        self.telemetry.poll_started();
+        self.telemetry
+            .metrics
+            .state_horizon
+            .set(horizon.timestamp_millis() as f64 / 1000.0);
         let mut total = CycleSummary::default();
         let mut attempt = 0;
         loop {
@@ -164,7 +174,8 @@ impl Pipeline {
                 Ok(()) => break,
                 Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() => {
                     let delay = backoff_delay(attempt, self.retry.backoff, self.retry.backoff_max);
-                    tracing::warn!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Listing failed; retrying");
+                    self.telemetry.source_failed(&e);
+                    tracing::debug!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Vault request failed; retrying");
                     let mut sd = shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -174,12 +185,17 @@ impl Pipeline {
                 }
                 Err(e) => {
                     total.duration = started.elapsed();
+                    if let Error::Source(se) = &e {
+                        self.telemetry.source_failed(se);
+                    }
+                    self.telemetry.poll_done(&total, Some(&e));
                     log_summary(&total, Some(&e));
                     return Err(e);
                 }
             }
         }
         total.duration = started.elapsed();
+        self.telemetry.poll_done(&total, None);
         log_summary(&total, None);
         Ok(total)
     }
@@ -190,6 +206,7 @@ impl Pipeline {
         shutdown: &Shutdown,
         total: &mut CycleSummary,
     ) -> Result<(), Error> {
+        self.telemetry.attempt_started();
         let response = self.client.open_listing().await?;
         let timeout = self.client.timeout();
         let idle_timeout = self.client.idle_timeout();
@@ -213,6 +230,7 @@ impl Pipeline {
             keep_original: self.keep_original,
             progress: self.progress.clone(),
             committed_batches: committed_batches.clone(),
+            telemetry: self.telemetry.clone(),
         };
         let filter = tokio::task::spawn_blocking(move || filter::run(input));
         // The body's first bytes, to say what it was when it is not a listing.
@@ -247,6 +265,7 @@ impl Pipeline {
         };
         let commit = self.commit;
         let store = self.store.clone();
+        let telemetry = &self.telemetry;
         let sinks = &mut self.sinks;
         let deliver = async {
             let mut delivered = 0u64;
@@ -265,7 +284,7 @@ impl Pipeline {
                 if commit {
                     pending.extend(deliver::delivered_keys(&batch));
                     if pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY {
-                        commit_keys(&store, std::mem::take(&mut pending)).await?;
+                        commit_keys(&store, std::mem::take(&mut pending), telemetry).await?;
                         // The filter may forget these batches' keys: the store has them now.
                         committed_batches.store(received, Ordering::Release);
                         since = Instant::now();
@@ -274,7 +293,7 @@ impl Pipeline {
             };
             // What was acknowledged is committed even when a later batch failed.
             if !pending.is_empty() {
-                commit_keys(&store, pending).await?;
+                commit_keys(&store, pending, telemetry).await?;
             }
             result.map(|()| delivered)
         };
@@ -356,12 +375,23 @@ fn log_summary(s: &CycleSummary, error: Option<&Error>) {
             duration_ms = s.duration.as_millis() as u64,
             "Poll cycle done"
         ),
-        Some(e) => tracing::error!(
+        // The error itself is logged once where it happens (WARN "Source down" / "Sink down",
+        // or the exit error), so an outage does not repeat a WARN every cycle.
+        Some(e) => tracing::info!(
             records = fields.0, new = fields.1, delivered = fields.2, known = fields.3,
             skipped_horizon = fields.4, bad = fields.5, bytes = s.bytes, attempts = s.attempts,
-            duration_ms = s.duration.as_millis() as u64, error = %e,
+            duration_ms = s.duration.as_millis() as u64, failed = %failure_kind(e),
             "Poll cycle failed"
         ),
+    }
+}
+
+fn failure_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Source(_) => "source",
+        Error::Sink(_) => "sink",
+        Error::State(_) => "state",
+        _ => "other",
     }
 }
 

@@ -19,6 +19,11 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use crate::telemetry::rdkafka_log::KafkaLogContext;
+
+/// The producer, with librdkafka's log lines deduplicated.
+type LoggedProducer = FutureProducer<KafkaLogContext>;
+
 /// `type = "kafka"`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +57,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
 
 /// The Kafka sink.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: LoggedProducer,
+    log: KafkaLogContext,
     config: ClientConfig,
     topic: String,
     brokers: String,
@@ -98,12 +104,16 @@ impl KafkaSink {
             });
         }
         let config = client_config(c);
-        let producer: FutureProducer = config.create().map_err(|e| ConfigError::Invalid {
-            key: "sink.properties",
-            message: format!("librdkafka refused the producer configuration: {e}"),
-        })?;
+        let log = KafkaLogContext::default();
+        let producer: LoggedProducer = config
+            .create_with_context(log.clone())
+            .map_err(|e| ConfigError::Invalid {
+                key: "sink.properties",
+                message: format!("librdkafka refused the producer configuration: {e}"),
+            })?;
         Ok(KafkaSink {
             producer,
+            log,
             config,
             topic: c.topic.0.trim().to_string(),
             brokers: c.brokers.0.trim().to_string(),
@@ -201,7 +211,7 @@ impl KafkaSink {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::warn!(?code, reason, "Kafka producer hit a fatal error");
         }
-        match self.config.create::<FutureProducer>() {
+        match self.config.create_with_context::<_, LoggedProducer>(self.log.clone()) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.producer, fresh);
                 // Dropping purges and flushes for up to 500 ms: not on the async runtime.

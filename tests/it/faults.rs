@@ -12,12 +12,10 @@ fn fail_first_is_retried_then_succeeds() {
     let run = setup.run(&["once"]);
     run.ok();
     assert_eq!(run.docs().len(), 20);
-    assert_eq!(
-        run.stderr.matches("Listing failed; retrying").count(),
-        3,
-        "{}",
-        run.stderr
-    );
+    // One "down" line and one "recovered" line for the three failures, not one per retry.
+    assert_eq!(run.stderr.matches("Source down").count(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("Source recovered").count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("failed_attempts=3"), "{}", run.stderr);
     assert!(run.stderr.contains("Unexpected error."));
     assert_eq!(sim.stats()["listings"], 4);
 }

@@ -114,7 +114,7 @@ fn broker_outage_mid_run_loses_nothing() {
     let stderr = out.stderr.clone();
     out.ok();
     assert!(
-        stderr.contains("Sink did not acknowledge; will retry sink=\"kafka\""),
+        stderr.contains("Sink down: events wait until it acknowledges sink=\"kafka\""),
         "the outage was logged: {stderr}"
     );
     let after = broker.consume("pam.sessions", 1, Duration::from_secs(10));

@@ -17,6 +17,7 @@ mod pipeline;
 mod props;
 mod rsyslog;
 mod syslog;
+mod telemetry;
 
 /// An input listing of tests/golden/.
 pub fn golden_input(name: &str) -> std::path::PathBuf {

@@ -38,8 +38,13 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(args: &[&str]) -> Sim {
+        Sim::start_on("127.0.0.1:0", args)
+    }
+
+    /// A simulator on a given address (to restart one where the agent expects it).
+    pub fn start_on(listen: &str, args: &[&str]) -> Sim {
         let mut child = cmd()
-            .args(["simulate", "--listen", "127.0.0.1:0"])
+            .args(["simulate", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

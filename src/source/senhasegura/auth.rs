@@ -74,7 +74,14 @@ impl TokenSource {
                 return Ok(c.token.clone());
             }
         }
-        let (token, ttl) = self.fetch(http).await?;
+        let (token, ttl) = self.fetch(http).await.map_err(|e| match e {
+            // The vault answered about the credentials: already named as such.
+            SourceError::AuthRejected { .. } | SourceError::NotFound { .. } => e,
+            cause => SourceError::Token {
+                url: self.url.clone(),
+                cause: Box::new(cause),
+            },
+        })?;
         // Refresh ahead of expiry: a tenth of the lifetime, at most a minute, before it.
         let margin = ttl.checked_div(10).unwrap_or_default().min(Duration::from_secs(60));
         tracing::debug!(ttl_secs = ttl.as_secs(), "Obtained an access token");
@@ -130,7 +137,7 @@ impl TokenSource {
         if status.is_server_error() && !message.contains("authentication") {
             return Err(SourceError::Server {
                 status: status.as_u16(),
-                message: format!("token endpoint: {message}"),
+                message,
             });
         }
         if status.as_u16() == 404 {

@@ -62,6 +62,10 @@ pub enum SourceError {
         status: u16,
         location: String,
     },
+    /// The token request failed before the vault judged the credentials (network, timeout,
+    /// server error, an unreadable answer).
+    #[error("the token request to {url} failed: {cause}")]
+    Token { url: String, cause: Box<SourceError> },
     /// The listing body is not what the API documents.
     #[error("the listing body is invalid: {message}")]
     Body { message: String, retryable: bool },
@@ -77,6 +81,7 @@ impl SourceError {
             | SourceError::Stalled { .. }
             | SourceError::TokenTimeout { .. } => true,
             SourceError::Body { retryable, .. } => *retryable,
+            SourceError::Token { cause, .. } => cause.is_retryable(),
             _ => false,
         }
     }

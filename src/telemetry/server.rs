@@ -1,0 +1,77 @@
+//! The endpoint: `GET /metrics` (Prometheus text format 0.0.4) and `GET /health` (JSON, 200
+//! or 503), over HTTP/1.1 with hyper. Read-only: it changes nothing in the agent.
+
+use super::Telemetry;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Content type of the Prometheus text exposition format.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Bind `addr` and serve until the process ends; returns the bound address (port 0 picks one).
+pub fn start(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Metrics endpoint: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let telemetry = telemetry.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let telemetry = telemetry.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&telemetry, &req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn response(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn handle<B>(telemetry: &Telemetry, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"GET only\n".to_vec());
+    }
+    match req.uri().path() {
+        "/metrics" => response(StatusCode::OK, METRICS_TYPE, telemetry.metrics.render()),
+        "/health" => {
+            let (ok, doc) = telemetry.health();
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut body = doc.to_string().into_bytes();
+            body.push(b'\n');
+            response(status, "application/json", body)
+        }
+        _ => response(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found: try /metrics or /health\n".to_vec(),
+        ),
+    }
+}
