@@ -131,11 +131,10 @@ fn state_is_private_locked_and_manageable() {
         }
     }
     // A running agent holds the state; a second one fails at once with exit 5.
-    let mut running = setup.spawn_run();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    let running = setup.start_run();
+    running.wait_for_log("Poll cycle done", 1, std::time::Duration::from_secs(30));
     let second = setup.run(&["once"]);
-    let _ = running.kill();
-    let _ = running.wait();
+    running.stop();
     assert_eq!(second.code, 5, "{}", second.stderr);
     assert!(second.stderr.contains("in use by another"), "{}", second.stderr);
 
@@ -256,7 +255,12 @@ fn automatic_backup_restores_a_lost_store_without_reforwarding() {
     );
     std::fs::write(&setup.config, text).unwrap();
     assert_eq!(setup.run(&["once"]).ok().docs().len(), 25);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The next backup is due once the last one is older than backup_every (1 s).
+    let backup = setup.state_dir().join("backup.jsonl");
+    let written = std::fs::metadata(&backup).unwrap().modified().unwrap();
+    while written.elapsed().unwrap_or_default() <= std::time::Duration::from_millis(1050) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let second = setup.run(&["once"]);
     second.ok();
     assert!(

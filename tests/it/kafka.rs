@@ -99,18 +99,22 @@ fn broker_outage_mid_run_loses_nothing() {
         "interval = \"1s\"",
         &kafka_sink(&broker.brokers(), "pam.sessions", props),
     );
-    let agent = setup.spawn_run();
+    let agent = setup.start_run();
     // Memory storage forgets on restart: consume everything before the stop and after the
     // restart. `consume` returns once 40 arrived and 300 ms passed without more, i.e. between
     // two polls (1 s apart), and the broker is stopped right then.
     let before = broker.consume("pam.sessions", 40, Duration::from_secs(20));
     broker.stop();
     assert!(before.len() >= 40, "delivered before the outage: {}", before.len());
-    std::thread::sleep(Duration::from_millis(3000)); // polls find events; none can be delivered
+    // Polls find events; none can be delivered.
+    agent.wait_for_log("Sink down", 1, Duration::from_secs(60));
+    let polls = agent.log_count("Poll cycle done");
     broker.spawn();
     broker.create_topic("pam.sessions", 2);
-    std::thread::sleep(Duration::from_millis(6000)); // recovery and a few more polls
-    let out = crate::support::stop(agent);
+    // Recovery, then two more polls.
+    agent.wait_for_log("Sink recovered", 1, Duration::from_secs(90));
+    agent.wait_for_log("Poll cycle done", polls + 2, Duration::from_secs(60));
+    let out = agent.stop();
     let stderr = out.stderr.clone();
     out.ok();
     assert!(

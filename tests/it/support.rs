@@ -153,6 +153,88 @@ impl Setup {
     }
 }
 
+/// A running agent whose stdout and stderr are read as they come, so a test can wait for a
+/// log line instead of sleeping.
+pub struct Running {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn collect(
+    from: impl Read + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let mut text = into.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    })
+}
+
+impl Running {
+    /// Wait until stderr holds `needle` at least `count` times; panics after `within`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, within: std::time::Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            if self.stderr.lock().unwrap().matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "no {count}x {needle:?} in the log within {within:?}:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// How often `needle` is in stderr so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.stderr.lock().unwrap().matches(needle).count()
+    }
+
+    /// SIGTERM it (as systemd stops it) and collect its output.
+    pub fn stop(mut self) -> Run {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().expect("wait for the agent");
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let take = |b: &std::sync::Arc<std::sync::Mutex<String>>| std::mem::take(&mut *b.lock().unwrap());
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: take(&self.stdout),
+            stderr: take(&self.stderr),
+        }
+    }
+}
+
+impl Setup {
+    /// Start `run` in the background with its output read as it comes.
+    pub fn start_run(&self) -> Running {
+        let mut child = self.spawn_run();
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("piped stdout"), stdout.clone()),
+            collect(child.stderr.take().expect("piped stderr"), stderr.clone()),
+        ];
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+}
+
 /// SIGTERM a running agent (as systemd stops it) and collect its output.
 pub fn stop(agent: std::process::Child) -> Run {
     let _ = Command::new("kill").arg("-TERM").arg(agent.id().to_string()).status();

@@ -69,7 +69,11 @@ fn deliver_and_compare(input: Input, transport: &str, extra: &str, rfc3164: bool
     assert_eq!(msgs, expected, "{input:?}: every message equals the encoder's output");
     let again = setup.run(&["once"]);
     again.ok();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        again.stderr.contains(" delivered=0 "),
+        "a second once sends nothing: {}",
+        again.stderr
+    );
     assert_eq!(rs.records().len(), 40, "a second once sends nothing");
 }
 
@@ -211,14 +215,18 @@ fn rsyslog_restart_mid_run_loses_nothing() {
             sink("tcp", &rs.address(), "")
         ),
     );
-    let agent = setup.spawn_run();
+    let agent = setup.start_run();
     let before = rs.wait_for(40, Duration::from_secs(10)).len();
     assert!(before >= 40, "the run delivers before the outage");
     rs.stop();
-    std::thread::sleep(Duration::from_millis(1500)); // polls keep finding events; none can be delivered
+    // Polls keep finding events; none can be delivered.
+    agent.wait_for_log("Sink down", 1, Duration::from_secs(30));
+    let polls = agent.log_count("Poll cycle done");
     rs.spawn();
-    std::thread::sleep(Duration::from_millis(2500)); // recovery and a few more polls
-    let out = crate::support::stop(agent);
+    // Recovery, then two more polls.
+    agent.wait_for_log("Sink recovered", 1, Duration::from_secs(60));
+    agent.wait_for_log("Poll cycle done", polls + 2, Duration::from_secs(60));
+    let out = agent.stop();
     let stderr = out.stderr.clone();
     out.ok();
     assert!(
