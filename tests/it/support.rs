@@ -235,12 +235,6 @@ impl Setup {
     }
 }
 
-/// SIGTERM a running agent (as systemd stops it) and collect its output.
-pub fn stop(agent: std::process::Child) -> Run {
-    let _ = Command::new("kill").arg("-TERM").arg(agent.id().to_string()).status();
-    agent.wait_with_output().expect("wait for the agent").into()
-}
-
 /// A finished agent run.
 pub struct Run {
     pub code: i32,
