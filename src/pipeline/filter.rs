@@ -53,26 +53,46 @@ pub struct FilterInput {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
-/// How the filter thread ended.
-#[derive(Debug, Default)]
+/// What the filter thread did.
+#[derive(Debug)]
 pub struct FilterOutcome {
     /// Per-cycle counts.
     pub counters: Counters,
     /// Encoder counts.
     pub encode: EncodeCounters,
-    /// The scanner's verdict on the body (only meaningful when the body was read to its end).
-    pub scan: Option<Result<(), ScanError>>,
-    /// The envelope's `response` said error, with this message.
-    pub api_error: Option<String>,
-    /// A store lookup failed.
-    pub state_error: Option<StateError>,
-    /// Delivery stopped taking batches.
-    pub delivery_gone: bool,
+    /// How it ended.
+    pub ended: Ended,
+}
+
+/// How the filter thread ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The body was read to its end, or to the point where it broke.
+    Read {
+        /// The scanner's verdict on the body.
+        scan: Result<(), ScanError>,
+        /// The envelope's `response` said error, with this message.
+        api_error: Option<String>,
+    },
+    /// Delivery stopped taking batches (a sink failed or the cycle was interrupted): the rest
+    /// of the body was not read.
+    DeliveryGone,
+    /// A store lookup failed: the rest of the body was not read.
+    StateFailed(StateError),
+}
+
+/// Why the worker stops reading before the body's end.
+#[derive(Debug)]
+enum Halt {
+    DeliveryGone,
+    State(StateError),
 }
 
 struct Worker {
     input: FilterInput,
-    out: FilterOutcome,
+    counters: Counters,
+    encode: EncodeCounters,
+    api_error: Option<String>,
     batch: Batch,
     key: String,
     created: DateTime<Utc>,
@@ -103,7 +123,9 @@ pub fn run(input: FilterInput) -> FilterOutcome {
     let mut w = Worker {
         batch: Batch::new(encoders),
         input,
-        out: FilterOutcome::default(),
+        counters: Counters::default(),
+        encode: EncodeCounters::default(),
+        api_error: None,
         key: String::new(),
         created: Utc::now(),
         pending: HashMap::new(),
@@ -122,12 +144,12 @@ pub fn run(input: FilterInput) -> FilterOutcome {
             Ok(()) => {}
             // The body is broken here: what came before is delivered, nothing after is read.
             Err(Stop::Scan(_)) => break,
-            // Delivery is gone or the store failed: stop reading.
-            Err(Stop::Emit(())) => return w.out,
+            Err(Stop::Emit(Halt::DeliveryGone)) => return w.end(Ended::DeliveryGone),
+            Err(Stop::Emit(Halt::State(e))) => return w.end(Ended::StateFailed(e)),
         }
     }
     w.warn_future();
-    w.out.scan = Some(scanner.finish());
+    let scan = scanner.finish();
     if scanner.late_tenants > 0 {
         tracing::warn!(
             envelopes = scanner.late_tenants,
@@ -137,17 +159,26 @@ pub fn run(input: FilterInput) -> FilterOutcome {
     if !w.batch.metas.is_empty() {
         let batch = std::mem::replace(&mut w.batch, Batch::new(encoders));
         if w.input.batches.blocking_send(batch).is_err() {
-            w.out.delivery_gone = true;
+            return w.end(Ended::DeliveryGone);
         }
     }
-    w.out
+    let api_error = w.api_error.take();
+    w.end(Ended::Read { scan, api_error })
 }
 
 impl Worker {
+    fn end(self, ended: Ended) -> FilterOutcome {
+        FilterOutcome {
+            counters: self.counters,
+            encode: self.encode,
+            ended,
+        }
+    }
+
     /// Hand the counts since the last call to the metrics.
     fn publish(&mut self, bytes: u64) {
         let last = &mut self.published;
-        let c = &self.out.counters;
+        let c = &self.counters;
         let delta = Counters {
             new_events: c.new_events.saturating_sub(last.new_events),
             known: c.known.saturating_sub(last.known),
@@ -174,12 +205,12 @@ impl Worker {
         }
     }
 
-    fn item(&mut self, item: Item<'_>) -> Result<(), ()> {
+    fn item(&mut self, item: Item<'_>) -> Result<(), Halt> {
         match item {
             Item::Response(bytes) => {
                 if let Ok(r) = serde_json::from_slice::<ApiResponse>(bytes) {
                     if r.is_error() {
-                        self.out.api_error = Some(
+                        self.api_error = Some(
                             r.message
                                 .or(r.mensagem)
                                 .unwrap_or_else(|| "error without a message".into()),
@@ -223,7 +254,7 @@ impl Worker {
                             session_id = session_id_hint(bytes).as_deref().unwrap_or("-"),
                             "Internal error (a bug in senhasegura-forwarder; please report it) on one record; it was skipped"
                         );
-                        self.out.counters.bad = self.out.counters.bad.saturating_add(1);
+                        self.counters.bad = self.counters.bad.saturating_add(1);
                         Ok(())
                     }
                 };
@@ -233,19 +264,19 @@ impl Worker {
     }
 
     fn count_record(&mut self) {
-        self.out.counters.records = self.out.counters.records.saturating_add(1);
+        self.counters.records = self.counters.records.saturating_add(1);
         self.input.progress.records.fetch_add(1, Ordering::Relaxed);
     }
 
     fn bad(&mut self, why: &str, session_id: Option<&str>) {
-        self.out.counters.bad = self.out.counters.bad.saturating_add(1);
-        if self.out.counters.bad <= BAD_LOG_LIMIT {
+        self.counters.bad = self.counters.bad.saturating_add(1);
+        if self.counters.bad <= BAD_LOG_LIMIT {
             tracing::warn!(
                 reason = why,
                 session_id = session_id.map(crate::event::excerpt).as_deref().unwrap_or("-"),
                 "Skipping a bad record"
             );
-        } else if self.out.counters.bad == BAD_LOG_LIMIT + 1 {
+        } else if self.counters.bad == BAD_LOG_LIMIT + 1 {
             tracing::warn!("More bad records in this listing; only counting them from now on");
         }
     }
@@ -263,7 +294,7 @@ impl Worker {
         self.pending.contains_key(&self.key)
     }
 
-    fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), ()> {
+    fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), Halt> {
         let record = match SessionRecord::parse(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -292,7 +323,7 @@ impl Worker {
             }
         }
         if candidate.time < self.input.horizon {
-            self.out.counters.horizon_skipped = self.out.counters.horizon_skipped.saturating_add(1);
+            self.counters.horizon_skipped = self.counters.horizon_skipped.saturating_add(1);
             return Ok(());
         }
         event_key(candidate.session_id, candidate.phase, &mut self.key);
@@ -308,21 +339,18 @@ impl Worker {
         }
         match self.input.store.contains(candidate.time, &self.key) {
             Ok(true) => {
-                self.out.counters.known = self.out.counters.known.saturating_add(1);
+                self.counters.known = self.counters.known.saturating_add(1);
                 return Ok(());
             }
             Ok(false) => {}
-            Err(e) => {
-                self.out.state_error = Some(e);
-                return Err(());
-            }
+            Err(e) => return Err(Halt::State(e)),
         }
         let original = self.input.keep_original.then_some(bytes);
         let event = SessionEvent::build(&record, candidate, &self.input.origin, tenant, self.created, original);
         for (i, enc) in self.input.encoders.iter().enumerate() {
             let buf = &mut self.batch.payloads[i];
             let start = buf.len();
-            enc.encode(&event, buf, &mut self.out.encode);
+            enc.encode(&event, buf, &mut self.encode);
             self.batch.ranges[i].push((start, buf.len()));
         }
         self.batch.metas.push(EventMeta {
@@ -333,15 +361,14 @@ impl Worker {
             tenant: event.tenant,
             event_id: event.id,
         });
-        self.out.counters.new_events = self.out.counters.new_events.saturating_add(1);
+        self.counters.new_events = self.counters.new_events.saturating_add(1);
         self.pending
             .insert(self.key.clone(), self.batches_sent.saturating_add(1));
         if self.batch.metas.len() >= self.input.batch_size {
             let batch = std::mem::replace(&mut self.batch, Batch::new(self.input.encoders.len()));
             self.batches_sent = self.batches_sent.saturating_add(1);
             if self.input.batches.blocking_send(batch).is_err() {
-                self.out.delivery_gone = true;
-                return Err(());
+                return Err(Halt::DeliveryGone);
             }
         }
         Ok(())
@@ -428,8 +455,17 @@ mod tests {
         );
         assert_eq!(keys, vec!["a:end", "c:end"]);
         assert_eq!((out.counters.records, out.counters.bad), (3, 1));
-        assert!(out.state_error.is_none());
-        assert_eq!(out.scan, Some(Ok(())));
+        assert!(
+            matches!(
+                out.ended,
+                Ended::Read {
+                    scan: Ok(()),
+                    api_error: None
+                }
+            ),
+            "{:?}",
+            out.ended
+        );
     }
 
     #[test]

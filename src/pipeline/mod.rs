@@ -312,7 +312,7 @@ impl Pipeline {
         total.encode.partial += outcome.encode.partial;
         let delivered = deliver_result?;
         total.counters.delivered += delivered;
-        if let Some(e) = outcome.state_error {
+        if let filter::Ended::StateFailed(e) = outcome.ended {
             return Err(e.into());
         }
         let interrupted = read_result?;
@@ -320,13 +320,15 @@ impl Pipeline {
             total.interrupted = true;
             return Ok(());
         }
-        if let Some(message) = outcome.api_error {
-            return Err(SourceError::Listing { message }.into());
-        }
-        match outcome.scan {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(body_error(&e, content_type.as_deref(), &head).into()),
-            None => Ok(()),
+        match outcome.ended {
+            filter::Ended::Read {
+                api_error: Some(message),
+                ..
+            } => Err(SourceError::Listing { message }.into()),
+            filter::Ended::Read { scan: Err(e), .. } => Err(body_error(&e, content_type.as_deref(), &head).into()),
+            // Delivery acknowledged everything it took (its result was Ok), so the listing
+            // ended where delivery stopped taking batches: nothing more to do this attempt.
+            _ => Ok(()),
         }
     }
 }
