@@ -1,0 +1,299 @@
+//! The normalised session event, the pipeline's currency.
+//!
+//! Every fact an encoder needs is derived here once (device host/port split, IP or domain,
+//! duration, event id), so ECS and CEF can never derive a field differently. This module knows
+//! no output format (that is `encode`). [`time`] turns the vault's wall-clock texts into
+//! instants (with the DST rule); [`device`] splits the device text.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+
+use crate::source::senhasegura::model::{SessionRecord, MAX_SESSION_ID};
+mod device;
+mod time;
+
+pub use device::Device;
+pub use time::{parse_hms, parse_wall_clock, to_utc, YEARS};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// Which moment of a session an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The session was first seen running.
+    Start,
+    /// The session has ended.
+    End,
+}
+
+impl Phase {
+    /// `start` or `end`, as used in keys, MSGIDs and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::End => "end",
+        }
+    }
+}
+
+/// Which vault the events come from; part of every `event.id`.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Base URL of the vault.
+    pub base_url: String,
+    /// Vault host name (`observer.hostname`, CEF `dvchost`).
+    pub vault_host: String,
+    /// The vault's zone.
+    pub timezone: Tz,
+}
+
+/// One event, ready for any encoder.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// start or end.
+    pub phase: Phase,
+    /// The dedup key `<session_id>:<phase>`.
+    pub key: String,
+    /// Deterministic id of (vault, tenant, session, phase).
+    pub id: String,
+    /// The event's own time: start for `start`, end for `end`.
+    pub timestamp: DateTime<Utc>,
+    /// Session start.
+    pub start: Option<DateTime<Utc>>,
+    /// Session end (phase end only).
+    pub end: Option<DateTime<Utc>>,
+    /// Session duration in nanoseconds (phase end only).
+    pub duration_ns: Option<i64>,
+    /// When the agent read the record.
+    pub created: DateTime<Utc>,
+    /// The vault's zone name.
+    pub timezone: &'static str,
+    /// Vault host.
+    pub vault_host: String,
+    /// Envelope tenant.
+    pub tenant: Option<String>,
+    /// The session's unique id.
+    pub session_id: String,
+    /// Record number as sent.
+    pub record_id: Option<String>,
+    /// Record number as an integer, when it is one.
+    pub record_number: Option<i64>,
+    /// PAM user.
+    pub user: Option<String>,
+    /// Origin address as sent.
+    pub origin: Option<String>,
+    /// Origin as an IP, when it parses.
+    pub origin_ip: Option<IpAddr>,
+    /// Target account.
+    pub credential: Option<String>,
+    /// Device as sent.
+    pub device_raw: Option<String>,
+    /// Device split.
+    pub device: Device,
+    /// Protocol, lowercased.
+    pub protocol: Option<String>,
+    /// Proxy.
+    pub proxy: Option<String>,
+    /// Duration text as sent.
+    pub duration_text: Option<String>,
+    /// prevent_purge as a boolean.
+    pub prevent_purge: Option<bool>,
+    /// Access request.
+    pub request: Option<String>,
+    /// ITSM ticket.
+    pub itsm: Option<String>,
+    /// The raw record JSON, when asked for.
+    pub original: Option<String>,
+}
+
+/// What a record means for the pipeline before any store lookup: its candidate event's phase
+/// and time, and the session it belongs to. Cheap: no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'r> {
+    /// The session id (checked present and at most `MAX_SESSION_ID` bytes).
+    pub session_id: &'r str,
+    /// The phase to emit.
+    pub phase: Phase,
+    /// The event's own time (start or end).
+    pub time: DateTime<Utc>,
+    /// Parsed start.
+    pub start: Option<DateTime<Utc>>,
+    /// Parsed end.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Why a record cannot become an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordProblem {
+    /// No `session_id`.
+    #[error("record has no session_id")]
+    NoSessionId,
+    /// A `session_id` too long to be one.
+    #[error("session_id is {0} bytes long, more than the {MAX_SESSION_ID} a session id may have")]
+    SessionIdTooLong(usize),
+    /// `end` is set but is not a date.
+    #[error("record has an unreadable end time `{0}`")]
+    BadEnd(String),
+    /// A running session without a usable start cannot be placed in time.
+    #[error("running session has no usable start time")]
+    NoStart,
+}
+
+impl<'r> Candidate<'r> {
+    /// Decide the candidate event of a record. A session with a usable end is `end`; one
+    /// without is `start`.
+    pub fn of(record: &'r SessionRecord<'_>, tz: Tz) -> Result<Candidate<'r>, RecordProblem> {
+        let session_id = record.session_id.as_deref().ok_or(RecordProblem::NoSessionId)?;
+        if session_id.len() > MAX_SESSION_ID {
+            return Err(RecordProblem::SessionIdTooLong(session_id.len()));
+        }
+        let start = record
+            .start
+            .as_deref()
+            .and_then(parse_wall_clock)
+            .and_then(|t| to_utc(t, tz));
+        let end = match record.end.as_deref() {
+            None => None,
+            Some(text) => match parse_wall_clock(text).and_then(|t| to_utc(t, tz)) {
+                Some(t) => Some(t),
+                None if text.trim().starts_with("0000") => None,
+                None => return Err(RecordProblem::BadEnd(excerpt(text))),
+            },
+        };
+        match (end, start) {
+            (Some(e), _) => Ok(Candidate {
+                session_id,
+                phase: Phase::End,
+                time: e,
+                start,
+                end,
+            }),
+            (None, Some(s)) => Ok(Candidate {
+                session_id,
+                phase: Phase::Start,
+                time: s,
+                start,
+                end: None,
+            }),
+            (None, None) => Err(RecordProblem::NoStart),
+        }
+    }
+}
+
+/// A short, printable excerpt of a text from the vault, for log lines and error messages: at
+/// most 64 characters, control characters and quotes escaped, `…` when cut.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The dedup key of a session's phase.
+pub fn event_key(session_id: &str, phase: Phase, out: &mut String) {
+    out.clear();
+    out.push_str(session_id);
+    out.push(':');
+    out.push_str(phase.as_str());
+}
+
+/// The deterministic `event.id`: SHA-256 of (base URL, tenant, session id, phase), 128 bits hex.
+pub fn event_id(base_url: &str, tenant: Option<&str>, session_id: &str, phase: Phase) -> String {
+    let mut h = Sha256::new();
+    for part in [base_url, tenant.unwrap_or(""), session_id, phase.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+fn owned(v: &Option<std::borrow::Cow<'_, str>>) -> Option<String> {
+    v.as_deref().map(str::to_string)
+}
+
+impl SessionEvent {
+    /// Build the event of a record whose candidate passed the filter.
+    pub fn build(
+        record: &SessionRecord<'_>,
+        candidate: Candidate<'_>,
+        origin: &Origin,
+        tenant: Option<&str>,
+        created: DateTime<Utc>,
+        original: Option<&[u8]>,
+    ) -> SessionEvent {
+        let tenant = tenant.filter(|t| !t.trim().is_empty());
+        let session_id = candidate.session_id.to_string();
+        let mut key = String::with_capacity(session_id.len().saturating_add(6));
+        event_key(&session_id, candidate.phase, &mut key);
+        let duration_ns = match candidate.phase {
+            Phase::Start => None,
+            Phase::End => match (candidate.start, candidate.end) {
+                (Some(s), Some(e)) if e >= s => e.signed_duration_since(s).num_nanoseconds(),
+                _ => record
+                    .duration
+                    .as_deref()
+                    .and_then(parse_hms)
+                    .and_then(|s| s.checked_mul(1_000_000_000)),
+            },
+        };
+        let device_raw = owned(&record.device);
+        let device = device_raw.as_deref().map(Device::parse).unwrap_or_default();
+        let origin_text = owned(&record.origin_ip);
+        let origin_ip = origin_text.as_deref().and_then(|o| o.parse().ok());
+        SessionEvent {
+            phase: candidate.phase,
+            id: event_id(&origin.base_url, tenant, &session_id, candidate.phase),
+            key,
+            timestamp: candidate.time,
+            start: candidate.start,
+            end: candidate.end.filter(|_| candidate.phase == Phase::End),
+            duration_ns,
+            created,
+            timezone: origin.timezone.name(),
+            vault_host: origin.vault_host.clone(),
+            tenant: tenant.map(str::to_string),
+            session_id,
+            record_id: owned(&record.record_id),
+            record_number: record.record_id.as_deref().and_then(|s| s.trim().parse().ok()),
+            user: owned(&record.user),
+            origin: origin_text,
+            origin_ip,
+            credential: owned(&record.credential),
+            device_raw,
+            device,
+            protocol: record.protocol.as_deref().map(str::to_ascii_lowercase),
+            proxy: owned(&record.proxy),
+            duration_text: owned(&record.duration),
+            prevent_purge: record
+                .prevent_purge
+                .as_deref()
+                .and_then(|p| match p.trim().to_ascii_lowercase().as_str() {
+                    "yes" | "sim" | "true" | "1" | "y" => Some(true),
+                    "no" | "nao" | "não" | "false" | "0" | "n" => Some(false),
+                    _ => None,
+                }),
+            request: owned(&record.request),
+            itsm: owned(&record.itsm),
+            original: original.map(|o| String::from_utf8_lossy(o).into_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_and_distinct() {
+        let a = event_id("https://v", Some("t"), "s", Phase::Start);
+        assert_eq!(a, event_id("https://v", Some("t"), "s", Phase::Start));
+        assert_ne!(a, event_id("https://v", Some("t"), "s", Phase::End));
+        assert_ne!(a, event_id("https://w", Some("t"), "s", Phase::Start));
+        assert_eq!(a.len(), 32);
+    }
+}
