@@ -320,17 +320,18 @@ impl CefConfig {
     }
 }
 
+// The CEF defaults are the encoder's own (`CefOptions::default`), written once.
 fn default_cef_vendor() -> Expanded {
-    Expanded("MT4".into())
+    Expanded(crate::encode::cef::CefOptions::default().vendor)
 }
 fn default_cef_product() -> Expanded {
-    Expanded("senhasegura".into())
+    Expanded(crate::encode::cef::CefOptions::default().product)
 }
 fn default_cef_version() -> Expanded {
-    Expanded(env!("CARGO_PKG_VERSION").into())
+    Expanded(crate::encode::cef::CefOptions::default().version)
 }
 fn default_severity() -> u8 {
-    3
+    crate::encode::cef::CefOptions::default().severity_start
 }
 
 /// `[[sink]]`: one delivery target.
