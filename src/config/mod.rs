@@ -234,15 +234,8 @@ impl Default for StateConfig {
     }
 }
 
-/// Output format of a sink.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Elastic Common Schema JSON, one document per event.
-    Ecs,
-    /// ArcSight Common Event Format, one line per event.
-    Cef,
-}
+/// Output format of a sink (the encoders' own type).
+pub use crate::encode::Format;
 
 /// `[ecs]`: ECS encoder options.
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -4,8 +4,27 @@
 pub mod cef;
 pub mod ecs;
 
-use crate::config::{Config, Format};
 use crate::event::SessionEvent;
+use serde::Deserialize;
+
+/// Output format of a sink.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Elastic Common Schema JSON, one document per event.
+    Ecs,
+    /// ArcSight Common Event Format, one line per event.
+    Cef,
+}
+
+/// What the encoders are told besides the event: their options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// ECS: put the raw record in `event.original`.
+    pub include_original: bool,
+    /// CEF: header fields and severities.
+    pub cef: cef::CefOptions,
+}
 
 /// Counters an encoder keeps (e.g. truncations), reported in the cycle summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +45,11 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// The encoder for `format` with the config's options.
-    pub fn new(format: Format, config: &Config) -> Encoder {
+    /// The encoder for `format` with these options.
+    pub fn new(format: Format, options: &Options) -> Encoder {
         match format {
-            Format::Ecs => Encoder::Ecs(ecs::EcsEncoder::new(config.ecs.include_original)),
-            Format::Cef => Encoder::Cef(cef::CefEncoder::new(config.cef.options())),
+            Format::Ecs => Encoder::Ecs(ecs::EcsEncoder::new(options.include_original)),
+            Format::Cef => Encoder::Cef(cef::CefEncoder::new(options.cef.clone())),
         }
     }
 

@@ -159,7 +159,7 @@ impl<'r> Candidate<'r> {
             Some(text) => match parse_wall_clock(text).and_then(|t| to_utc(t, tz)) {
                 Some(t) => Some(t),
                 None if text.trim().starts_with("0000") => None,
-                None => return Err(RecordProblem::BadEnd(excerpt(text))),
+                None => return Err(RecordProblem::BadEnd(crate::source::senhasegura::excerpt(text))),
             },
         };
         match (end, start) {
@@ -180,17 +180,6 @@ impl<'r> Candidate<'r> {
             (None, None) => Err(RecordProblem::NoStart),
         }
     }
-}
-
-/// A short, printable excerpt of a text from the vault, for log lines and error messages: at
-/// most 64 characters, control characters and quotes escaped, `…` when cut.
-pub fn excerpt(text: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
-    if text.chars().nth(MAX).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 /// The dedup key of a session's phase.

@@ -273,7 +273,7 @@ impl Worker {
         if self.counters.bad <= BAD_LOG_LIMIT {
             tracing::warn!(
                 reason = why,
-                session_id = session_id.map(crate::event::excerpt).as_deref().unwrap_or("-"),
+                session_id = session_id.map(crate::source::senhasegura::excerpt).as_deref().unwrap_or("-"),
                 "Skipping a bad record"
             );
         } else if self.counters.bad == BAD_LOG_LIMIT + 1 {

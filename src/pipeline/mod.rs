@@ -347,7 +347,7 @@ fn body_error(e: &ScanError, content_type: Option<&str>, head: &[u8]) -> SourceE
         message.push_str(&format!(
             "; the answer's content type is {}, and it starts with \"{}\"",
             content_type
-                .map(crate::event::excerpt)
+                .map(crate::source::senhasegura::excerpt)
                 .unwrap_or_else(|| "not given".into()),
             crate::source::senhasegura::body_excerpt(start)
         ));
@@ -414,5 +414,9 @@ pub fn encoders_for(
         };
         index.push(i);
     }
-    (formats.into_iter().map(|f| Encoder::new(f, config)).collect(), index)
+    let options = crate::encode::Options {
+        include_original: config.ecs.include_original,
+        cef: config.cef.options(),
+    };
+    (formats.into_iter().map(|f| Encoder::new(f, &options)).collect(), index)
 }
