@@ -163,7 +163,7 @@ impl Worker {
         }
         let session_id = record.session_id.as_deref().expect("Candidate::of checked session_id");
         event_key(session_id, candidate.phase, &mut self.key);
-        match self.input.store.contains(candidate.time, &self.key) {
+        match self.input.store.contains(candidate.time, candidate.start, &self.key) {
             Ok(true) => {
                 self.out.counters.known += 1;
                 return Ok(());
@@ -174,6 +174,7 @@ impl Worker {
                 return Err(());
             }
         }
+        let start = candidate.start;
         let original = self.input.keep_original.then_some(bytes);
         let event = SessionEvent::build(
             &record,
@@ -189,6 +190,7 @@ impl Worker {
             enc.encode(&event, buf, &mut self.out.encode);
             self.batch.ranges[i].push((start, buf.len()));
         }
+        self.batch.starts.push(start);
         self.batch.metas.push(EventMeta {
             key: event.key,
             session_id: event.session_id,

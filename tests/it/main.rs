@@ -15,6 +15,7 @@ mod kafka;
 mod pipeline;
 mod props;
 mod rsyslog;
+mod state_layout;
 mod syslog;
 
 /// An input listing of tests/golden/.
