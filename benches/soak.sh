@@ -30,14 +30,13 @@ rss_mib() { awk -v f="$2" '$1 == f":" {printf "%.1f", $2/1024}' "/proc/$1/status
 cycles() { grep -c "Poll cycle done" "$WORK/agent.err" || true; }
 
 start_simulator "$WORK" "$N" 30d --grow "$GROW"
-write_config "$WORK/config.toml" "$WORK/state" 'interval = "10ms"' 
-# write_config puts EXTRA_TOML after [state]; the interval belongs to [source].
-sed -i 's/^interval = "10ms"$//; s/^\[source\]$/[source]\ninterval = "10ms"/' "$WORK/config.toml"
+write_config "$WORK/config.toml" "$WORK/state"
+sed -i 's/^\[source\]$/[source]\ninterval = "10ms"/' "$WORK/config.toml"
 "$BIN" run -c "$WORK/config.toml" > /dev/null 2> "$WORK/agent.err" &
 AGENT=$!
 STARTED=$(date +%s.%N)
 echo "run: $N-session listing (30d), growing by $GROW sessions a cycle, $CYCLES cycles"
-for at in 10 100 "$CYCLES"; do
+for at in $( (echo 10; echo 100; echo "$CYCLES") | awk -v c="$CYCLES" '$1 <= c' | sort -nu); do
   while [ "$(cycles)" -lt "$at" ]; do
     kill -0 $AGENT 2>/dev/null || { echo "agent exited:" >&2; tail "$WORK/agent.err" >&2; exit 1; }
     sleep 0.05
@@ -46,7 +45,7 @@ for at in 10 100 "$CYCLES"; do
     "$(rss_mib $AGENT VmHWM)" "$(echo "$(date +%s.%N) - $STARTED" | bc)"
 done
 kill -TERM $AGENT; wait $AGENT || true; AGENT=
-grep "Poll cycle done" "$WORK/agent.err" | tail -1 | grep -o 'new=[0-9]* delivered=[0-9]* known=[0-9]*' | sed 's/^/last cycle: /'
+grep "Poll cycle done.*interrupted=false" "$WORK/agent.err" | tail -1 | grep -o 'new=[0-9]* delivered=[0-9]* known=[0-9]*' | sed 's/^/last cycle: /'
 "$BIN" state --state-dir "$WORK/state" stats > "$WORK/stats.json"
 KEYS=$(grep '"keys"' "$WORK/stats.json" | grep -o '[0-9]*')
 DISK=$(grep '"size_on_disk"' "$WORK/stats.json" | grep -o '[0-9]*')

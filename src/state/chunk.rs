@@ -40,6 +40,21 @@ fn prefix_time(entry: &[u8]) -> i64 {
 
 /// `<session_id>:<phase>` as stored: tag byte, then the id bytes (packed when hex).
 pub fn pack(key: &str) -> Result<Vec<u8>, StateError> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    pack_into(key, &mut out)?;
+    Ok(out)
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// [`pack`], appended to `out` (a lookup's key is built without allocating twice).
+pub fn pack_into(key: &str, out: &mut Vec<u8>) -> Result<(), StateError> {
     let (sid, tag) = if let Some(sid) = key.strip_suffix(":end") {
         (sid, TAG_END)
     } else if let Some(sid) = key.strip_suffix(":start") {
@@ -49,24 +64,29 @@ pub fn pack(key: &str) -> Result<Vec<u8>, StateError> {
             "`{key}` is not a <session_id>:start or <session_id>:end key"
         )));
     };
-    let hex = !sid.is_empty()
-        && sid.len() % 2 == 0
-        && sid.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let mut out = Vec::with_capacity(1 + sid.len());
-    match hex::decode(sid) {
-        Ok(bytes) if hex => {
-            out.push(tag | TAG_HEX);
-            out.extend(bytes);
-        }
-        _ => {
-            out.push(tag);
-            out.extend_from_slice(sid.as_bytes());
-        }
-    }
-    if out.len() > u16::MAX as usize {
+    if sid.len() + 1 > u16::MAX as usize {
         return Err(StateError::Io("session id longer than 64 KiB".into()));
     }
-    Ok(out)
+    let mark = out.len();
+    out.push(tag | TAG_HEX);
+    let hex = !sid.is_empty()
+        && sid.len() % 2 == 0
+        && sid
+            .as_bytes()
+            .chunks_exact(2)
+            .all(|pair| match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    true
+                }
+                _ => false,
+            });
+    if !hex {
+        out.truncate(mark);
+        out.push(tag);
+        out.extend_from_slice(sid.as_bytes());
+    }
+    Ok(())
 }
 
 /// The key string of a packed key (tag byte first).
@@ -93,6 +113,14 @@ pub fn entry_key(filed: i64, packed: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&time_prefix(filed));
     k.extend_from_slice(packed);
     k
+}
+
+/// The entry bytes of `key` filed at `filed`, built in one allocation.
+pub fn entry_of(filed: i64, key: &str) -> Result<Vec<u8>, StateError> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(&time_prefix(filed));
+    pack_into(key, &mut k)?;
+    Ok(k)
 }
 
 /// One entry, borrowed from a chunk.
@@ -331,6 +359,17 @@ mod tests {
         }
         assert_eq!(pack("e7acacb6aedbab70073456da5744166939b77527:end").unwrap().len(), 21);
         assert!(pack("no-phase").is_err());
+        assert_eq!(pack("abc:end").unwrap(), [TAG_END, b'a', b'b', b'c'], "odd length: raw");
+        assert_eq!(
+            pack("0aF1:start").unwrap(),
+            [0, b'0', b'a', b'F', b'1'],
+            "upper case: raw"
+        );
+        assert_eq!(pack("0af1:start").unwrap(), [TAG_HEX, 0x0a, 0xf1]);
+        assert_eq!(
+            entry_of(7, "0af1:end").unwrap(),
+            entry_key(7, &pack("0af1:end").unwrap())
+        );
         assert!(is_end(&pack("x:end").unwrap()) && !is_end(&pack("x:start").unwrap()));
         assert!(time_prefix(-1) < time_prefix(0) && time_prefix(0) < time_prefix(1));
     }
@@ -339,7 +378,12 @@ mod tests {
     fn encode_decode_search_merge_split() {
         let mut c = Chunk::default();
         let mut keys: Vec<(Vec<u8>, i64)> = (0..300)
-            .map(|i| (entry(1_700_000_000 + i / 7, &format!("{:040x}:end", i * 7919)), 1_700_000_000 + i))
+            .map(|i| {
+                (
+                    entry(1_700_000_000 + i / 7, &format!("{:040x}:end", i * 7919)),
+                    1_700_000_000 + i,
+                )
+            })
             .collect();
         keys.push((entry(-5, "odd id:start"), -5));
         keys.sort();
@@ -363,7 +407,9 @@ mod tests {
         assert_eq!(merged, c);
         let pieces = merged.split();
         assert_eq!(pieces.len(), 301usize.div_ceil(CHUNK_ENTRIES));
-        assert!(pieces.iter().all(|p| p.len() <= CHUNK_ENTRIES && p.len() >= CHUNK_ENTRIES / 2));
+        assert!(pieces
+            .iter()
+            .all(|p| p.len() <= CHUNK_ENTRIES && p.len() >= CHUNK_ENTRIES / 2));
         let all: Vec<_> = pieces.iter().flat_map(|p| p.iter().map(|e| e.key.to_vec())).collect();
         assert_eq!(all, keys.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
         let (kept, dropped) = c.retain(|e| e.time >= 1_700_000_100);

@@ -13,7 +13,7 @@
 //! events after the newest of them arrive, a lookup that misses under the start also looks there
 //! (`legacy_until`). An export from format 1 is imported the same way.
 
-use super::chunk::{entry_key, is_end, pack, time_prefix, unpack};
+use super::chunk::{entry_key, entry_of, is_end, pack, time_prefix, unpack};
 use super::tree::ChunkTree;
 use super::{bucket, Dedup, Delivered, StateError, KEY_FORMAT};
 use chrono::{DateTime, TimeZone, Utc};
@@ -329,7 +329,9 @@ impl SledStore {
     /// Keys are `<session_id>:<phase>`; the whole store is scanned (an operator's command).
     pub fn forget(&self, keys: &[String]) -> Result<usize, StateError> {
         let packed: std::collections::HashSet<Vec<u8>> = keys.iter().filter_map(|k| pack(k).ok()).collect();
-        let n = self.chunks.rewrite(Bound::Unbounded, |e| !packed.contains(e.packed()))?;
+        let n = self
+            .chunks
+            .rewrite(Bound::Unbounded, |e| !packed.contains(e.packed()))?;
         self.db.flush()?;
         Ok(n)
     }
@@ -421,21 +423,21 @@ impl SledStore {
 
 impl Dedup for SledStore {
     fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError> {
-        let Ok(packed) = pack(key) else {
+        let Ok(entry) = entry_of(filed(time, start), key) else {
             return Ok(false);
         };
-        if self.chunks.contains(&entry_key(filed(time, start), &packed))? {
+        if self.chunks.contains(&entry)? {
             return Ok(true);
         }
         // Keys from format 1 are filed under their own time.
         let legacy = start.is_some_and(|s| s != time) && time.timestamp() <= self.legacy_until.load(Ordering::Relaxed);
-        Ok(legacy && self.chunks.contains(&entry_key(time.timestamp(), &packed))?)
+        Ok(legacy && self.chunks.contains(&entry_of(time.timestamp(), key)?)?)
     }
 
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
         let entries = delivered
             .iter()
-            .map(|d| Ok((entry_key(filed(d.time, d.start), &pack(&d.key)?), d.time.timestamp())))
+            .map(|d| Ok((entry_of(filed(d.time, d.start), &d.key)?, d.time.timestamp())))
             .collect::<Result<Vec<_>, StateError>>()?;
         self.chunks.insert_sorted(&sorted(entries))?;
         self.db.flush()?;
@@ -505,13 +507,20 @@ mod tests {
         let store = SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
         assert!(!store.contains(t(1000), Some(t(400)), "a:end").unwrap());
         store
-            .commit(&[d("a:end", 1000, Some(400)), d("b:start", 10, Some(10)), d("c:end", 20, None)])
+            .commit(&[
+                d("a:end", 1000, Some(400)),
+                d("b:start", 10, Some(10)),
+                d("c:end", 20, None),
+            ])
             .unwrap();
         assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
         assert!(store.contains(t(10), Some(t(10)), "b:start").unwrap());
         assert!(store.contains(t(20), None, "c:end").unwrap());
         assert!(!store.contains(t(1000), Some(t(400)), "a:start").unwrap());
-        assert!(!store.contains(t(1000), Some(t(401)), "a:end").unwrap(), "filed under the start");
+        assert!(
+            !store.contains(t(1000), Some(t(401)), "a:end").unwrap(),
+            "filed under the start"
+        );
         let stats = store.stats().unwrap();
         assert_eq!((stats.keys, stats.start, stats.end), (3, 1, 2));
         assert_eq!((stats.oldest, stats.newest), (Some(t(10)), Some(t(1000))));
@@ -555,7 +564,11 @@ mod tests {
                 if i % 100 == 0 {
                     d(&format!("{sid}:start"), start, Some(start))
                 } else {
-                    d(&format!("{sid}:end"), (start + 5 + (i * 7919) % 7200).min(base), Some(start))
+                    d(
+                        &format!("{sid}:end"),
+                        (start + 5 + (i * 7919) % 7200).min(base),
+                        Some(start),
+                    )
                 }
             })
             .collect()
@@ -570,21 +583,31 @@ mod tests {
             assert!(batch.iter().all(|x| !store.contains(x.time, x.start, &x.key).unwrap()));
             store.commit(batch).unwrap();
         }
-        assert!(all.iter().all(|x| store.contains(x.time, x.start, &x.key).unwrap()), "every key found");
+        assert!(
+            all.iter().all(|x| store.contains(x.time, x.start, &x.key).unwrap()),
+            "every key found"
+        );
         assert_eq!(store.stats().unwrap().keys, 200_000);
         let cutoff = 1_768_478_400 - 1800;
         let expect = all.iter().filter(|x| x.time.timestamp() < cutoff).count();
         assert!(expect > 10_000, "{expect}");
         assert_eq!(store.prune(t(cutoff)).unwrap(), expect);
         for x in &all {
-            assert_eq!(store.contains(x.time, x.start, &x.key).unwrap(), x.time.timestamp() >= cutoff);
+            assert_eq!(
+                store.contains(x.time, x.start, &x.key).unwrap(),
+                x.time.timestamp() >= cutoff
+            );
         }
         assert_eq!(store.stats().unwrap().keys as usize, 200_000 - expect);
     }
 
     /// Write a format-1 store the way the previous release laid it out.
     fn format_1_store(path: &Path, keys: &[(i64, &str)]) {
-        let db = sled::Config::new().path(path).segment_size(SEGMENT_BYTES).open().unwrap();
+        let db = sled::Config::new()
+            .path(path)
+            .segment_size(SEGMENT_BYTES)
+            .open()
+            .unwrap();
         db.insert(META_FORMAT, &1u64.to_be_bytes()).unwrap();
         db.insert(META_CREATED, &5i64.to_be_bytes()).unwrap();
         db.insert(META_FIRST_RUN, &i64::MIN.to_be_bytes()).unwrap();
@@ -606,7 +629,10 @@ mod tests {
     #[test]
     fn format_1_is_migrated_and_still_known() {
         let dir = tempfile::tempdir().unwrap();
-        format_1_store(dir.path(), &[(1000, "a:end"), (100, "b:start"), (2000, "c:end"), (-30, "d:start")]);
+        format_1_store(
+            dir.path(),
+            &[(1000, "a:end"), (100, "b:start"), (2000, "c:end"), (-30, "d:start")],
+        );
         let store = SledStore::open(dir.path(), None, None).unwrap();
         assert_eq!(store.stats().unwrap().keys, 4);
         assert_eq!(store.stats().unwrap().meta.key_format, 2);
@@ -621,7 +647,10 @@ mod tests {
         assert!(store.contains(t(2500), Some(t(1500)), "e:end").unwrap());
         drop(store);
         let store = SledStore::open(dir.path(), None, None).unwrap();
-        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap(), "after reopening");
+        assert!(
+            store.contains(t(1000), Some(t(400)), "a:end").unwrap(),
+            "after reopening"
+        );
         assert_eq!(store.stats().unwrap().keys, 5);
         let mut out = Vec::new();
         store.export(&mut out).unwrap();
@@ -642,7 +671,10 @@ mod tests {
         assert_eq!(store.import(&mut export.as_bytes()).unwrap(), 1);
         assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
         let bad = r#"{"meta":{"key_format":7,"created":"2026-01-01T00:00:00Z","first_run_horizon":null,"vault":null}}"#;
-        assert!(matches!(store.import(&mut bad.as_bytes()), Err(StateError::Import { line: 1, .. })));
+        assert!(matches!(
+            store.import(&mut bad.as_bytes()),
+            Err(StateError::Import { line: 1, .. })
+        ));
     }
 
     #[test]

@@ -136,11 +136,7 @@ impl ChunkTree {
 
     /// Drop the entries `keep` refuses among the chunks whose key is before `end`; returns how
     /// many were dropped. Not flushed.
-    pub fn rewrite(
-        &self,
-        end: Bound<&[u8]>,
-        mut keep: impl FnMut(Entry<'_>) -> bool,
-    ) -> Result<usize, StateError> {
+    pub fn rewrite(&self, end: Bound<&[u8]>, mut keep: impl FnMut(Entry<'_>) -> bool) -> Result<usize, StateError> {
         self.forget_cache();
         let end = end.map(|e| e.to_vec());
         let mut from: Bound<Vec<u8>> = Bound::Unbounded;
@@ -205,7 +201,10 @@ mod tests {
         // Appends, then inserts before, between and inside existing chunks.
         let mut all: Vec<(Vec<u8>, i64)> = Vec::new();
         for (lo, hi, step) in [(1000, 3000, 1), (0, 500, 3), (500, 3000, 7), (5000, 5100, 1)] {
-            let mut add: Vec<(Vec<u8>, i64)> = (lo..hi).step_by(step).map(|i| (key(i as i64 / 10, i), i as i64)).collect();
+            let mut add: Vec<(Vec<u8>, i64)> = (lo..hi)
+                .step_by(step)
+                .map(|i| (key(i as i64 / 10, i), i as i64))
+                .collect();
             add.sort();
             add.retain(|e| !all.iter().any(|a| a.0 == e.0));
             t.insert_sorted(&add).unwrap();
@@ -221,12 +220,22 @@ mod tests {
         let chunks: Vec<Chunk> = t.chunks().map(Result::unwrap).collect();
         assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK_ENTRIES));
         let flat: Vec<Vec<u8>> = chunks.iter().flat_map(|c| c.iter().map(|e| e.key.to_vec())).collect();
-        assert_eq!(flat, all.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), "in order, each once");
+        assert_eq!(
+            flat,
+            all.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+            "in order, each once"
+        );
 
         // Drop times below 2000 among chunks filed before 250: exactly those entries go.
         let bound = crate::state::chunk::time_prefix(250);
-        let expect = all.iter().filter(|(k, t)| k.as_slice() < &bound[..] && *t < 2000).count();
-        assert_eq!(t.rewrite(Bound::Excluded(&bound[..]), |e| e.time >= 2000).unwrap(), expect);
+        let expect = all
+            .iter()
+            .filter(|(k, t)| k.as_slice() < &bound[..] && *t < 2000)
+            .count();
+        assert_eq!(
+            t.rewrite(Bound::Excluded(&bound[..]), |e| e.time >= 2000).unwrap(),
+            expect
+        );
         for (k, time) in &all {
             let gone = k.as_slice() < &bound[..] && *time < 2000;
             assert_eq!(t.contains(k).unwrap(), !gone);
