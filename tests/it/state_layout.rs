@@ -53,7 +53,16 @@ fn listed(setup: &Setup) -> HashMap<String, chrono::DateTime<chrono::Utc>> {
 fn dense_listing_first_poll_keeps_the_store_correct() {
     // 200,000 sessions started within one hour; three quarters of them end in the same second
     // (the simulator's listing time).
-    let sim = Sim::start(&["--sessions", "200000", "--active", "2000", "--history", "1h", "--seed", "11"]);
+    let sim = Sim::start(&[
+        "--sessions",
+        "200000",
+        "--active",
+        "2000",
+        "--history",
+        "1h",
+        "--seed",
+        "11",
+    ]);
     let setup = Setup::new(&sim.url, "", "");
     let (lines, first) = once_to_file(&setup);
     assert_eq!(first["new"], 200_000, "{first:?}");
@@ -64,7 +73,11 @@ fn dense_listing_first_poll_keeps_the_store_correct() {
     assert_eq!(sent.len(), 200_000, "one event per session");
 
     let stored = listed(&setup);
-    assert_eq!(stored.keys().cloned().collect::<HashSet<_>>(), sent, "every key found afterwards");
+    assert_eq!(
+        stored.keys().cloned().collect::<HashSet<_>>(),
+        sent,
+        "every key found afterwards"
+    );
     assert_eq!(setup.state_stats()["keys"], 200_000);
 
     let (lines, second) = once_to_file(&setup);
@@ -74,7 +87,11 @@ fn dense_listing_first_poll_keeps_the_store_correct() {
     // Prune with a 30-minute retention: exactly the keys older than the cutoff go.
     let pruning = setup.dir.path().join("prune.toml");
     let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(&pruning, config.replace("retention = \"100000d\"", "retention = \"30m\"")).unwrap();
+    std::fs::write(
+        &pruning,
+        config.replace("retention = \"100000d\"", "retention = \"30m\""),
+    )
+    .unwrap();
     let earliest = chrono::Utc::now() - chrono::Duration::minutes(30);
     let out = cmd()
         .args(["state", "--state-dir"])
@@ -88,14 +105,27 @@ fn dense_listing_first_poll_keeps_the_store_correct() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let kept = listed(&setup);
     let removed: Vec<_> = stored.iter().filter(|(k, _)| !kept.contains_key(*k)).collect();
-    assert!(!removed.is_empty() && !kept.is_empty(), "the cutoff splits this listing");
+    assert!(
+        !removed.is_empty() && !kept.is_empty(),
+        "the cutoff splits this listing"
+    );
     assert!(kept.keys().all(|k| stored.contains_key(k)));
     // Times are whole seconds; the cutoff lies between `earliest` and `latest`.
     let second = chrono::Duration::seconds(1);
-    assert!(removed.iter().all(|(_, t)| **t < latest), "only keys older than the retention");
-    assert!(kept.values().all(|t| *t >= earliest - second), "every key older than the retention");
+    assert!(
+        removed.iter().all(|(_, t)| **t < latest),
+        "only keys older than the retention"
+    );
+    assert!(
+        kept.values().all(|t| *t >= earliest - second),
+        "every key older than the retention"
+    );
     let said = format!("pruned {} key(s)", removed.len());
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&said), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&said),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Copy a directory tree.
@@ -117,7 +147,16 @@ fn store_of_the_previous_release_is_migrated_and_nothing_is_sent_again() {
     // tests/fixtures/state-v1: the state directory the previous release (key format 1,
     // commit e55d62c) left after one `once` over this very listing (see its README).
     let args = [
-        "--sessions", "300", "--active", "30", "--history", "1h", "--seed", "5", "--now", "2026-01-15 12:00:00",
+        "--sessions",
+        "300",
+        "--active",
+        "30",
+        "--history",
+        "1h",
+        "--seed",
+        "5",
+        "--now",
+        "2026-01-15 12:00:00",
     ];
     let sim = Sim::start(&args);
     let setup = Setup::new(&sim.url, "", "");
@@ -132,7 +171,10 @@ fn store_of_the_previous_release_is_migrated_and_nothing_is_sent_again() {
     assert!(lines.is_empty(), "nothing the old store knew is sent again: {lines:?}");
     assert_eq!((fields["new"], fields["known"]), (0, 300), "{fields:?}");
     let stats = setup.state_stats();
-    assert_eq!((stats["keys"].as_u64(), stats["meta"]["key_format"].as_u64()), (Some(300), Some(2)));
+    assert_eq!(
+        (stats["keys"].as_u64(), stats["meta"]["key_format"].as_u64()),
+        (Some(300), Some(2))
+    );
 
     // The vault moves on: only the new events go out, once.
     let grown = Sim::start(&[&args[..], &["--grow", "7"]].concat());
