@@ -33,15 +33,9 @@ fn once_to_file(setup: &Setup) -> (Vec<String>, HashMap<String, u64>) {
 
 /// (key, event time) of every key `state list` shows.
 fn listed(setup: &Setup) -> HashMap<String, chrono::DateTime<chrono::Utc>> {
-    let out = cmd()
-        .args(["state", "--state-dir"])
-        .arg(setup.state_dir())
-        .arg("list")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    setup
+        .state_list()
+        .iter()
         .map(|l| {
             let (k, t) = l.split_once('\t').unwrap();
             (k.to_string(), chrono::DateTime::parse_from_rfc3339(t).unwrap().into())
