@@ -31,7 +31,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 struct EmptyStore;
 
 impl Dedup for EmptyStore {
-    fn contains(&self, _time: chrono::DateTime<Utc>, _key: &str) -> Result<bool, StateError> {
+    fn contains(
+        &self,
+        _: chrono::DateTime<Utc>,
+        _: Option<chrono::DateTime<Utc>>,
+        _: &str,
+    ) -> Result<bool, StateError> {
         Ok(false)
     }
     fn commit(&self, _delivered: &[Delivered]) -> Result<(), StateError> {

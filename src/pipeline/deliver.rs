@@ -42,9 +42,11 @@ pub fn delivered_keys(batch: &Batch) -> Vec<Delivered> {
     batch
         .metas
         .iter()
-        .map(|m| Delivered {
+        .zip(&batch.starts)
+        .map(|(m, &start)| Delivered {
             key: m.key.clone(),
             time: m.time,
+            start,
         })
         .collect()
 }

@@ -273,7 +273,10 @@ impl Worker {
         if self.counters.bad <= BAD_LOG_LIMIT {
             tracing::warn!(
                 reason = why,
-                session_id = session_id.map(crate::source::senhasegura::excerpt).as_deref().unwrap_or("-"),
+                session_id = session_id
+                    .map(crate::source::senhasegura::excerpt)
+                    .as_deref()
+                    .unwrap_or("-"),
                 "Skipping a bad record"
             );
         } else if self.counters.bad == BAD_LOG_LIMIT + 1 {
@@ -337,7 +340,7 @@ impl Worker {
             );
             return Ok(());
         }
-        match self.input.store.contains(candidate.time, &self.key) {
+        match self.input.store.contains(candidate.time, candidate.start, &self.key) {
             Ok(true) => {
                 self.counters.known = self.counters.known.saturating_add(1);
                 return Ok(());
@@ -345,6 +348,7 @@ impl Worker {
             Ok(false) => {}
             Err(e) => return Err(Halt::State(e)),
         }
+        let start = candidate.start;
         let original = self.input.keep_original.then_some(bytes);
         let event = SessionEvent::build(&record, candidate, &self.input.origin, tenant, self.created, original);
         for (i, enc) in self.input.encoders.iter().enumerate() {
@@ -353,6 +357,7 @@ impl Worker {
             enc.encode(&event, buf, &mut self.encode);
             self.batch.ranges[i].push((start, buf.len()));
         }
+        self.batch.starts.push(start);
         self.batch.metas.push(EventMeta {
             key: event.key,
             session_id: event.session_id,
@@ -389,7 +394,7 @@ mod tests {
     }
 
     impl Dedup for Store {
-        fn contains(&self, _time: DateTime<Utc>, key: &str) -> Result<bool, StateError> {
+        fn contains(&self, _time: DateTime<Utc>, _start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError> {
             if Some(key) == self.panics_on {
                 panic!("a bug on key {key}");
             }

@@ -78,6 +78,8 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Batch {
     metas: Vec<crate::sink::EventMeta>,
+    /// Each event's session start (where its key is filed in the store).
+    starts: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     payloads: Vec<Vec<u8>>,
     ranges: Vec<Vec<(usize, usize)>>,
 }
@@ -86,6 +88,7 @@ impl Batch {
     fn new(encoders: usize) -> Batch {
         Batch {
             metas: Vec::new(),
+            starts: Vec::new(),
             payloads: vec![Vec::new(); encoders],
             ranges: vec![Vec::new(); encoders],
         }

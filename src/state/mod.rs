@@ -3,23 +3,26 @@
 //! The pipeline sees only the [`Dedup`] trait (`contains`, `commit`); the sled-backed
 //! [`SledStore`] is one implementation, kept behind it because sled 0.34 has known weak spots
 //! (docs/design.md, "State store"). Keys are `<session_id>:<phase>`, stored under a versioned key format that
-//! puts the event's own time first (see `sled_store.rs`), so lookups of a listing, which is in
-//! time order, touch neighbouring pages, and pruning is a range scan.
+//! files them under their session's start (see `sled_store.rs`), in chunks of bounded size, so
+//! lookups of a listing, which is in start order, read each chunk once whatever the density of
+//! sessions in time, and pruning is a range scan.
 //!
 //! Invariant: `commit` is called only with keys every sink acknowledged, and it returns only
 //! once they are durable (`apply_batch` then `flush`).
 
 mod bucket;
+mod chunk;
 pub mod dir;
 mod sled_store;
+mod tree;
 
-pub use sled_store::{ExportLine, SledStore, StateMeta, Stats};
+pub use sled_store::{ExportLine, Remembered, SledStore, StateMeta, Stats};
 
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 
-/// The key format this build writes and reads.
-pub const KEY_FORMAT: u64 = 1;
+/// The key format this build writes and reads (format 1 is migrated when opened).
+pub const KEY_FORMAT: u64 = 2;
 
 /// A state store failure (exit 5).
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +63,15 @@ pub struct Delivered {
     pub key: String,
     /// The event's own time.
     pub time: DateTime<Utc>,
+    /// The session's start (the key is filed under it), when the record has one.
+    pub start: Option<DateTime<Utc>>,
 }
 
 /// What the pipeline needs from a store.
 pub trait Dedup: Send + Sync {
-    /// Was this key, of an event at `time`, delivered before?
-    fn contains(&self, time: DateTime<Utc>, key: &str) -> Result<bool, StateError>;
+    /// Was this key, of an event at `time` in a session that started at `start`, delivered
+    /// before?
+    fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError>;
     /// Remember these keys durably.
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError>;
 }

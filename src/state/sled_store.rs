@@ -2,38 +2,69 @@
 //! forget, prune, export, import). The directory is created 0700 and the process umask keeps
 //! sled's files 0600. sled takes an exclusive lock, so a second agent fails at once.
 //!
-//! Key format 1: the `events` tree holds one value per time bucket (see `bucket.rs`), keyed
-//! by the bucket's start time so that byte order is time order. Lookups go through a small
-//! cache of decoded buckets; commits rewrite the buckets they touch in one `apply_batch`, then
-//! flush.
+//! Key format 2: the `chunks` tree holds the delivered keys as entries in bounded chunks (see
+//! `chunk.rs` and `tree.rs`). A key is filed under its session's start when the record has one
+//! (else under the event's own time), so both events of a session sit where a listing in start
+//! order looks them up, and the event's own time is kept for pruning. Commits merge the keys
+//! into the chunks that cover them, then flush.
+//!
+//! A format-1 store (one value per 10-minute bucket, `bucket.rs`) is migrated when opened. It
+//! did not record sessions' starts, so its end keys stay filed under their own time; until
+//! events after the newest of them arrive, a lookup that misses under the start also looks there
+//! (`legacy_until`). An export from format 1 is imported the same way.
 
-use super::bucket::{bucket_from_key, bucket_key, bucket_of, Bucket, BucketCache};
-use super::{Dedup, Delivered, StateError, KEY_FORMAT};
+use super::chunk::{entry_key, entry_of, is_end, pack, time_prefix, unpack};
+use super::tree::ChunkTree;
+use super::{bucket, Dedup, Delivered, StateError, KEY_FORMAT};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
 
-const EVENTS_TREE: &str = "events";
+/// Format 1's tree (read only to migrate it).
+const EVENTS_TREE_V1: &str = "events";
+const CHUNKS_TREE: &str = "chunks";
 const META_FORMAT: &[u8] = b"key_format";
 const META_FIRST_RUN: &[u8] = b"first_run_horizon";
 const META_CREATED: &[u8] = b"created";
 const META_VAULT: &[u8] = b"vault";
 const META_ZONE: &[u8] = b"timezone";
+/// The newest event time among end keys filed under their own time by a migration or an
+/// import of format 1 (absent: none).
+const META_LEGACY_UNTIL: &[u8] = b"legacy_until";
 /// Page cache size: small, the store is read mostly once per key per poll.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// sled's log segment (and IO buffer) size; the 512 KiB default costs ~20 MiB more peak RSS
 /// during a million-key first poll (measured with benches/e2e.sh).
 const SEGMENT_BYTES: usize = 128 * 1024;
+/// Keys sorted and inserted at once by a migration or an import.
+const INSERT_RUN: usize = 10_000;
 
 /// The sled-backed store.
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
-    events: sled::Tree,
-    cache: Mutex<BucketCache>,
+    chunks: ChunkTree,
+    /// `META_LEGACY_UNTIL`, or `i64::MIN`.
+    legacy_until: AtomicI64,
+}
+
+/// Unix seconds a key is filed under.
+fn filed(time: DateTime<Utc>, start: Option<DateTime<Utc>>) -> i64 {
+    start.unwrap_or(time).timestamp()
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+/// Sort by entry and drop repeats (the first of equal entries stays).
+fn sorted(mut entries: Vec<(Vec<u8>, i64)>) -> Vec<(Vec<u8>, i64)> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|a, b| a.0 == b.0);
+    entries
 }
 
 /// What the store remembers about itself.
@@ -83,12 +114,26 @@ pub enum ExportLine {
         key: String,
         /// Event time.
         time: DateTime<Utc>,
+        /// The session's start, when the key is filed under it and it differs from `time`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<DateTime<Utc>>,
     },
 }
 
+/// One remembered key, as `list` and `export` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    /// `<session_id>:<phase>`.
+    pub key: String,
+    /// The event's own time.
+    pub time: DateTime<Utc>,
+    /// The time the key is filed under (the session's start, or `time`).
+    pub filed: DateTime<Utc>,
+}
+
 impl SledStore {
-    /// Open (or create) the store at `path`. `first_run_horizon` is remembered only when the
-    /// store is created.
+    /// Open (or create) the store at `path`, migrating a format-1 store. `first_run_horizon` is
+    /// remembered only when the store is created.
     pub fn open(
         path: &Path,
         first_run_horizon: Option<DateTime<Utc>>,
@@ -101,12 +146,12 @@ impl SledStore {
             .segment_size(SEGMENT_BYTES)
             .open()
             .map_err(|e| open_error(path, e))?;
-        let events = db.open_tree(EVENTS_TREE)?;
+        let chunks = ChunkTree::new(db.open_tree(CHUNKS_TREE)?);
         let store = SledStore {
             path: path.to_path_buf(),
             db,
-            events,
-            cache: Mutex::new(BucketCache::default()),
+            chunks,
+            legacy_until: AtomicI64::new(i64::MIN),
         };
         match store.db.get(META_FORMAT)? {
             None => {
@@ -116,16 +161,26 @@ impl SledStore {
                 store.db.insert(META_FIRST_RUN, &first.to_be_bytes())?;
                 store.db.flush()?;
             }
-            Some(v) => {
-                let found = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-                if found != KEY_FORMAT {
+            Some(v) => match v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0) {
+                1 => store.migrate_v1()?,
+                KEY_FORMAT => {
+                    if store.db.tree_names().iter().any(|n| n == EVENTS_TREE_V1.as_bytes()) {
+                        // A migration that stopped after switching the format.
+                        store.db.drop_tree(EVENTS_TREE_V1)?;
+                    }
+                }
+                found => {
                     return Err(StateError::Format {
                         path: path.to_path_buf(),
                         found,
                         expected: KEY_FORMAT,
-                    });
+                    })
                 }
-            }
+            },
+        }
+        if let Some(v) = store.db.get(META_LEGACY_UNTIL)? {
+            let until = v.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
+            store.legacy_until.store(until, Ordering::Relaxed);
         }
         if let Some(vault) = vault {
             let previous = store.db.insert(META_VAULT, vault.as_bytes())?;
@@ -139,8 +194,48 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Rewrite a format-1 store's buckets as chunks, then switch the format. Interrupted, it
+    /// starts over at the next open (the format switches last).
+    fn migrate_v1(&self) -> Result<(), StateError> {
+        let old = self.db.open_tree(EVENTS_TREE_V1)?;
+        self.chunks.clear()?;
+        let mut run = Vec::new();
+        let (mut keys, mut legacy) = (0u64, i64::MIN);
+        for item in old.iter() {
+            let (k, v) = item?;
+            for (time, packed) in bucket::decode(&k, &v)? {
+                if is_end(&packed) {
+                    legacy = legacy.max(time);
+                }
+                run.push((entry_key(time, &packed), time));
+            }
+            if run.len() >= INSERT_RUN {
+                keys += run.len() as u64;
+                self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
+            }
+        }
+        keys += run.len() as u64;
+        self.chunks.insert_sorted(&sorted(run))?;
+        self.db.flush()?;
+        self.raise_legacy_until(legacy)?;
+        self.db.insert(META_FORMAT, &KEY_FORMAT.to_be_bytes())?;
+        self.db.flush()?;
+        self.db.drop_tree(EVENTS_TREE_V1)?;
+        self.db.flush()?;
+        tracing::info!(keys, path = %self.path.display(), "Migrated the state store from key format 1 to {KEY_FORMAT}");
+        Ok(())
+    }
+
+    fn raise_legacy_until(&self, time: i64) -> Result<(), StateError> {
+        if time > self.legacy_until.load(Ordering::Relaxed) {
+            self.db.insert(META_LEGACY_UNTIL, &time.to_be_bytes())?;
+            self.legacy_until.store(time, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Remember the vault's time zone; returns the previous one when it was different.
-    /// Event times (and so the store's buckets) depend on the zone: after a change, events
+    /// Event times (and so where keys are filed) depend on the zone: after a change, events
     /// already delivered look new.
     pub fn remember_zone(&self, zone: &str) -> Result<Option<String>, StateError> {
         let previous = self.db.insert(META_ZONE, zone.as_bytes())?;
@@ -182,42 +277,42 @@ impl SledStore {
     pub fn stats(&self) -> Result<Stats, StateError> {
         let (mut keys, mut start, mut end) = (0, 0, 0);
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
-        for item in self.events.iter() {
-            let (k, v) = item?;
-            for (is_end, t) in Bucket::decode(bucket_from_key(&k)?, &v)?.phases() {
+        for chunk in self.chunks.chunks() {
+            for e in chunk?.iter() {
                 keys += 1;
-                if is_end {
+                if is_end(e.packed()) {
                     end += 1;
                 } else {
                     start += 1;
                 }
-                oldest = Some(oldest.map_or(t, |o| o.min(t)));
-                newest = Some(newest.map_or(t, |n| n.max(t)));
+                oldest = Some(oldest.map_or(e.time, |o| o.min(e.time)));
+                newest = Some(newest.map_or(e.time, |n| n.max(e.time)));
             }
         }
-        let at = |s: Option<i64>| s.and_then(|s| Utc.timestamp_opt(s, 0).single());
         Ok(Stats {
             keys,
             start,
             end,
-            oldest: at(oldest),
-            newest: at(newest),
+            oldest: oldest.map(at),
+            newest: newest.map(at),
             size_on_disk: self.db.size_on_disk()?,
             meta: self.meta()?,
         })
     }
 
-    /// Every key with its event time, in time order.
-    pub fn list(&self) -> impl Iterator<Item = Result<(String, DateTime<Utc>), StateError>> + '_ {
-        self.events.iter().flat_map(|item| {
-            let entries: Vec<Result<(String, DateTime<Utc>), StateError>> = match item
-                .map_err(StateError::from)
-                .and_then(|(k, v)| Bucket::decode(bucket_from_key(&k)?, &v))
-            {
-                Ok(bucket) => bucket
-                    .sorted()
-                    .into_iter()
-                    .map(|(t, k)| Ok((k, Utc.timestamp_opt(t, 0).single().unwrap_or_default())))
+    /// Every key, in the order it is filed (session start, then key).
+    pub fn remembered(&self) -> impl Iterator<Item = Result<Remembered, StateError>> + '_ {
+        self.chunks.chunks().flat_map(|chunk| {
+            let entries: Vec<Result<Remembered, StateError>> = match chunk {
+                Ok(c) => c
+                    .iter()
+                    .map(|e| {
+                        Ok(Remembered {
+                            key: unpack(e.packed()),
+                            time: at(e.time),
+                            filed: at(e.filed()),
+                        })
+                    })
                     .collect(),
                 Err(e) => vec![Err(e)],
             };
@@ -225,56 +320,30 @@ impl SledStore {
         })
     }
 
-    /// Rewrite every bucket through `edit` (which returns how many entries it removed).
-    fn rewrite(
-        &self,
-        range: impl std::ops::RangeBounds<[u8; 8]>,
-        mut edit: impl FnMut(&mut Bucket) -> usize,
-    ) -> Result<usize, StateError> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for item in self.events.range(range) {
-            let (k, v) = item?;
-            let mut bucket = Bucket::decode(bucket_from_key(&k)?, &v)?;
-            let n = edit(&mut bucket);
-            if n > 0 {
-                removed += n;
-                if bucket.is_empty() {
-                    batch.remove(k);
-                } else {
-                    batch.insert(k, bucket.encode());
-                }
-            }
-        }
-        self.events.apply_batch(batch)?;
-        self.db.flush()?;
-        self.cache.lock().expect("bucket cache lock").clear();
-        Ok(removed)
+    /// Every key with its event time, in the order it is filed (session start, then key).
+    pub fn list(&self) -> impl Iterator<Item = Result<(String, DateTime<Utc>), StateError>> + '_ {
+        self.remembered().map(|r| r.map(|r| (r.key, r.time)))
     }
 
     /// Forget keys (so their events are forwarded again if the vault still lists them).
     /// Keys are `<session_id>:<phase>`; the whole store is scanned (an operator's command).
     pub fn forget(&self, keys: &[String]) -> Result<usize, StateError> {
-        self.rewrite(.., |bucket| keys.iter().filter(|k| bucket.remove(k)).count())
+        let packed: std::collections::HashSet<Vec<u8>> = keys.iter().filter_map(|k| pack(k).ok()).collect();
+        let n = self
+            .chunks
+            .rewrite(Bound::Unbounded, |e| !packed.contains(e.packed()))?;
+        self.db.flush()?;
+        Ok(n)
     }
 
-    /// Remove keys whose event time is before `before` (only the expired buckets are read).
+    /// Remove keys whose event time is before `before`. Only chunks filed before it are read:
+    /// a key is filed at or before its event time (a session's start precedes its end).
     pub fn prune(&self, before: DateTime<Utc>) -> Result<usize, StateError> {
         let cutoff = before.timestamp();
-        self.rewrite(..=bucket_key(bucket_of(before)), |bucket| bucket.retain_from(cutoff))
-    }
-
-    /// The bucket `b`, from the cache or the tree.
-    fn bucket(&self, cache: &mut BucketCache, b: i64) -> Result<Arc<Bucket>, StateError> {
-        if let Some(bucket) = cache.get(b) {
-            return Ok(bucket);
-        }
-        let bucket = Arc::new(match self.events.get(bucket_key(b))? {
-            Some(v) => Bucket::decode(b, &v)?,
-            None => Bucket::empty(b),
-        });
-        cache.put(b, bucket.clone());
-        Ok(bucket)
+        let bound = time_prefix(cutoff);
+        let n = self.chunks.rewrite(Bound::Excluded(&bound[..]), |e| e.time >= cutoff)?;
+        self.db.flush()?;
+        Ok(n)
     }
 
     /// Write the meta line and every key as JSON lines.
@@ -284,10 +353,15 @@ impl SledStore {
             .map_err(|e| StateError::Io(e.to_string()))?;
         writeln!(out, "{line}").map_err(io)?;
         let mut n = 0;
-        for item in self.list() {
-            let (key, time) = item?;
-            let line =
-                serde_json::to_string(&ExportLine::Key { key, time }).map_err(|e| StateError::Io(e.to_string()))?;
+        for item in self.remembered() {
+            let r = item?;
+            let start = (r.filed != r.time).then_some(r.filed);
+            let line = serde_json::to_string(&ExportLine::Key {
+                key: r.key,
+                time: r.time,
+                start,
+            })
+            .map_err(|e| StateError::Io(e.to_string()))?;
             writeln!(out, "{line}").map_err(io)?;
             n += 1;
         }
@@ -296,10 +370,12 @@ impl SledStore {
     }
 
     /// Read an export; keys are added (existing ones kept), and the first-run horizon is taken
-    /// from the export when it is later than the store's.
+    /// from the export when it is later than the store's. Exports of format 1 (which did not
+    /// record sessions' starts) are read too.
     pub fn import(&self, input: &mut dyn BufRead) -> Result<u64, StateError> {
-        let mut batch = Vec::new();
+        let mut run = Vec::new();
         let mut n = 0;
+        let mut format = KEY_FORMAT;
         for (i, line) in input.lines().enumerate() {
             let line = line.map_err(|e| StateError::Import {
                 line: i + 1,
@@ -308,17 +384,16 @@ impl SledStore {
             if line.trim().is_empty() {
                 continue;
             }
+            let bad = |message: String| StateError::Import { line: i + 1, message };
             match serde_json::from_str::<ExportLine>(&line) {
                 Ok(ExportLine::Meta { meta }) => {
-                    if meta.key_format != KEY_FORMAT {
-                        return Err(StateError::Import {
-                            line: i + 1,
-                            message: format!(
-                                "export has key format {}, this build reads {KEY_FORMAT}",
-                                meta.key_format
-                            ),
-                        });
+                    if meta.key_format != 1 && meta.key_format != KEY_FORMAT {
+                        return Err(bad(format!(
+                            "export has key format {}, this build reads 1 and {KEY_FORMAT}",
+                            meta.key_format
+                        )));
                     }
+                    format = meta.key_format;
                     let ours = self.meta()?.first_run_horizon;
                     if let Some(theirs) = meta.first_run_horizon {
                         if ours.is_none_or(|o| theirs > o) {
@@ -326,54 +401,46 @@ impl SledStore {
                         }
                     }
                 }
-                Ok(ExportLine::Key { key, time }) => {
-                    batch.push(Delivered { key, time });
+                Ok(ExportLine::Key { key, time, start }) => {
+                    let packed = pack(&key).map_err(|e| bad(e.to_string()))?;
+                    if format == 1 && is_end(&packed) {
+                        self.raise_legacy_until(time.timestamp())?;
+                    }
+                    run.push((entry_key(filed(time, start), &packed), time.timestamp()));
                     n += 1;
-                    if batch.len() >= 10_000 {
-                        self.commit(&batch)?;
-                        batch.clear();
+                    if run.len() >= INSERT_RUN {
+                        self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
                     }
                 }
-                Err(e) => {
-                    return Err(StateError::Import {
-                        line: i + 1,
-                        message: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(bad(e.to_string())),
             }
         }
-        self.commit(&batch)?;
+        self.chunks.insert_sorted(&sorted(run))?;
+        self.db.flush()?;
         Ok(n)
     }
 }
 
 impl Dedup for SledStore {
-    fn contains(&self, time: DateTime<Utc>, key: &str) -> Result<bool, StateError> {
-        let mut cache = self.cache.lock().expect("bucket cache lock");
-        Ok(self.bucket(&mut cache, bucket_of(time))?.contains(key))
+    fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError> {
+        let Ok(entry) = entry_of(filed(time, start), key) else {
+            return Ok(false);
+        };
+        if self.chunks.contains(&entry)? {
+            return Ok(true);
+        }
+        // Keys from format 1 are filed under their own time.
+        let legacy = start.is_some_and(|s| s != time) && time.timestamp() <= self.legacy_until.load(Ordering::Relaxed);
+        Ok(legacy && self.chunks.contains(&entry_of(time.timestamp(), key)?)?)
     }
 
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
-        let mut by_bucket: BTreeMap<i64, Vec<&Delivered>> = BTreeMap::new();
-        for d in delivered {
-            by_bucket.entry(bucket_of(d.time)).or_default().push(d);
-        }
-        let mut cache = self.cache.lock().expect("bucket cache lock");
-        let mut batch = sled::Batch::default();
-        let mut updated = Vec::with_capacity(by_bucket.len());
-        for (b, items) in by_bucket {
-            let mut bucket = Arc::unwrap_or_clone(self.bucket(&mut cache, b)?);
-            for d in items {
-                bucket.insert(&d.key, d.time.timestamp())?;
-            }
-            batch.insert(&bucket_key(b), bucket.encode());
-            updated.push((b, Arc::new(bucket)));
-        }
-        self.events.apply_batch(batch)?;
+        let entries = delivered
+            .iter()
+            .map(|d| Ok((entry_of(filed(d.time, d.start), &d.key)?, d.time.timestamp())))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        self.chunks.insert_sorted(&sorted(entries))?;
         self.db.flush()?;
-        for (b, bucket) in updated {
-            cache.put(b, bucket);
-        }
         Ok(())
     }
 }
@@ -410,34 +477,37 @@ mod tests {
         Utc.timestamp_opt(s, 0).unwrap()
     }
 
+    fn d(key: &str, time: i64, start: Option<i64>) -> Delivered {
+        Delivered {
+            key: key.into(),
+            time: t(time),
+            start: start.map(t),
+        }
+    }
+
     #[test]
     fn commit_contains_prune_export_import() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
-        assert!(!store.contains(t(1000), "a:end").unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), "a:end").unwrap());
         store
             .commit(&[
-                Delivered {
-                    key: "a:end".into(),
-                    time: t(1000),
-                },
-                Delivered {
-                    key: "b:start".into(),
-                    time: t(10),
-                },
+                d("a:end", 1000, Some(400)),
+                d("b:start", 10, Some(10)),
+                d("c:end", 20, None),
             ])
             .unwrap();
-        assert!(store.contains(t(1000), "a:end").unwrap());
+        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        assert!(store.contains(t(10), Some(t(10)), "b:start").unwrap());
+        assert!(store.contains(t(20), None, "c:end").unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), "a:start").unwrap());
         assert!(
-            store.contains(t(1001), "a:end").unwrap(),
-            "a time in the same bucket finds it"
-        );
-        assert!(
-            !store.contains(t(1600), "a:end").unwrap(),
-            "the time's bucket is part of the key"
+            !store.contains(t(1000), Some(t(401)), "a:end").unwrap(),
+            "filed under the start"
         );
         let stats = store.stats().unwrap();
-        assert_eq!((stats.keys, stats.start, stats.end), (2, 1, 1));
+        assert_eq!((stats.keys, stats.start, stats.end), (3, 1, 2));
+        assert_eq!((stats.oldest, stats.newest), (Some(t(10)), Some(t(1000))));
         assert_eq!(store.meta().unwrap().first_run_horizon, Some(t(100)));
         assert_eq!(store.remember_zone("UTC").unwrap(), None);
         assert_eq!(store.remember_zone("UTC").unwrap(), None);
@@ -446,21 +516,149 @@ mod tests {
             Some("UTC")
         );
         let mut out = Vec::new();
-        assert_eq!(store.export(&mut out).unwrap(), 2);
-        assert_eq!(store.prune(t(500)).unwrap(), 1);
-        assert!(!store.contains(t(10), "b:start").unwrap());
-        assert!(store.contains(t(1000), "a:end").unwrap());
+        assert_eq!(store.export(&mut out).unwrap(), 3);
+        // a:end is filed under 400 but happened at 1000: pruning at 500 keeps it.
+        assert_eq!(store.prune(t(500)).unwrap(), 2);
+        assert!(!store.contains(t(10), Some(t(10)), "b:start").unwrap());
+        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
         assert_eq!(store.forget(&["a:end".to_string()]).unwrap(), 1);
-        assert!(!store.contains(t(1000), "a:end").unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), "a:end").unwrap());
         let other = SledStore::open(&dir.path().join("o"), None, None).unwrap();
-        assert_eq!(other.import(&mut out.as_slice()).unwrap(), 2);
-        assert!(other.contains(t(10), "b:start").unwrap());
+        assert_eq!(other.import(&mut out.as_slice()).unwrap(), 3);
+        assert!(other.contains(t(10), Some(t(10)), "b:start").unwrap());
+        assert!(other.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        assert!(other.contains(t(20), None, "c:end").unwrap());
         assert_eq!(
             other.list().next().unwrap().unwrap(),
             ("b:start".to_string(), t(10)),
-            "time order"
+            "filing order"
         );
         assert_eq!(other.meta().unwrap().first_run_horizon, Some(t(100)));
+    }
+
+    /// The simulator's `--history 1h` shape: 200,000 sessions started over one hour, ends up to
+    /// two hours later but never after the listing's time, so three quarters end in the same
+    /// second.
+    fn dense_hour() -> Vec<Delivered> {
+        let base = 1_768_478_400;
+        (0..200_000i64)
+            .map(|i| {
+                let start = base - 3600 + 3600 * i / 200_000;
+                let sid = format!("{:040x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                if i % 100 == 0 {
+                    d(&format!("{sid}:start"), start, Some(start))
+                } else {
+                    d(
+                        &format!("{sid}:end"),
+                        (start + 5 + (i * 7919) % 7200).min(base),
+                        Some(start),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dense_hour_stays_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), None, None).unwrap();
+        let all = dense_hour();
+        for batch in all.chunks(10_000) {
+            assert!(batch.iter().all(|x| !store.contains(x.time, x.start, &x.key).unwrap()));
+            store.commit(batch).unwrap();
+        }
+        assert!(
+            all.iter().all(|x| store.contains(x.time, x.start, &x.key).unwrap()),
+            "every key found"
+        );
+        assert_eq!(store.stats().unwrap().keys, 200_000);
+        let cutoff = 1_768_478_400 - 1800;
+        let expect = all.iter().filter(|x| x.time.timestamp() < cutoff).count();
+        assert!(expect > 10_000, "{expect}");
+        assert_eq!(store.prune(t(cutoff)).unwrap(), expect);
+        for x in &all {
+            assert_eq!(
+                store.contains(x.time, x.start, &x.key).unwrap(),
+                x.time.timestamp() >= cutoff
+            );
+        }
+        assert_eq!(store.stats().unwrap().keys as usize, 200_000 - expect);
+    }
+
+    /// Write a format-1 store the way the previous release laid it out.
+    fn format_1_store(path: &Path, keys: &[(i64, &str)]) {
+        let db = sled::Config::new()
+            .path(path)
+            .segment_size(SEGMENT_BYTES)
+            .open()
+            .unwrap();
+        db.insert(META_FORMAT, &1u64.to_be_bytes()).unwrap();
+        db.insert(META_CREATED, &5i64.to_be_bytes()).unwrap();
+        db.insert(META_FIRST_RUN, &i64::MIN.to_be_bytes()).unwrap();
+        let events = db.open_tree(EVENTS_TREE_V1).unwrap();
+        let mut by_bucket: std::collections::BTreeMap<i64, Vec<(i64, Vec<u8>)>> = Default::default();
+        for (time, key) in keys {
+            by_bucket
+                .entry(time.div_euclid(bucket::BUCKET_SECS) * bucket::BUCKET_SECS)
+                .or_default()
+                .push((*time, pack(key).unwrap()));
+        }
+        for (base, entries) in by_bucket {
+            let (k, v) = bucket::encode(base, &entries);
+            events.insert(k, v).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn format_1_is_migrated_and_still_known() {
+        let dir = tempfile::tempdir().unwrap();
+        format_1_store(
+            dir.path(),
+            &[(1000, "a:end"), (100, "b:start"), (2000, "c:end"), (-30, "d:start")],
+        );
+        let store = SledStore::open(dir.path(), None, None).unwrap();
+        assert_eq!(store.stats().unwrap().keys, 4);
+        assert_eq!(store.stats().unwrap().meta.key_format, 2);
+        assert!(store.contains(t(100), Some(t(100)), "b:start").unwrap());
+        assert!(store.contains(t(-30), Some(t(-30)), "d:start").unwrap());
+        // End keys were filed under their own time: found whatever the start.
+        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        assert!(store.contains(t(2000), None, "c:end").unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), "c:end").unwrap());
+        // New keys are filed under the start.
+        store.commit(&[d("e:end", 2500, Some(1500))]).unwrap();
+        assert!(store.contains(t(2500), Some(t(1500)), "e:end").unwrap());
+        drop(store);
+        let store = SledStore::open(dir.path(), None, None).unwrap();
+        assert!(
+            store.contains(t(1000), Some(t(400)), "a:end").unwrap(),
+            "after reopening"
+        );
+        assert_eq!(store.stats().unwrap().keys, 5);
+        let mut out = Vec::new();
+        store.export(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"key_format\":2"), "{text}");
+    }
+
+    #[test]
+    fn format_1_export_is_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), None, None).unwrap();
+        let export = concat!(
+            r#"{"meta":{"key_format":1,"created":"2026-01-01T00:00:00Z","first_run_horizon":null,"vault":null}}"#,
+            "\n",
+            r#"{"key":"a:end","time":"1970-01-01T00:16:40Z"}"#,
+            "\n"
+        );
+        assert_eq!(store.import(&mut export.as_bytes()).unwrap(), 1);
+        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        let bad = r#"{"meta":{"key_format":7,"created":"2026-01-01T00:00:00Z","first_run_horizon":null,"vault":null}}"#;
+        assert!(matches!(
+            store.import(&mut bad.as_bytes()),
+            Err(StateError::Import { line: 1, .. })
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod kafka;
 mod pipeline;
 mod props;
 mod rsyslog;
+mod state_layout;
 mod syslog;
 mod telemetry;
 

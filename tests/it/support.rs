@@ -115,16 +115,25 @@ impl Setup {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("state stats: {e}"))
     }
 
-    /// The keys `state list` shows.
-    pub fn state_keys(&self) -> std::collections::HashSet<String> {
+    /// The lines `state list` prints (`<key>\t<event time>`).
+    pub fn state_list(&self) -> Vec<String> {
         let out = cmd()
             .args(["state", "--state-dir"])
             .arg(self.state_dir())
             .arg("list")
             .output()
             .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout)
             .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The keys `state list` shows.
+    pub fn state_keys(&self) -> std::collections::HashSet<String> {
+        self.state_list()
+            .iter()
             .map(|l| l.split('\t').next().unwrap().to_string())
             .collect()
     }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Soak benchmark: `run` over many cycles of a listing that grows between polls (the simulator's
+# --grow: K running sessions end and K new ones start per listing), stdout to /dev/null. Prints
+# the agent's RSS at cycles 10, 100 and the last, the store's keys and size on disk, then the
+# time of `state prune` on a store of PRUNE_KEYS keys (30 days of history): removing the oldest
+# hour, and removing everything.
+#
+#   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M]
+#     defaults: --cycles 1000 --sessions 100000 --grow 50 --prune-keys 1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CYCLES=1000 N=100000 GROW=50 PRUNE_KEYS=1000000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --cycles) CYCLES=$2; shift 2 ;;
+    --sessions) N=$2; shift 2 ;;
+    --grow) GROW=$2; shift 2 ;;
+    --prune-keys) PRUNE_KEYS=$2; shift 2 ;;
+    *) echo "usage: $0 [--cycles C] [--sessions N] [--grow K] [--prune-keys M]" >&2; exit 2 ;;
+  esac
+done
+cargo build --release --quiet --bin senhasegura-forwarder
+BIN=target/release/senhasegura-forwarder
+WORK=$(mktemp -d)
+SIM_PID= AGENT=
+trap '[ -n "$AGENT" ] && kill $AGENT 2>/dev/null; [ -n "$SIM_PID" ] && kill $SIM_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+. benches/sim.sh
+
+rss_mib() { awk -v f="$2" '$1 == f":" {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+cycles() { grep -c "Poll cycle done" "$WORK/agent.err" || true; }
+
+start_simulator "$WORK" "$N" 30d --grow "$GROW"
+write_config "$WORK/config.toml" "$WORK/state"
+sed -i 's/^\[source\]$/[source]\ninterval = "10ms"/' "$WORK/config.toml"
+"$BIN" run -c "$WORK/config.toml" > /dev/null 2> "$WORK/agent.err" &
+AGENT=$!
+STARTED=$(date +%s.%N)
+echo "run: $N-session listing (30d), growing by $GROW sessions a cycle, $CYCLES cycles"
+for at in $( (echo 10; echo 100; echo "$CYCLES") | awk -v c="$CYCLES" '$1 <= c' | sort -nu); do
+  while [ "$(cycles)" -lt "$at" ]; do
+    kill -0 $AGENT 2>/dev/null || { echo "agent exited:" >&2; tail "$WORK/agent.err" >&2; exit 1; }
+    sleep 0.05
+  done
+  printf 'cycle %5d: RSS %s MiB (peak so far %s MiB), %.0f s\n' "$at" "$(rss_mib $AGENT VmRSS)" \
+    "$(rss_mib $AGENT VmHWM)" "$(echo "$(date +%s.%N) - $STARTED" | bc)"
+done
+kill -TERM $AGENT; wait $AGENT || true; AGENT=
+grep "Poll cycle done.*interrupted=false" "$WORK/agent.err" | tail -1 | grep -o 'new=[0-9]* delivered=[0-9]* known=[0-9]*' | sed 's/^/last cycle: /'
+"$BIN" state --state-dir "$WORK/state" stats > "$WORK/stats.json"
+KEYS=$(grep '"keys"' "$WORK/stats.json" | grep -o '[0-9]*')
+DISK=$(grep '"size_on_disk"' "$WORK/stats.json" | grep -o '[0-9]*')
+printf 'store: %d keys, sled size_on_disk %.1f MiB (%.0f bytes a key), directory %s\n' "$KEYS" \
+  "$(echo "$DISK / 1048576" | bc -l)" "$(echo "$DISK / $KEYS" | bc -l)" "$(du -sh "$WORK/state" | cut -f1)"
+kill $SIM_PID; wait $SIM_PID 2>/dev/null || true; SIM_PID=
+rm -rf "$WORK/state"
+
+# Prune: a store of PRUNE_KEYS keys, events spread over the 30 days before 2026-01-15 12:00.
+start_simulator "$WORK" "$PRUNE_KEYS" 30d
+write_config "$WORK/config.toml" "$WORK/state"
+"$BIN" once -c "$WORK/config.toml" > /dev/null 2> "$WORK/err"
+kill $SIM_PID; wait $SIM_PID 2>/dev/null || true; SIM_PID=
+OLDEST=$(date -d "2026-01-15 12:00:00 UTC - 30 days" +%s)
+prune_with() { # retention in seconds; prints the removed count and the wall time
+  sed -i "s/^retention = .*/retention = \"$1s\"/" "$WORK/config.toml"
+  /usr/bin/time -f "%e s, peak RSS %M KiB" -o "$WORK/time" "$BIN" state -c "$WORK/config.toml" prune 2> "$WORK/err"
+  printf '%s: %s\n' "$(grep -o 'pruned [0-9]* key(s)' "$WORK/err")" "$(cat "$WORK/time")"
+}
+echo "state prune of a $PRUNE_KEYS-key store (the whole command: open, prune, flush):"
+prune_with $(( $(date +%s) - OLDEST - 3600 ))
+prune_with 1

@@ -1,0 +1,244 @@
+//! The chunk tree: a sled tree of [`Chunk`]s that together hold every entry in order, each
+//! chunk stored under its first entry and covering the entries up to the next chunk's key.
+//!
+//! Lookups go through a few decoded chunks kept with the key range they cover (a listing in time
+//! order reads each chunk once); inserts merge sorted entries into the chunks that cover them
+//! and split those past [`CHUNK_ENTRIES`](super::chunk::CHUNK_ENTRIES); prune and forget
+//! rewrite the chunks that lose entries. Memory is a few chunks, whatever the store holds.
+
+use super::chunk::{Chunk, Entry};
+use super::StateError;
+use std::ops::Bound;
+use std::sync::Mutex;
+
+/// Decoded chunks kept for lookups.
+const CACHED_CHUNKS: usize = 8;
+/// Chunks rewritten per sled batch (each batch is atomic; bounds memory).
+const CHUNKS_PER_BATCH: usize = 256;
+
+/// A decoded chunk and the key range it covers.
+#[derive(Debug)]
+struct Cached {
+    /// Its sled key; `None` for the range before the first chunk.
+    lo: Option<sled::IVec>,
+    /// The next chunk's key; `None` when it is the last.
+    hi: Option<sled::IVec>,
+    chunk: Chunk,
+}
+
+impl Cached {
+    fn covers(&self, key: &[u8]) -> bool {
+        self.lo.as_deref().is_none_or(|lo| lo <= key) && self.hi.as_deref().is_none_or(|hi| key < hi)
+    }
+}
+
+/// The chunk tree and its lookup cache.
+pub struct ChunkTree {
+    tree: sled::Tree,
+    /// Most recently used last.
+    cache: Mutex<Vec<Cached>>,
+}
+
+/// `key` followed by a zero byte: the smallest key after `key`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(key.len() + 1);
+    s.extend_from_slice(key);
+    s.push(0);
+    s
+}
+
+impl ChunkTree {
+    /// Wrap a sled tree.
+    pub fn new(tree: sled::Tree) -> ChunkTree {
+        ChunkTree {
+            tree,
+            cache: Mutex::new(Vec::with_capacity(CACHED_CHUNKS)),
+        }
+    }
+
+    /// The chunk covering `key` and its range, from the tree.
+    fn load(&self, key: &[u8]) -> Result<Cached, StateError> {
+        let (lo, chunk) = match self.tree.get_lt(successor(key))? {
+            Some((k, v)) => (Some(k), Chunk::decode(&v)?),
+            None => (None, Chunk::default()),
+        };
+        let hi = match &lo {
+            Some(k) => self.tree.get_gt(k)?.map(|(k, _)| k),
+            None => self.tree.first()?.map(|(k, _)| k),
+        };
+        Ok(Cached { lo, hi, chunk })
+    }
+
+    /// Is the entry `key` in the tree?
+    pub fn contains(&self, key: &[u8]) -> Result<bool, StateError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pos) = cache.iter().rposition(|c| c.covers(key)) {
+            let hit = cache.remove(pos);
+            let found = hit.chunk.contains(key);
+            cache.push(hit);
+            return Ok(found);
+        }
+        let loaded = self.load(key)?;
+        let found = loaded.chunk.contains(key);
+        if cache.len() >= CACHED_CHUNKS {
+            cache.remove(0);
+        }
+        cache.push(loaded);
+        Ok(found)
+    }
+
+    fn forget_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Add `entries` (sorted by key, distinct); not flushed.
+    pub fn insert_sorted(&self, entries: &[(Vec<u8>, i64)]) -> Result<(), StateError> {
+        self.forget_cache();
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        let mut i = 0;
+        while i < entries.len() {
+            let key = &entries[i].0;
+            // The chunk covering `key`; before the first chunk, the first chunk (re-keyed).
+            let (old, chunk) = match self.tree.get_lt(successor(key))? {
+                Some((k, v)) => (Some(k), Chunk::decode(&v)?),
+                None => match self.tree.first()? {
+                    Some((k, v)) => (Some(k), Chunk::decode(&v)?),
+                    None => (None, Chunk::default()),
+                },
+            };
+            let hi = match &old {
+                Some(k) => self.tree.get_gt(k)?.map(|(k, _)| k),
+                None => None,
+            };
+            let n = entries[i..].partition_point(|(k, _)| hi.as_deref().is_none_or(|hi| k.as_slice() < hi));
+            let pieces = chunk.merge(&entries[i..i + n]).split();
+            if let Some(old) = old {
+                if pieces.first().and_then(Chunk::first_key) != Some(&old[..]) {
+                    batch.remove(old);
+                }
+            }
+            for piece in pieces {
+                if let Some(first) = piece.first_key() {
+                    batch.insert(first, piece.encode());
+                }
+            }
+            i += n.max(1);
+            in_batch += 1;
+            if in_batch >= CHUNKS_PER_BATCH {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Drop the entries `keep` refuses among the chunks whose key is before `end`; returns how
+    /// many were dropped. Not flushed.
+    pub fn rewrite(&self, end: Bound<&[u8]>, mut keep: impl FnMut(Entry<'_>) -> bool) -> Result<usize, StateError> {
+        self.forget_cache();
+        let end = end.map(|e| e.to_vec());
+        let mut from: Bound<Vec<u8>> = Bound::Unbounded;
+        let mut dropped = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut seen = 0;
+            for item in self.tree.range((from.clone(), end.clone())) {
+                let (k, v) = item?;
+                let (kept, n) = Chunk::decode(&v)?.retain(&mut keep);
+                let mut last = k.to_vec();
+                if n > 0 {
+                    dropped += n;
+                    batch.remove(k);
+                    if let Some(first) = kept.first_key() {
+                        last = last.max(first.to_vec());
+                        batch.insert(first, kept.encode());
+                    }
+                }
+                from = Bound::Excluded(last);
+                seen += 1;
+                if seen >= CHUNKS_PER_BATCH {
+                    break;
+                }
+            }
+            self.tree.apply_batch(batch)?;
+            if seen < CHUNKS_PER_BATCH {
+                return Ok(dropped);
+            }
+        }
+    }
+
+    /// Every chunk, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = Result<Chunk, StateError>> + '_ {
+        self.tree
+            .iter()
+            .map(|item| item.map_err(StateError::from).and_then(|(_, v)| Chunk::decode(&v)))
+    }
+
+    /// Remove everything; not flushed.
+    pub fn clear(&self) -> Result<(), StateError> {
+        self.forget_cache();
+        self.tree.clear()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::chunk::{entry_key, pack, CHUNK_ENTRIES};
+
+    fn key(filed: i64, i: u64) -> Vec<u8> {
+        entry_key(filed, &pack(&format!("{i:040x}:end")).unwrap())
+    }
+
+    #[test]
+    fn insert_lookup_split_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let t = ChunkTree::new(db.open_tree("c").unwrap());
+        // Appends, then inserts before, between and inside existing chunks.
+        let mut all: Vec<(Vec<u8>, i64)> = Vec::new();
+        for (lo, hi, step) in [(1000, 3000, 1), (0, 500, 3), (500, 3000, 7), (5000, 5100, 1)] {
+            let mut add: Vec<(Vec<u8>, i64)> = (lo..hi)
+                .step_by(step)
+                .map(|i| (key(i as i64 / 10, i), i as i64))
+                .collect();
+            add.sort();
+            add.retain(|e| !all.iter().any(|a| a.0 == e.0));
+            t.insert_sorted(&add).unwrap();
+            all.extend(add);
+        }
+        all.sort();
+        for (k, _) in &all {
+            assert!(t.contains(k).unwrap());
+        }
+        assert!(!t.contains(&key(-1, 1)).unwrap());
+        assert!(!t.contains(&key(400, 4001)).unwrap());
+        assert!(!t.contains(&key(999, 9999)).unwrap());
+        let chunks: Vec<Chunk> = t.chunks().map(Result::unwrap).collect();
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK_ENTRIES));
+        let flat: Vec<Vec<u8>> = chunks.iter().flat_map(|c| c.iter().map(|e| e.key.to_vec())).collect();
+        assert_eq!(
+            flat,
+            all.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+            "in order, each once"
+        );
+
+        // Drop times below 2000 among chunks filed before 250: exactly those entries go.
+        let bound = crate::state::chunk::time_prefix(250);
+        let expect = all
+            .iter()
+            .filter(|(k, t)| k.as_slice() < &bound[..] && *t < 2000)
+            .count();
+        assert_eq!(
+            t.rewrite(Bound::Excluded(&bound[..]), |e| e.time >= 2000).unwrap(),
+            expect
+        );
+        for (k, time) in &all {
+            let gone = k.as_slice() < &bound[..] && *time < 2000;
+            assert_eq!(t.contains(k).unwrap(), !gone);
+        }
+    }
+}
