@@ -1,7 +1,7 @@
 //! The top-level error: one variant per failing layer, each mapped to a documented exit code
 //! (docs/design.md, "Exit codes"). Modules keep their own typed errors; this only groups them.
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 use crate::sink::SinkError;
 use crate::source::senhasegura::SourceError;
 use crate::state::StateError;

@@ -24,6 +24,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod pipeline;
+pub mod settings;
 pub mod shutdown;
 pub mod simulate;
 pub mod sink;

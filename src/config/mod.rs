@@ -4,9 +4,10 @@
 //! (so an unknown key or a bad value fails with the key and the line), then resolve what
 //! needs the outside world (secret files, the time zone). Nothing here opens a socket.
 
-mod values;
-
-pub use values::{expand_with, to_chrono, Backfill, Expanded, HumanDuration, Secret, MAX_DURATION};
+pub use crate::settings::{
+    expand_with, to_chrono, Backfill, ConfigError, Expanded, HumanDuration, Secret, MAX_DURATION,
+};
+pub use crate::source::senhasegura::{PATH_V3, PATH_V4, TOKEN_PATH};
 
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -17,33 +18,6 @@ use std::time::Duration;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/senhasegura-forwarder/config.toml";
 /// The environment variable that names the config file.
 pub const CONFIG_ENV: &str = "SENHASEGURA_FORWARDER_CONFIG";
-/// The v3 documentation's listing path, tried first.
-pub const PATH_V3: &str = "/api/pam/session/remotesessions";
-/// The v4 documentation's listing path, the fallback on 404.
-pub const PATH_V4: &str = "/api/session/remotesessions";
-/// The OAuth 2.0 token endpoint.
-pub const TOKEN_PATH: &str = "/iso/oauth2/token";
-
-/// A configuration problem: always names the key, file or value at fault (exit 2).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    /// TOML syntax, an unknown key, or a bad value (the message has key and line).
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    /// A value that parsed but makes no sense.
-    #[error("invalid config: {key}: {message}")]
-    Invalid { key: &'static str, message: String },
-    /// A secret file that could not be read.
-    #[error("cannot read {key} `{path}`: {source}")]
-    SecretFile {
-        key: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {

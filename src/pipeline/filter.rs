@@ -179,12 +179,11 @@ impl Worker {
     fn publish(&mut self, bytes: u64) {
         let last = &mut self.published;
         let c = &self.counters;
-        let delta = Counters {
-            new_events: c.new_events.saturating_sub(last.new_events),
+        let delta = crate::telemetry::RecordCounts {
+            new: c.new_events.saturating_sub(last.new_events),
             known: c.known.saturating_sub(last.known),
-            horizon_skipped: c.horizon_skipped.saturating_sub(last.horizon_skipped),
+            horizon: c.horizon_skipped.saturating_sub(last.horizon_skipped),
             bad: c.bad.saturating_sub(last.bad),
-            ..Counters::default()
         };
         *last = *c;
         self.input.telemetry.records(&delta, bytes);

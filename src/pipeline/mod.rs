@@ -191,14 +191,14 @@ impl Pipeline {
                     if let Error::Source(se) = &e {
                         self.telemetry.source_failed(se);
                     }
-                    self.telemetry.poll_done(&total, Some(&e));
+                    self.telemetry.poll_done(&poll_end(&total, Some(&e)));
                     log_summary(&total, Some(&e));
                     return Err(e);
                 }
             }
         }
         total.duration = started.elapsed();
-        self.telemetry.poll_done(&total, None);
+        self.telemetry.poll_done(&poll_end(&total, None));
         log_summary(&total, None);
         Ok(total)
     }
@@ -333,6 +333,20 @@ impl Pipeline {
             // ended where delivery stopped taking batches: nothing more to do this attempt.
             _ => Ok(()),
         }
+    }
+}
+
+/// What the metrics need to know of a finished poll.
+fn poll_end(s: &CycleSummary, error: Option<&Error>) -> crate::telemetry::PollEnd {
+    use crate::telemetry::Failed;
+    crate::telemetry::PollEnd {
+        duration: s.duration,
+        new_events: s.counters.new_events,
+        interrupted: s.interrupted,
+        failed: error.map(|e| match e {
+            Error::Source(_) => Failed::Source,
+            _ => Failed::Other,
+        }),
     }
 }
 

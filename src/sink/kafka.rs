@@ -10,7 +10,8 @@
 //! at start with librdkafka's own words.
 
 use super::{Frame, SinkError};
-use crate::config::{ConfigError, Expanded, Format};
+use crate::encode::Format;
+use crate::settings::{ConfigError, Expanded};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -19,7 +20,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use crate::telemetry::rdkafka_log::KafkaLogContext;
+use super::kafka_log::KafkaLogContext;
 
 /// The producer, with librdkafka's log lines deduplicated.
 type LoggedProducer = FutureProducer<KafkaLogContext>;

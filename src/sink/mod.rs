@@ -4,6 +4,7 @@
 //! and they do not know ECS or CEF.
 
 pub mod kafka;
+pub mod kafka_log;
 pub mod stdout;
 pub mod syslog;
 

@@ -79,7 +79,7 @@ pub trait Dedup: Send + Sync {
 /// `now - d`, saturating at the earliest representable time (the config bounds `d`, but
 /// neither it nor the clock is trusted to be sane).
 pub fn before_now(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
-    now.checked_sub_signed(crate::config::to_chrono(d))
+    now.checked_sub_signed(crate::settings::to_chrono(d))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 

@@ -1,18 +1,15 @@
 //! Seeing the agent work: Prometheus metrics ([`metrics`]), the health model behind `/health`,
 //! the HTTP endpoint ([`server`]), outages told as "down since / recovered" ([`outage`]) and
-//! librdkafka's log lines deduplicated ([`rdkafka_log`]).
+//! (librdkafka's log lines are deduplicated by the Kafka sink, `sink/kafka_log.rs`.)
 //!
 //! One [`Telemetry`] per agent, shared by the pipeline (poll results, records, commits), the
 //! delivery (acknowledgements, retries) and the endpoint (which only reads it).
 
 pub mod metrics;
 pub mod outage;
-pub mod rdkafka_log;
 pub mod server;
 
-use crate::config::{Expanded, HumanDuration};
-use crate::pipeline::{Counters, CycleSummary};
-use crate::sink::SinkError;
+use crate::settings::{ConfigError, Expanded, HumanDuration};
 use crate::source::senhasegura::SourceError;
 use chrono::{DateTime, Utc};
 use outage::{Outage, Transition};
@@ -40,7 +37,7 @@ pub struct MetricsConfig {
 
 impl MetricsConfig {
     /// The address to listen on, checked.
-    pub fn address(&self) -> Result<Option<SocketAddr>, crate::config::ConfigError> {
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let Some(listen) = &self.listen else {
             return Ok(None);
         };
@@ -49,7 +46,7 @@ impl MetricsConfig {
             .trim()
             .parse::<SocketAddr>()
             .map(Some)
-            .map_err(|e| crate::config::ConfigError::Invalid {
+            .map_err(|e| ConfigError::Invalid {
                 key: "metrics.listen",
                 message: format!(
                     "`{}` is not an IP address and port such as 127.0.0.1:9464 ({e})",
@@ -135,6 +132,41 @@ pub struct Telemetry {
     cycle_acked: AtomicU64,
 }
 
+/// Records of a listing by what became of them (deltas, for the counters).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// New events.
+    pub new: u64,
+    /// Known to the store.
+    pub known: u64,
+    /// Older than the horizon.
+    pub horizon: u64,
+    /// Bad records.
+    pub bad: u64,
+}
+
+/// How a poll ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollEnd {
+    /// Its wall time, retries included.
+    pub duration: Duration,
+    /// New events it found.
+    pub new_events: u64,
+    /// Shutdown interrupted it.
+    pub interrupted: bool,
+    /// Why it failed, if it did.
+    pub failed: Option<Failed>,
+}
+
+/// What made a poll fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// The vault could not be read.
+    Source,
+    /// Anything else (a sink, the store).
+    Other,
+}
+
 impl Telemetry {
     /// Telemetry for these sink labels, a poll interval and a listing timeout.
     pub fn new(sinks: Vec<String>, interval: Duration, timeout: Duration, reminder: Duration) -> Telemetry {
@@ -180,15 +212,15 @@ impl Telemetry {
     }
 
     /// The filter read `bytes` more of the listing and classified records (deltas).
-    pub fn records(&self, delta: &Counters, bytes: u64) {
+    pub fn records(&self, delta: &RecordCounts, bytes: u64) {
         let m = &self.metrics;
-        m.records_new.inc_by(delta.new_events);
+        m.records_new.inc_by(delta.new);
         m.records_known.inc_by(delta.known);
-        m.records_horizon.inc_by(delta.horizon_skipped);
+        m.records_horizon.inc_by(delta.horizon);
         m.records_bad.inc_by(delta.bad);
         m.listing_bytes.inc_by(bytes);
-        if delta.new_events > 0 {
-            self.cycle_new.fetch_add(delta.new_events, Ordering::Relaxed);
+        if delta.new > 0 {
+            self.cycle_new.fetch_add(delta.new, Ordering::Relaxed);
             m.events_waiting.set(self.waiting() as i64);
         }
     }
@@ -229,13 +261,13 @@ impl Telemetry {
         }
     }
 
-    /// A poll ended; `error` is why it failed.
-    pub fn poll_done(&self, summary: &CycleSummary, error: Option<&crate::Error>) {
+    /// A poll ended.
+    pub fn poll_done(&self, end: &PollEnd) {
         let m = &self.metrics;
-        m.poll_duration.observe(summary.duration.as_secs_f64());
+        m.poll_duration.observe(end.duration.as_secs_f64());
         let mut st = self.status();
         st.poll_started = None;
-        if matches!(error, Some(crate::Error::Source(_))) {
+        if end.failed == Some(Failed::Source) {
             m.polls_error.inc();
             return;
         }
@@ -244,11 +276,11 @@ impl Telemetry {
             tracing::info!(
                 down_s = outage::secs(down_for),
                 failed_attempts = failures,
-                events_waited = summary.counters.new_events,
+                events_waited = end.new_events,
                 "Source recovered"
             );
         }
-        if error.is_some() || summary.interrupted {
+        if end.failed.is_some() || end.interrupted {
             m.polls_error.inc();
             return;
         }
@@ -258,7 +290,7 @@ impl Telemetry {
     }
 
     /// Sink `i` did not acknowledge a batch.
-    pub fn sink_failed(&self, i: usize, e: &SinkError) {
+    pub fn sink_failed(&self, i: usize, e: &dyn std::fmt::Display) {
         if let Some(up) = self.metrics.sink_up.get(i) {
             up.set(0);
         }
@@ -391,7 +423,7 @@ pub fn start(
     let Some(addr) = config.address()? else {
         return Ok(());
     };
-    let bound = server::start(addr, telemetry.clone()).map_err(|e| crate::config::ConfigError::Invalid {
+    let bound = server::start(addr, telemetry.clone()).map_err(|e| ConfigError::Invalid {
         key: "metrics.listen",
         message: format!("cannot listen on {addr}: {e}"),
     })?;
@@ -446,7 +478,7 @@ mod tests {
     fn healthy_after_a_poll_then_unhealthy_when_it_ages_then_a_failing_sink_is_named() {
         let t = telemetry();
         assert!(t.health().0, "within the first poll's timeout");
-        t.poll_done(&CycleSummary::default(), None);
+        t.poll_done(&PollEnd::default());
         assert!(t.health().0);
         std::thread::sleep(Duration::from_millis(350));
         let (ok, doc) = t.health();
@@ -455,15 +487,9 @@ mod tests {
             doc["reasons"][0].as_str().unwrap().contains("no successful poll"),
             "{doc}"
         );
-        t.poll_done(&CycleSummary::default(), None);
+        t.poll_done(&PollEnd::default());
         assert!(t.health().0);
-        t.sink_failed(
-            1,
-            &SinkError::Failed {
-                sink: "syslog",
-                message: "connection refused".into(),
-            },
-        );
+        t.sink_failed(1, &"connection refused");
         let (ok, doc) = t.health();
         assert!(!ok);
         assert!(
@@ -482,9 +508,9 @@ mod tests {
     fn waiting_counts_found_minus_acknowledged() {
         let t = telemetry();
         t.attempt_started();
-        let found = Counters {
-            new_events: 5,
-            ..Counters::default()
+        let found = RecordCounts {
+            new: 5,
+            ..RecordCounts::default()
         };
         t.records(&found, 100);
         t.acked(2);

@@ -8,7 +8,8 @@ pub mod envelope;
 pub mod transport;
 
 use super::{Frame, SinkError};
-use crate::config::{ConfigError, Expanded, Format, HumanDuration};
+use crate::encode::Format;
+use crate::settings::{ConfigError, Expanded, HumanDuration};
 use envelope::{Envelope, Framing, Protocol};
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 
 use super::model::{ErrorBody, TokenResponse};
 use super::{from_reqwest, read_capped, redirect_error, SourceError};
-use crate::config::Secret;
+use crate::settings::Secret;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 

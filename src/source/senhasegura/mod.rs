@@ -12,6 +12,13 @@ pub mod stream;
 
 pub use client::VaultClient;
 
+/// The v3 documentation's listing path, tried first.
+pub const PATH_V3: &str = "/api/pam/session/remotesessions";
+/// The v4 documentation's listing path, the fallback on 404.
+pub const PATH_V4: &str = "/api/session/remotesessions";
+/// The OAuth 2.0 token endpoint.
+pub const TOKEN_PATH: &str = "/iso/oauth2/token";
+
 /// A failure to read the vault (exit 3). Every message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -22,7 +29,7 @@ pub enum SourceError {
     #[error("the vault refused the listing with a fresh token ({message}): {hint}")]
     NotAuthorized { message: String, hint: &'static str },
     /// The path does not exist on this vault.
-    #[error("the listing path {path} was not found ({message}); set source.path to the path your vault version documents ({v3} or {v4})", v3 = crate::config::PATH_V3, v4 = crate::config::PATH_V4)]
+    #[error("the listing path {path} was not found ({message}); set source.path to the path your vault version documents ({v3} or {v4})", v3 = PATH_V3, v4 = PATH_V4)]
     NotFound { path: String, message: String },
     /// A 5xx or timeout answer from the vault.
     #[error("the vault answered HTTP {status}: {message}")]

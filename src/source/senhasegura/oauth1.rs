@@ -4,7 +4,7 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use crate::config::Secret;
+use crate::settings::Secret;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;

@@ -1,12 +1,36 @@
-//! Value types the configuration is written in: human durations (`"90s"`, `"24h"`, `"90d"`),
-//! strings with `${VAR}` expanded from the environment, and secrets that never print.
-//! Each one fails with a message that names what is wrong; toml adds the key and line.
+//! Value types every component's settings are written in: human durations (`"90s"`, `"24h"`,
+//! `"90d"`), strings with `${VAR}` expanded from the environment, secrets that never print,
+//! and the error for a bad setting. Each one fails with a message that names what is wrong;
+//! toml adds the key and line. A leaf module: the configuration tree (`config`) and the
+//! components that own their parts of it (sinks, telemetry) depend on it, not on each other.
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// A configuration problem: always names the key, file or value at fault (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// TOML syntax, an unknown key, or a bad value (the message has key and line).
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value that parsed but makes no sense.
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    /// A secret file that could not be read.
+    #[error("cannot read {key} `{path}`: {source}")]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// A duration written as a human string: `"500ms"`, `"60s"`, `"10m"`, `"24h"`, `"90d"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
