@@ -3,7 +3,9 @@
 //!
 //! Layout (one concept per module):
 //!
-//! - [`config`]: the TOML configuration tree, defaults, `${VAR}` expansion, secrets.
+//! - [`settings`]: the value types settings are written in (durations, `${VAR}` expansion,
+//!   secrets) and the error for a bad setting; a leaf every component may use.
+//! - [`config`]: the TOML configuration tree, defaults and validation.
 //! - [`source::senhasegura`]: the vault API: HTTP client and auth, the record model (the only
 //!   place that knows API field names) and the streaming listing scanner.
 //! - [`event`]: the normalised session event, the pipeline's currency, and its time rules.
@@ -14,7 +16,7 @@
 //! - [`simulate`]: the loopback senhasegura API used by tests, benchmarks and `demo`.
 //! - [`app`]: the commands (`run`, `once`, `check`, `state`, `demo`) as library calls.
 //! - [`shutdown`]: the one shutdown signal every loop listens to.
-//! - [`telemetry`]: Prometheus metrics, `/health`, outage and librdkafka log lines.
+//! - [`telemetry`]: Prometheus metrics, `/health`, outage log lines.
 #![forbid(unsafe_code)]
 
 pub mod app;
