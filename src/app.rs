@@ -84,7 +84,7 @@ impl Agent {
                 "Reading vault times in the configured zone"
             );
         }
-        let client = Arc::new(VaultClient::new(resolved)?);
+        let client = Arc::new(VaultClient::new(&resolved.client_settings())?);
         let backfill_horizon = first_run_horizon(config.source.backfill);
         let state_path = &config.state.path;
         let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) = if dry_run && !state_path.exists() {
@@ -347,7 +347,7 @@ pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error>
     if resolved.config.source.insecure {
         println!("warn tls: source.insecure = true turns certificate verification off");
     }
-    let client = VaultClient::new(resolved)?;
+    let client = VaultClient::new(&resolved.client_settings())?;
     if let Err(e) = client.authenticate().await {
         report(false, "token", &e.to_string());
         return Err(e.into());

@@ -7,6 +7,7 @@
 pub use crate::settings::{
     expand_with, to_chrono, Backfill, ConfigError, Expanded, HumanDuration, Secret, MAX_DURATION,
 };
+pub use crate::sink::{SinkConfig, StdoutSinkConfig};
 pub use crate::source::senhasegura::{PATH_V3, PATH_V4, TOKEN_PATH};
 
 use chrono_tz::Tz;
@@ -301,46 +302,6 @@ fn default_severity() -> u8 {
     crate::encode::cef::CefOptions::default().severity_start
 }
 
-/// `[[sink]]`: one delivery target.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkConfig {
-    /// One event per line on standard output.
-    Stdout(StdoutSinkConfig),
-    /// A syslog server (UDP, TCP, TLS or a unix socket).
-    Syslog(Box<crate::sink::syslog::SyslogSinkConfig>),
-    /// A Kafka topic.
-    Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
-}
-
-/// `type = "stdout"`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {
-    /// `ecs` (default) or `cef`.
-    #[serde(default = "default_format_ecs")]
-    pub format: Format,
-}
-
-impl SinkConfig {
-    /// The format this sink emits.
-    pub fn format(&self) -> Format {
-        match self {
-            SinkConfig::Stdout(s) => s.format,
-            SinkConfig::Syslog(s) => s.format,
-            SinkConfig::Kafka(s) => s.format,
-        }
-    }
-    /// A short name for logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SinkConfig::Stdout(_) => "stdout",
-            SinkConfig::Syslog(_) => "syslog",
-            SinkConfig::Kafka(_) => "kafka",
-        }
-    }
-}
-
 fn default_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
@@ -374,9 +335,6 @@ fn default_state_path() -> PathBuf {
 fn default_retention() -> HumanDuration {
     HumanDuration(Duration::from_secs(90 * 86400))
 }
-fn default_format_ecs() -> Format {
-    Format::Ecs
-}
 
 /// The config file to read: `-c`, else the environment, else the default path.
 pub fn config_path(explicit: Option<&Path>) -> PathBuf {
@@ -406,6 +364,26 @@ pub struct Resolved {
     pub base_url: String,
     /// The vault host name, for `observer.hostname`.
     pub vault_host: String,
+}
+
+impl Resolved {
+    /// What the vault client is built from.
+    pub fn client_settings(&self) -> crate::source::senhasegura::client::ClientSettings {
+        let src = &self.config.source;
+        crate::source::senhasegura::client::ClientSettings {
+            base_url: self.base_url.clone(),
+            path: src.path.as_ref().map(|p| p.0.clone()),
+            token_path: src.auth.token_path.clone(),
+            client_id: src.auth.client_id.0.clone(),
+            client_secret: self.client_secret.clone(),
+            oauth1_token: self.oauth1_token.clone(),
+            ca_file: src.ca_file.clone(),
+            insecure: src.insecure,
+            connect_timeout: src.connect_timeout.0,
+            timeout: src.timeout.0,
+            idle_timeout: src.idle_timeout.0,
+        }
+    }
 }
 
 impl Config {

@@ -8,9 +8,10 @@ pub mod kafka_log;
 pub mod stdout;
 pub mod syslog;
 
-use crate::config::SinkConfig;
+use crate::encode::Format;
 use crate::event::Phase;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 /// A sink failure.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,50 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
 }
 
+/// `[[sink]]`: one delivery target.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// One event per line on standard output.
+    Stdout(StdoutSinkConfig),
+    /// A syslog server (UDP, TCP, TLS or a unix socket).
+    Syslog(Box<syslog::SyslogSinkConfig>),
+    /// A Kafka topic.
+    Kafka(Box<kafka::KafkaSinkConfig>),
+}
+
+/// `type = "stdout"`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// `ecs` (default) or `cef`.
+    #[serde(default = "default_format_ecs")]
+    pub format: Format,
+}
+
+impl SinkConfig {
+    /// The format this sink emits.
+    pub fn format(&self) -> Format {
+        match self {
+            SinkConfig::Stdout(s) => s.format,
+            SinkConfig::Syslog(s) => s.format,
+            SinkConfig::Kafka(s) => s.format,
+        }
+    }
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Syslog(_) => "syslog",
+            SinkConfig::Kafka(_) => "kafka",
+        }
+    }
+}
+
+fn default_format_ecs() -> Format {
+    Format::Ecs
+}
+
 /// The configured sinks (static dispatch; each variant one file).
 #[derive(Debug)]
 pub enum Sink {
@@ -73,7 +118,7 @@ pub enum Sink {
 
 impl Sink {
     /// Build the sink a config entry describes.
-    pub fn from_config(config: &SinkConfig) -> Result<Sink, crate::config::ConfigError> {
+    pub fn from_config(config: &SinkConfig) -> Result<Sink, crate::settings::ConfigError> {
         Ok(match config {
             SinkConfig::Stdout(_) => Sink::Stdout(stdout::StdoutSink::new()),
             SinkConfig::Syslog(c) => Sink::Syslog(Box::new(syslog::SyslogSink::new(c)?)),

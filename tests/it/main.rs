@@ -13,6 +13,7 @@ mod faults;
 mod golden;
 mod hostile;
 mod kafka;
+mod layout;
 mod pipeline;
 mod props;
 mod rsyslog;

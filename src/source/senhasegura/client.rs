@@ -12,8 +12,9 @@ use super::model::ErrorBody;
 use super::oauth1::Oauth1;
 use super::{from_reqwest, SourceError};
 use super::{PATH_V3, PATH_V4};
-use crate::config::Resolved;
+use crate::settings::Secret;
 use futures_util::StreamExt;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,12 +42,38 @@ enum Credentials {
     Oauth1(Oauth1),
 }
 
-/// Build the HTTP client the config describes.
-pub fn http_client(config: &Resolved) -> Result<reqwest::Client, SourceError> {
-    let src = &config.config.source;
+/// What the client is built from (the configuration resolves it: `Resolved::client_settings`).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL of the vault, without a trailing slash.
+    pub base_url: String,
+    /// The listing path; `None`: the v3 path, falling back to v4 on 404.
+    pub path: Option<String>,
+    /// The token endpoint's path.
+    pub token_path: String,
+    /// The client id (OAuth 1.0a: the consumer key).
+    pub client_id: String,
+    /// The client secret (OAuth 1.0a: the consumer secret).
+    pub client_secret: Secret,
+    /// OAuth 1.0a: the token and its secret; `None` for OAuth 2.0.
+    pub oauth1_token: Option<(String, Secret)>,
+    /// CA certificate(s) to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Turn TLS verification off.
+    pub insecure: bool,
+    /// TCP/TLS connect limit.
+    pub connect_timeout: Duration,
+    /// Whole-listing limit.
+    pub timeout: Duration,
+    /// Longest pause inside the listing's body.
+    pub idle_timeout: Duration,
+}
+
+/// Build the HTTP client the settings describe.
+pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("senhasegura-forwarder/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(src.connect_timeout.0)
+        .connect_timeout(src.connect_timeout)
         .tcp_keepalive(Duration::from_secs(30))
         // A redirect could carry the credentials to another origin or take the listing from
         // one: none is followed, a 3xx is an error naming its Location.
@@ -77,35 +104,30 @@ pub fn http_client(config: &Resolved) -> Result<reqwest::Client, SourceError> {
 
 impl VaultClient {
     /// A client for the configured vault.
-    pub fn new(config: &Resolved) -> Result<VaultClient, SourceError> {
-        let src = &config.config.source;
-        let http = http_client(config)?;
-        let path = src
-            .path
-            .as_ref()
-            .map(|p| p.0.clone())
-            .unwrap_or_else(|| PATH_V3.to_string());
-        let token_url = format!("{}{}", config.base_url, src.auth.token_path);
+    pub fn new(src: &ClientSettings) -> Result<VaultClient, SourceError> {
+        let http = http_client(src)?;
+        let path = src.path.clone().unwrap_or_else(|| PATH_V3.to_string());
+        let token_url = format!("{}{}", src.base_url, src.token_path);
         Ok(VaultClient {
             http,
-            base_url: config.base_url.clone(),
+            base_url: src.base_url.clone(),
             may_fall_back: src.path.is_none(),
             path: Mutex::new(path),
-            auth: match &config.oauth1_token {
+            auth: match &src.oauth1_token {
                 None => Credentials::Oauth2(TokenSource::new(
                     token_url,
-                    src.auth.client_id.0.clone(),
-                    config.client_secret.clone(),
+                    src.client_id.clone(),
+                    src.client_secret.clone(),
                 )),
                 Some((token, token_secret)) => Credentials::Oauth1(Oauth1 {
-                    consumer_key: src.auth.client_id.0.clone(),
-                    consumer_secret: config.client_secret.clone(),
+                    consumer_key: src.client_id.clone(),
+                    consumer_secret: src.client_secret.clone(),
                     token: token.clone(),
                     token_secret: token_secret.clone(),
                 }),
             },
-            timeout: src.timeout.0,
-            idle_timeout: src.idle_timeout.0,
+            timeout: src.timeout,
+            idle_timeout: src.idle_timeout,
         })
     }
 
