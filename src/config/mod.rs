@@ -334,6 +334,8 @@ pub enum SinkConfig {
     Syslog(Box<crate::sink::syslog::SyslogSinkConfig>),
     /// A Kafka topic.
     Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
+    /// A local file, fsynced per batch (the packaged default).
+    File(crate::sink::file::FileSinkConfig),
 }
 
 /// `type = "stdout"`.
@@ -352,6 +354,7 @@ impl SinkConfig {
             SinkConfig::Stdout(s) => s.format,
             SinkConfig::Syslog(s) => s.format,
             SinkConfig::Kafka(s) => s.format,
+            SinkConfig::File(s) => s.format,
         }
     }
     /// A short name for logs.
@@ -360,6 +363,7 @@ impl SinkConfig {
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Syslog(_) => "syslog",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::File(_) => "file",
         }
     }
 }

@@ -189,7 +189,15 @@ impl Pipeline {
         shutdown: &Shutdown,
         total: &mut CycleSummary,
     ) -> Result<(), Error> {
-        let response = self.client.open_listing().await?;
+        // SIGTERM does not wait for a vault that is slow to answer (token or listing headers).
+        let mut sd = shutdown.clone();
+        let response = tokio::select! {
+            r = self.client.open_listing() => r?,
+            _ = sd.wait() => {
+                total.interrupted = true;
+                return Ok(());
+            }
+        };
         let timeout = self.client.timeout();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (batch_tx, mut batch_rx) = mpsc::channel(BATCH_QUEUE);

@@ -3,6 +3,7 @@
 //! report for Kafka). Sinks see bytes plus a small envelope ([`EventMeta`]), never records,
 //! and they do not know ECS or CEF.
 
+pub mod file;
 pub mod kafka;
 pub mod stdout;
 pub mod syslog;
@@ -68,6 +69,8 @@ pub enum Sink {
     Syslog(Box<syslog::SyslogSink>),
     /// A Kafka topic.
     Kafka(Box<kafka::KafkaSink>),
+    /// A local file, fsynced per batch.
+    File(file::FileSink),
 }
 
 impl Sink {
@@ -77,6 +80,7 @@ impl Sink {
             SinkConfig::Stdout(_) => Sink::Stdout(stdout::StdoutSink::new()),
             SinkConfig::Syslog(c) => Sink::Syslog(Box::new(syslog::SyslogSink::new(c)?)),
             SinkConfig::Kafka(c) => Sink::Kafka(Box::new(kafka::KafkaSink::new(c)?)),
+            SinkConfig::File(c) => Sink::File(file::FileSink::new(c)?),
         })
     }
 
@@ -86,6 +90,7 @@ impl Sink {
             Sink::Stdout(_) => "stdout",
             Sink::Syslog(_) => "syslog",
             Sink::Kafka(_) => "kafka",
+            Sink::File(_) => "file",
         }
     }
 
@@ -95,13 +100,14 @@ impl Sink {
             Sink::Stdout(s) => s.deliver(frames).await,
             Sink::Syslog(s) => s.deliver(frames).await,
             Sink::Kafka(s) => s.deliver(frames).await,
+            Sink::File(s) => s.deliver(frames).await,
         }
     }
 
     /// Flush and close connections (at exit).
     pub async fn close(&mut self) {
         match self {
-            Sink::Stdout(_) => {}
+            Sink::Stdout(_) | Sink::File(_) => {}
             Sink::Syslog(s) => s.close().await,
             Sink::Kafka(s) => s.close().await,
         }
@@ -113,6 +119,7 @@ impl Sink {
             Sink::Stdout(_) => Ok("standard output is writable".into()),
             Sink::Syslog(s) => s.health_check().await,
             Sink::Kafka(s) => s.health_check().await,
+            Sink::File(s) => s.health_check().await,
         }
     }
 }

@@ -7,14 +7,17 @@ mod cef_parse;
 mod ecs;
 mod support;
 
+mod check;
 mod cli;
 mod docs;
 mod faults;
 mod golden;
 mod kafka;
+mod packaging;
 mod pipeline;
 mod props;
 mod rsyslog;
+mod service;
 mod syslog;
 
 /// An input listing of tests/golden/.
