@@ -327,7 +327,12 @@ pub async fn serve(
     run_agent(Agent::new(resolved, false, false)?, shutdown, cycles, service).await
 }
 
-async fn run_agent(mut agent: Agent, shutdown: Shutdown, cycles: Option<u64>, mut service: Service) -> Result<(), Error> {
+async fn run_agent(
+    mut agent: Agent,
+    shutdown: Shutdown,
+    cycles: Option<u64>,
+    mut service: Service,
+) -> Result<(), Error> {
     let result = run_loop(&mut agent, shutdown, cycles, &mut service).await;
     service.stopping();
     agent.close().await;

@@ -41,7 +41,11 @@ pub async fn run(config_path: &Path, offline: bool) -> Result<(), Error> {
     if client.auth_method() == "oauth2" {
         report(true, "token", "obtained an access token");
     } else {
-        report(true, "auth", "OAuth 1.0a: requests are signed, there is no token to fetch");
+        report(
+            true,
+            "auth",
+            "OAuth 1.0a: requests are signed, there is no token to fetch",
+        );
     }
     let resp = client.open_listing().await.map_err(|e| fail("listing", e))?;
     report(
@@ -150,7 +154,10 @@ fn state_dir(path: &Path) -> Result<String, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = nearest_existing_parent(path);
             return match rustix::fs::access(&parent, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK) {
-                Ok(()) => Ok(format!("{} does not exist yet; it will be created (0700)", path.display())),
+                Ok(()) => Ok(format!(
+                    "{} does not exist yet; it will be created (0700)",
+                    path.display()
+                )),
                 Err(e) => Err(bad(format!(
                     "does not exist and cannot be created: {} is not writable by this user ({e})",
                     parent.display()

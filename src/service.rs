@@ -146,10 +146,14 @@ pub fn stdout_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    match rustix::fs::fstat(std::io::stdout()) {
-        Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
-        Err(_) => false,
-    }
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// Warn when a stdout sink writes into the journal: journald rate-limits and drops lines,

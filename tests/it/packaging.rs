@@ -110,7 +110,9 @@ fn verify(dir: &Path, unit: &str) {
 #[test]
 fn lintian_finds_no_errors_in_the_deb() {
     let (deb, _) = packages();
-    let out = run(Command::new("lintian").args(["--fail-on", "error", "--no-tag-display-limit"]).arg(deb));
+    let out = run(Command::new("lintian")
+        .args(["--fail-on", "error", "--no-tag-display-limit"])
+        .arg(deb));
     let all = text(&out);
     println!("lintian:\n{all}");
     assert!(out.status.success(), "lintian:\n{all}");
@@ -204,7 +206,10 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
         assert!(modes.contains(expected), "{expected}:\n{modes}");
     }
     let conffiles = ok(&format!("dpkg-query --showformat='${{Conffiles}}' --show {PKG}"));
-    assert!(conffiles.contains("/etc/senhasegura-forwarder/config.toml"), "{conffiles}");
+    assert!(
+        conffiles.contains("/etc/senhasegura-forwarder/config.toml"),
+        "{conffiles}"
+    );
     assert!(conffiles.contains("/etc/default/senhasegura-forwarder"), "{conffiles}");
     ok("man -w senhasegura-forwarder");
 
@@ -229,21 +234,39 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
     ok("echo '# edited by the operator' >> /etc/senhasegura-forwarder/config.toml");
     let newer = tempfile::tempdir().unwrap();
     let out = run(Command::new("cargo")
-        .args(["deb", "--no-build", "--no-strip", "--deb-version", "0.1.0+test.2", "--output"])
+        .args([
+            "deb",
+            "--no-build",
+            "--no-strip",
+            "--deb-version",
+            "0.1.0+test.2",
+            "--output",
+        ])
         .arg(newer.path())
         .current_dir(root())
         .env("PATH", path_with_tools()));
     assert!(out.status.success(), "{}", text(&out));
     ok(&format!("dpkg -i --force-confold {}/*.deb", newer.path().display()));
-    assert_eq!(ok(&format!("dpkg-query --showformat='${{Version}}' --show {PKG}")), "0.1.0+test.2");
+    assert_eq!(
+        ok(&format!("dpkg-query --showformat='${{Version}}' --show {PKG}")),
+        "0.1.0+test.2"
+    );
     assert!(ok("cat /etc/senhasegura-forwarder/config.toml").contains("# edited by the operator"));
     assert!(ok("stat -c '%U:%G %a' /etc/senhasegura-forwarder/config.toml").contains("root:senhasegura-forwarder 640"));
 
     // Remove keeps the state and the config; purge removes them (the user stays, by policy).
-    ok(&format!("runuser -u {USER} -- touch /var/lib/senhasegura-forwarder/marker"));
+    ok(&format!(
+        "runuser -u {USER} -- touch /var/lib/senhasegura-forwarder/marker"
+    ));
     ok(&format!("dpkg -r {PKG}"));
-    assert!(Path::new("/var/lib/senhasegura-forwarder/marker").exists(), "remove keeps the state");
-    assert!(Path::new("/etc/senhasegura-forwarder/config.toml").exists(), "remove keeps conffiles");
+    assert!(
+        Path::new("/var/lib/senhasegura-forwarder/marker").exists(),
+        "remove keeps the state"
+    );
+    assert!(
+        Path::new("/etc/senhasegura-forwarder/config.toml").exists(),
+        "remove keeps conffiles"
+    );
     assert!(!Path::new("/usr/bin/senhasegura-forwarder").exists());
     ok(&format!("dpkg --purge {PKG}"));
     for gone in [

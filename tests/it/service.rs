@@ -117,7 +117,10 @@ impl Agent {
                 let _ = self.child.kill();
                 self.child.wait().unwrap();
                 self.drain();
-                panic!("the agent did not exit within {limit:?}; stderr:\n{}", self.err.join("\n"));
+                panic!(
+                    "the agent did not exit within {limit:?}; stderr:\n{}",
+                    self.err.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -145,9 +148,10 @@ fn cef_key(line: &str) -> String {
 
 fn write_config(setup: &Setup, url: &str, rest: &str) {
     let fresh = Setup::new(url, "interval = \"300ms\"", rest);
-    let text = std::fs::read_to_string(&fresh.config)
-        .unwrap()
-        .replace(&fresh.state_dir().display().to_string(), &setup.state_dir().display().to_string());
+    let text = std::fs::read_to_string(&fresh.config).unwrap().replace(
+        &fresh.state_dir().display().to_string(),
+        &setup.state_dir().display().to_string(),
+    );
     // Atomic, as an editor or configuration management would.
     let tmp = setup.config.with_extension("new");
     std::fs::write(&tmp, text).unwrap();
@@ -177,7 +181,10 @@ fn sighup_applies_a_new_format_and_keeps_the_state() {
     // ECS before the reload, CEF after it, nothing in between or after in the old format.
     let first_cef = out.iter().position(|l| l.starts_with("CEF:")).unwrap();
     assert!(first_cef > 0, "ECS lines came first");
-    assert!(out[first_cef..].iter().all(|l| l.starts_with("CEF:")), "only CEF after the reload");
+    assert!(
+        out[first_cef..].iter().all(|l| l.starts_with("CEF:")),
+        "only CEF after the reload"
+    );
     let mut keys: Vec<String> = out[..first_cef].iter().map(|l| ecs_key(l)).collect();
     keys.extend(out[first_cef..].iter().map(|l| cef_key(l)));
     let unique: HashSet<&String> = keys.iter().collect();
@@ -196,7 +203,12 @@ fn sighup_with_an_invalid_config_keeps_the_old_one() {
     std::fs::write(&setup.config, "[source]\nurl = \"http://x\"\nintervall = \"1s\"\n").unwrap();
     agent.signal("HUP");
     let refused = agent.wait_log("Reload refused", first);
-    assert!(agent.err[refused].contains("intervall"), "names the problem: {}", agent.err[refused]);
+    // The message (TOML errors span lines) names the unknown key.
+    let message = agent.err[refused..].join("\n");
+    assert!(
+        message.contains("unknown field `intervall`"),
+        "names the problem: {message}"
+    );
     // Still polling on the old config, and still delivering new events as ECS.
     let seen = agent.out.len();
     let next = agent.wait_log("Poll cycle done", refused);
@@ -227,10 +239,14 @@ fn sighup_during_a_cycle_loses_nothing() {
     assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
     // The interrupted-by-HUP cycle delivered the whole listing, once, in the old format.
     let keys: Vec<String> = out.iter().map(|l| ecs_key(l)).collect();
-    let expected = Setup::new(&Sim::start(&["--sessions", "40", "--active", "5", "--now", NOW]).url, "", ECS)
-        .run(&["once", "--dry-run"])
-        .ok()
-        .keys();
+    let expected = Setup::new(
+        &Sim::start(&["--sessions", "40", "--active", "5", "--now", NOW]).url,
+        "",
+        ECS,
+    )
+    .run(&["once", "--dry-run"])
+    .ok()
+    .keys();
     assert_eq!(keys.len(), expected.len(), "stderr:\n{}", err.join("\n"));
     assert_eq!(
         keys.iter().collect::<HashSet<_>>(),
@@ -250,7 +266,18 @@ fn sigterm_interrupts_a_slow_listing_and_commits_only_what_was_acknowledged() {
     assert_eq!(setup.state_keys(), committed);
     drop(fast);
     // Then the vault grows and takes 30 s to answer.
-    let slow = Sim::start(&["--sessions", "30", "--active", "5", "--grow", "5", "--delay-ms", "30000", "--now", NOW]);
+    let slow = Sim::start(&[
+        "--sessions",
+        "30",
+        "--active",
+        "5",
+        "--grow",
+        "5",
+        "--delay-ms",
+        "30000",
+        "--now",
+        NOW,
+    ]);
     write_config(&setup, &slow.url, ECS);
     let mut agent = Agent::spawn(&setup, &[]);
     agent.wait_log("Polling started", 0);
@@ -350,7 +377,10 @@ fn version_names_commit_and_target() {
     let out = cmd().arg("--version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with(&format!("senhasegura-forwarder {} (commit ", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(
+        text.starts_with(&format!("senhasegura-forwarder {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
     if let Ok(git) = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
