@@ -173,3 +173,21 @@ fn a_config_error_is_printed_once_in_json_log_mode() {
     }
     assert_eq!(once.stderr.matches("invalid config file").count(), 1, "{}", once.stderr);
 }
+
+#[test]
+fn online_check_does_not_call_a_udp_sink_connected() {
+    let sim = crate::support::Sim::start(&["--sessions", "1"]);
+    let s = Setup::new(
+        &sim.url,
+        "",
+        "[[sink]]\ntype = \"syslog\"\ntransport = \"udp\"\naddress = \"127.0.0.1:9\"\n",
+    );
+    let run = check(&s, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let line = run.stdout.lines().find(|l| l.contains("sink syslog:")).unwrap();
+    assert!(
+        line.contains("socket ready for udp://127.0.0.1:9") && line.contains("cannot be confirmed"),
+        "{line}"
+    );
+    assert!(!line.contains("connected"), "{line}");
+}
