@@ -434,3 +434,35 @@ fn the_file_sink_appends_fsynced_lines_and_follows_a_rotation() {
     let mode = std::fs::metadata(&events).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn sighup_refuses_a_new_state_path() {
+    let sim = Sim::start(&["--sessions", "10", "--active", "2", "--grow", "2", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "interval = \"300ms\"", ECS);
+    let mut agent = Agent::spawn(&setup, &[]);
+    let first = agent.wait_log("Poll cycle done", 0);
+    let moved = setup.dir.path().join("elsewhere");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace(&setup.state_dir().display().to_string(), &moved.display().to_string())
+        .replace("format = \"ecs\"", "format = \"cef\"");
+    std::fs::write(&setup.config, text).unwrap();
+    agent.signal("HUP");
+    let refused = agent.wait_log("Reload refused", first);
+    assert!(
+        agent.err[refused].contains("moving the state needs a restart"),
+        "{}",
+        agent.err[refused]
+    );
+    let seen = agent.out.len();
+    let next = agent.wait_log("Poll cycle done", refused);
+    agent.wait_log("Poll cycle done", next + 1);
+    agent.wait_out("new events after the refused reload", |out| out.len() > seen);
+    agent.signal("TERM");
+    let (code, out, err) = agent.wait_exit(WAIT);
+    assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
+    // Nothing of the new config was applied: still ECS, still the old state directory.
+    let keys: HashSet<String> = out.iter().map(|l| ecs_key(l)).collect();
+    assert_eq!(setup.state_keys(), keys);
+    assert!(!moved.exists());
+}
