@@ -5,19 +5,19 @@
 #
 # Needs cargo-deb and cargo-generate-rpm on PATH or in ~/.cache/senhasegura-forwarder/tools/bin
 # (tests/run-all.sh installs them there). A release build, then the man page and shell
-# completions generated from the CLI definition (packaging/assets.rs), then both packages.
+# completions generated from the CLI definition (src/assets.rs), then both packages.
 # Idempotent: a second run rebuilds nothing that did not change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cache/senhasegura-forwarder/tools/bin:$HOME/.cargo/bin:$PATH"
 
-cargo build --release --locked --bin senhasegura-forwarder --example package-assets
+cargo build --release --locked --bin senhasegura-forwarder
 
 assets=target/package-assets
 rm -rf "$assets"
 mkdir -p "$assets" target/packages
-target/release/examples/package-assets "$assets"
-gzip -9n "$assets/senhasegura-forwarder.1"
+target/release/senhasegura-forwarder package-assets "$assets"
+gzip -9n "$assets"/*.1
 # Packages ship a stripped binary (the release profile keeps line tables for backtraces).
 strip --strip-unneeded -o "$assets/senhasegura-forwarder" target/release/senhasegura-forwarder
 

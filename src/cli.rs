@@ -94,6 +94,12 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         interval: u64,
     },
+    /// Write the man page and shell completions into DIR (for packaging/build.sh).
+    #[command(hide = true)]
+    PackageAssets {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 /// `state` subcommands.

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod assets;
 pub mod check;
 pub mod cli;
 pub mod config;

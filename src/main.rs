@@ -50,6 +50,8 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
             shutdown::on_signals(trigger);
             app::simulate(*opts, sd).await
         }
+        Command::PackageAssets { dir } => senhasegura_forwarder::assets::write(&dir)
+            .map_err(|e| Error::Usage(format!("cannot write to {}: {e}", dir.display()))),
         Command::Demo { cycles, interval } => {
             let (trigger, sd) = shutdown::channel();
             shutdown::on_signals(trigger);

@@ -144,6 +144,7 @@ fn the_rpm_holds_the_layout() {
         "/usr/lib/systemd/system/senhasegura-forwarder@.service",
         "/usr/lib/sysusers.d/senhasegura-forwarder.conf",
         "/usr/share/man/man1/senhasegura-forwarder.1.gz",
+        "/usr/share/man/man1/senhasegura-forwarder-check.1.gz",
         "/usr/share/bash-completion/completions/senhasegura-forwarder",
         "/usr/share/doc/senhasegura-forwarder/README.md",
     ] {
@@ -190,6 +191,7 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
         "/lib/systemd/system/senhasegura-forwarder@.service",
         "/usr/lib/sysusers.d/senhasegura-forwarder.conf",
         "/usr/share/man/man1/senhasegura-forwarder.1.gz",
+        "/usr/share/man/man1/senhasegura-forwarder-check.1.gz",
         "/usr/share/bash-completion/completions/senhasegura-forwarder",
         "/usr/share/doc/senhasegura-forwarder/README.md",
         "/usr/share/doc/senhasegura-forwarder/copyright",
@@ -279,4 +281,39 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
     }
     let overrides = ok("dpkg-statoverride --list");
     assert!(!overrides.contains("senhasegura-forwarder"), "{overrides}");
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_cli() {
+    packages();
+    let assets = root().join("target/package-assets");
+    let page = run(Command::new("zcat").arg(assets.join("senhasegura-forwarder.1.gz")));
+    let page = String::from_utf8_lossy(&page.stdout).into_owned();
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "troff: {page:.200}");
+    for sub in ["run", "once", "check", "state", "simulate", "demo"] {
+        assert!(
+            page.contains(&format!("senhasegura\\-forwarder\\-{sub}(1)")),
+            "{sub} missing"
+        );
+        assert!(
+            assets.join(format!("senhasegura-forwarder-{sub}.1.gz")).exists(),
+            "{sub}'s page"
+        );
+    }
+    assert!(!page.contains("package\\-assets"), "the hidden command stays hidden");
+    let check = run(Command::new("zcat").arg(assets.join("senhasegura-forwarder-check.1.gz")));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("\\-\\-offline"));
+    let bash = std::fs::read_to_string(assets.join("completions/senhasegura-forwarder")).unwrap();
+    assert!(
+        bash.contains("--offline") && bash.contains("--cycles"),
+        "bash completion lacks options"
+    );
+    let bash_ok = run(Command::new("bash")
+        .arg("-n")
+        .arg(assets.join("completions/senhasegura-forwarder")));
+    assert!(bash_ok.status.success(), "{}", text(&bash_ok));
+    let zsh = std::fs::read_to_string(assets.join("completions/_senhasegura-forwarder")).unwrap();
+    assert!(zsh.starts_with("#compdef senhasegura-forwarder"), "{zsh:.80}");
+    let fish = std::fs::read_to_string(assets.join("completions/senhasegura-forwarder.fish")).unwrap();
+    assert!(fish.contains("complete -c senhasegura-forwarder"), "{fish:.200}");
 }
