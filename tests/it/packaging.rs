@@ -111,7 +111,7 @@ fn verify(dir: &Path, unit: &str) {
 fn lintian_finds_no_errors_in_the_deb() {
     let (deb, _) = packages();
     let out = run(Command::new("lintian")
-        .args(["--fail-on", "error", "--no-tag-display-limit"])
+        .args(["--fail-on", "error", "--tag-display-limit", "0"])
         .arg(deb));
     let all = text(&out);
     println!("lintian:\n{all}");
@@ -184,7 +184,7 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
     }
     let (deb, _) = packages();
     // A disposable machine; a leftover of an earlier run goes first.
-    sh(&format!("dpkg --purge {PKG}"));
+    sh(&format!("dpkg --purge {PKG}; userdel {USER}"));
     ok(&format!("dpkg -i {}", deb.display()));
 
     // The user, and the files laid out as designed.
@@ -231,7 +231,7 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
     // The quick start: secret without shell history, client id in /etc/default, check as the
     // service user with the packaged config (the vault is not reachable from here).
     ok("install -m 0640 -g senhasegura-forwarder /dev/null /etc/senhasegura-forwarder/client_secret");
-    ok("printf %s 'the-secret' | sh -c 'read -r s; printf %s \"$s\" > /etc/senhasegura-forwarder/client_secret'");
+    ok("printf %s 'simulator-secret' | sh -c 'read -r s; printf %s \"$s\" > /etc/senhasegura-forwarder/client_secret'");
     ok("sed -i 's/^SENHASEGURA_CLIENT_ID=.*/SENHASEGURA_CLIENT_ID=forwarder/' /etc/default/senhasegura-forwarder");
     let check = ok(&format!(
         "runuser -u {USER} -- sh -c 'set -a; . /etc/default/senhasegura-forwarder; exec senhasegura-forwarder check --offline'"
