@@ -6,7 +6,8 @@ use crate::cli::StateAction;
 use crate::config::{Backfill, Config, Format, Resolved};
 use crate::event::Origin;
 use crate::pipeline::{encoders_for, CycleSummary, DeliveryPolicy, Pipeline, Progress, RetryPolicy, SinkSet};
-use crate::shutdown::Shutdown;
+use crate::service::Service;
+use crate::shutdown::{Reload, Shutdown};
 use crate::simulate::{SimOptions, Simulator};
 use crate::sink::Sink;
 use crate::source::senhasegura::VaultClient;
@@ -68,6 +69,94 @@ fn first_run_horizon(backfill: Backfill) -> Option<chrono::DateTime<Utc>> {
     }
 }
 
+fn warn_zone_change(store: &SledStore, resolved: &Resolved) -> Result<(), Error> {
+    if let Some(previous) = store.remember_zone(resolved.timezone.name())? {
+        tracing::warn!(previous, now = resolved.timezone.name(),
+            "The vault's time zone changed since the last run: event times move, so events already delivered (since the horizon) will look new and be sent again, with the same event.id; put source.timezone back if this was not intended");
+    }
+    Ok(())
+}
+
+/// Client, sinks and encoders of a config around an open store.
+fn build_pipeline(
+    resolved: &Resolved,
+    dedup: Arc<dyn Dedup>,
+    dry_run: bool,
+    once: bool,
+    telemetry: Option<Arc<Telemetry>>,
+) -> Result<Pipeline, Error> {
+    let config = &resolved.config;
+    let client = Arc::new(VaultClient::new(&resolved.client_settings())?);
+    let sink_formats: Vec<(Sink, Format)> = if dry_run {
+        // Each format once, however many sinks use it.
+        let mut formats: Vec<Format> = Vec::new();
+        for f in config.sinks.iter().map(|s| s.format()) {
+            if !formats.contains(&f) {
+                formats.push(f);
+            }
+        }
+        formats
+            .into_iter()
+            .map(|f| (Sink::Stdout(Default::default()), f))
+            .collect()
+    } else {
+        config
+            .sinks
+            .iter()
+            .map(|s| Ok((Sink::from_config(s)?, s.format())))
+            .collect::<Result<Vec<_>, crate::config::ConfigError>>()?
+    };
+    let (encoders, encoder_of) = encoders_for(&sink_formats, config);
+    let types: Vec<&str> = sink_formats.iter().map(|(s, _)| s.name()).collect();
+    let labels = crate::telemetry::sink_labels(&types);
+    // A reload keeps the telemetry (its endpoint serves it) unless the sinks changed.
+    let telemetry = match telemetry {
+        Some(t) if t.sink_names() == labels.as_slice() => t,
+        previous => {
+            if previous.is_some() {
+                tracing::warn!("The reloaded config has other sinks: their metrics start from zero, and the endpoint keeps serving the old sinks' until a restart");
+            }
+            Arc::new(Telemetry::new(
+                labels,
+                config.source.interval.0,
+                config.source.timeout.0,
+                config.log.outage_reminder.0,
+            ))
+        }
+    };
+    let sinks = SinkSet {
+        sinks: sink_formats.into_iter().map(|(s, _)| s).collect(),
+        encoder_of,
+        encoders: Arc::new(encoders),
+        policy: DeliveryPolicy {
+            backoff: config.delivery.retry_backoff.0,
+            backoff_max: config.delivery.retry_backoff_max.0,
+            give_up_after: once.then_some(config.delivery.give_up_after.0),
+        },
+        telemetry: telemetry.clone(),
+    };
+    Ok(Pipeline {
+        client,
+        store: dedup,
+        sinks,
+        origin: Arc::new(Origin {
+            base_url: resolved.base_url.clone(),
+            vault_host: resolved.vault_host.clone(),
+            timezone: resolved.timezone,
+        }),
+        retry: RetryPolicy {
+            retries: config.source.retries,
+            backoff: config.source.retry_backoff.0,
+            backoff_max: config.source.retry_backoff_max.0,
+        },
+        commit: !dry_run,
+        batch_size: BATCH_SIZE,
+        keep_original: config.ecs.include_original,
+        progress: Arc::new(Progress::default()),
+        telemetry,
+    })
+}
+
 impl Agent {
     /// Wire an agent. `dry_run` prints each format to stdout and commits nothing; `once`
     /// makes delivery give up after a minute instead of retrying until shutdown.
@@ -84,7 +173,6 @@ impl Agent {
                 "Reading vault times in the configured zone"
             );
         }
-        let client = Arc::new(VaultClient::new(&resolved.client_settings())?);
         let backfill_horizon = first_run_horizon(config.source.backfill);
         let state_path = &config.state.path;
         let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) = if dry_run && !state_path.exists() {
@@ -93,10 +181,7 @@ impl Agent {
             let vault = (!dry_run).then_some(resolved.base_url.as_str());
             let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
             if !dry_run {
-                if let Some(previous) = s.remember_zone(resolved.timezone.name())? {
-                    tracing::warn!(previous, now = resolved.timezone.name(),
-                        "The vault's time zone changed since the last run: event times move, so events already delivered (since the horizon) will look new and be sent again, with the same event.id; put source.timezone back if this was not intended");
-                }
+                warn_zone_change(&s, resolved)?;
             }
             (Some(s.clone()), s)
         };
@@ -104,67 +189,10 @@ impl Agent {
             Some(s) => s.meta()?.first_run_horizon,
             None => backfill_horizon,
         };
-        let sink_formats: Vec<(Sink, Format)> = if dry_run {
-            // Each format once, however many sinks use it.
-            let mut formats: Vec<Format> = Vec::new();
-            for f in config.sinks.iter().map(|s| s.format()) {
-                if !formats.contains(&f) {
-                    formats.push(f);
-                }
-            }
-            formats
-                .into_iter()
-                .map(|f| (Sink::Stdout(Default::default()), f))
-                .collect()
-        } else {
-            config
-                .sinks
-                .iter()
-                .map(|s| Ok((Sink::from_config(s)?, s.format())))
-                .collect::<Result<Vec<_>, crate::config::ConfigError>>()?
-        };
-        let (encoders, encoder_of) = encoders_for(&sink_formats, config);
-        let types: Vec<&str> = sink_formats.iter().map(|(s, _)| s.name()).collect();
-        let telemetry = Arc::new(Telemetry::new(
-            crate::telemetry::sink_labels(&types),
-            config.source.interval.0,
-            config.source.timeout.0,
-            config.log.outage_reminder.0,
-        ));
+        let pipeline = build_pipeline(resolved, dedup, dry_run, once, None)?;
         if !dry_run {
-            crate::telemetry::start(&config.metrics, &telemetry, store.clone())?;
+            crate::telemetry::start(&config.metrics, &pipeline.telemetry, store.clone())?;
         }
-        let sinks = SinkSet {
-            sinks: sink_formats.into_iter().map(|(s, _)| s).collect(),
-            encoder_of,
-            encoders: Arc::new(encoders),
-            policy: DeliveryPolicy {
-                backoff: config.delivery.retry_backoff.0,
-                backoff_max: config.delivery.retry_backoff_max.0,
-                give_up_after: once.then_some(config.delivery.give_up_after.0),
-            },
-            telemetry: telemetry.clone(),
-        };
-        let pipeline = Pipeline {
-            client,
-            store: dedup,
-            sinks,
-            origin: Arc::new(Origin {
-                base_url: resolved.base_url.clone(),
-                vault_host: resolved.vault_host.clone(),
-                timezone: resolved.timezone,
-            }),
-            retry: RetryPolicy {
-                retries: config.source.retries,
-                backoff: config.source.retry_backoff.0,
-                backoff_max: config.source.retry_backoff_max.0,
-            },
-            commit: !dry_run,
-            batch_size: BATCH_SIZE,
-            keep_original: config.ecs.include_original,
-            progress: Arc::new(Progress::default()),
-            telemetry,
-        };
         Ok(Agent {
             pipeline,
             store,
@@ -174,6 +202,43 @@ impl Agent {
             last_prune: None,
             backup_every: config.state.backup_every.0,
         })
+    }
+
+    /// Apply a re-read config between cycles: source, sinks and timings are rebuilt, the store
+    /// is kept. A changed `state.path` is refused (it needs a restart); on any error the
+    /// agent keeps running on the old config.
+    pub async fn reload(&mut self, resolved: &Resolved) -> Result<(), Error> {
+        let config = &resolved.config;
+        if let Some(store) = &self.store {
+            if config.state.path != store.path() {
+                return Err(Error::Usage(format!(
+                    "state.path changed from {} to {}: moving the state needs a restart",
+                    store.path().display(),
+                    config.state.path.display()
+                )));
+            }
+        }
+        let pipeline = build_pipeline(
+            resolved,
+            self.pipeline.store.clone(),
+            !self.pipeline.commit,
+            false,
+            Some(self.pipeline.telemetry.clone()),
+        )?;
+        if let Some(store) = &self.store {
+            warn_zone_change(store, resolved)?;
+        }
+        let mut old = std::mem::replace(&mut self.pipeline, pipeline);
+        old.sinks.close().await;
+        self.retention = config.state.retention.0;
+        self.interval = config.source.interval.0;
+        self.backup_every = config.state.backup_every.0;
+        Ok(())
+    }
+
+    /// Time between the starts of two polls.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     fn prune_if_due(&mut self) -> Result<(), Error> {
@@ -287,117 +352,81 @@ fn spawn_progress(progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
 /// `run`: poll every interval until shutdown. Source and sink failures are logged and retried
 /// on the next cycle (the vault or SIEM may come back); state errors end the run.
 pub async fn run(resolved: &Resolved, shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
-    run_agent(Agent::new(resolved, false, false)?, shutdown, cycles).await
+    run_agent(Agent::new(resolved, false, false)?, shutdown, cycles, Service::plain()).await
 }
 
-async fn run_agent(mut agent: Agent, shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
-    let result = run_loop(&mut agent, shutdown, cycles).await;
+/// `run` as a service: like [`run`], and SIGHUP re-reads `config_path` (applied between
+/// cycles), and systemd is notified.
+pub async fn serve(
+    config_path: &Path,
+    resolved: &Resolved,
+    shutdown: Shutdown,
+    reload: Reload,
+    cycles: Option<u64>,
+) -> Result<(), Error> {
+    crate::service::warn_if_stdout_is_journal(&resolved.config);
+    let service = Service::new(Some(config_path.to_path_buf()), reload);
+    run_agent(Agent::new(resolved, false, false)?, shutdown, cycles, service).await
+}
+
+async fn run_agent(
+    mut agent: Agent,
+    shutdown: Shutdown,
+    cycles: Option<u64>,
+    mut service: Service,
+) -> Result<(), Error> {
+    let result = run_loop(&mut agent, shutdown, cycles, &mut service).await;
+    service.stopping();
     agent.close().await;
     result
 }
 
-async fn run_loop(agent: &mut Agent, mut shutdown: Shutdown, cycles: Option<u64>) -> Result<(), Error> {
+async fn run_loop(
+    agent: &mut Agent,
+    mut shutdown: Shutdown,
+    cycles: Option<u64>,
+    service: &mut Service,
+) -> Result<(), Error> {
     let mut done = 0u64;
     tracing::info!(interval_s = agent.interval.as_secs_f64(), "Polling started");
+    service.ready(agent.interval);
     loop {
         let started = Instant::now();
         match agent.poll(&shutdown).await {
-            Ok(_) => {}
+            Ok(summary) => service.cycle_done(&summary),
             Err(Error::Sink(crate::sink::SinkError::Closed { sink, message })) => {
                 tracing::info!(sink, message, "Output closed; stopping");
                 return Ok(());
             }
             Err(e @ Error::State(_)) => return Err(e),
             Err(_) if shutdown.is_fired() => {}
-            Err(_) => {} // logged by the pipeline; the next cycle retries
+            Err(e) => service.cycle_failed(&e), // logged by the pipeline; the next cycle retries
         }
         done += 1;
         if shutdown.is_fired() || cycles.is_some_and(|c| done >= c) {
             tracing::info!(cycles = done, "Stopped");
             return Ok(());
         }
-        let wait = agent.interval.saturating_sub(started.elapsed());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => {
-                tracing::info!(cycles = done, "Stopped");
-                return Ok(());
+        // Between cycles: apply reloads (also those that came during the cycle), then wait.
+        loop {
+            if let Some(resolved) = service.take_reload() {
+                let result = agent.reload(&resolved).await;
+                if result.is_ok() {
+                    crate::service::warn_if_stdout_is_journal(&resolved.config);
+                }
+                service.reloaded(&result);
+            }
+            let wait = agent.interval.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => break,
+                _ = shutdown.wait() => {
+                    tracing::info!(cycles = done, "Stopped");
+                    return Ok(());
+                }
+                _ = service.reload_requested() => {}
             }
         }
     }
-}
-
-/// One line of the `check` report.
-fn report(ok: bool, what: &str, detail: &str) {
-    println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
-}
-
-/// `check`: the config is valid (already, to get here), a token can be had, the listing
-/// answers, and every sink is healthy.
-pub async fn check(resolved: &Resolved, config_path: &Path) -> Result<(), Error> {
-    report(true, "config", &config_path.display().to_string());
-    if resolved.timezone_from_host {
-        println!(
-            "warn timezone: source.timezone is not set; the host's zone {} is used. Set it to the vault's zone.",
-            resolved.timezone.name()
-        );
-    } else {
-        report(true, "timezone", resolved.timezone.name());
-    }
-    if resolved.config.source.insecure {
-        println!("warn tls: source.insecure = true turns certificate verification off");
-    }
-    let client = VaultClient::new(&resolved.client_settings())?;
-    if let Err(e) = client.authenticate().await {
-        report(false, "token", &e.to_string());
-        return Err(e.into());
-    }
-    if client.auth_method() == "oauth2" {
-        report(true, "token", "obtained an access token");
-    } else {
-        report(
-            true,
-            "auth",
-            "OAuth 1.0a: requests are signed, there is no token to fetch",
-        );
-    }
-    match client.open_listing().await {
-        Ok(resp) => {
-            report(
-                true,
-                "listing",
-                &format!(
-                    "{}{} answered HTTP {}",
-                    resolved.base_url,
-                    client.path(),
-                    resp.status().as_u16()
-                ),
-            );
-            drop(resp);
-        }
-        Err(e) => {
-            report(false, "listing", &e.to_string());
-            return Err(e.into());
-        }
-    }
-    for sink_config in &resolved.config.sinks {
-        let mut sink = match Sink::from_config(sink_config) {
-            Ok(s) => s,
-            Err(e) => {
-                report(false, &format!("sink {}", sink_config.name()), &e.to_string());
-                return Err(e.into());
-            }
-        };
-        match sink.health_check().await {
-            Ok(detail) => report(true, &format!("sink {}", sink.name()), &detail),
-            Err(e) => {
-                report(false, &format!("sink {}", sink.name()), &e.to_string());
-                return Err(e.into());
-            }
-        }
-    }
-    report(true, "state", &resolved.config.state.path.display().to_string());
-    Ok(())
 }
 
 /// `state ...`.
@@ -522,5 +551,5 @@ pub async fn demo(cycles: Option<u64>, interval: u64, shutdown: Shutdown) -> Res
     );
     let resolved = Config::from_toml(&toml, Path::new("<demo>"))?.resolve()?;
     tracing::info!(simulator = %sim.base_url, "Demo: polling a simulated vault that grows by 2 sessions per poll; Ctrl-C stops");
-    run_agent(Agent::new(&resolved, false, false)?, shutdown, cycles).await
+    run_agent(Agent::new(&resolved, false, false)?, shutdown, cycles, Service::plain()).await
 }

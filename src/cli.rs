@@ -4,9 +4,19 @@ use crate::simulate::SimOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `--version`: the version, the git commit and the build target.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SENHASEGURA_FORWARDER_COMMIT"),
+    ", ",
+    env!("SENHASEGURA_FORWARDER_TARGET"),
+    ")"
+);
+
 /// Forward senhasegura (Segura) PAM remote-session activity to a SIEM.
 #[derive(Debug, Parser)]
-#[command(name = "senhasegura-forwarder", version, about, propagate_version = true)]
+#[command(name = "senhasegura-forwarder", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", global = true)]
@@ -55,7 +65,14 @@ pub enum Command {
         dry_run: bool,
     },
     /// Validate the config, get a token, reach the API and health-check the sinks.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only what needs no network: config, secret and CA files, state directory, sink
+        /// settings (what the systemd unit runs before start).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Inspect or repair the dedup state.
     State {
         #[command(flatten)]
@@ -76,6 +93,12 @@ pub enum Command {
         /// Seconds between polls.
         #[arg(long, default_value_t = 2)]
         interval: u64,
+    },
+    /// Write the man page and shell completions into DIR (for packaging/build.sh).
+    #[command(hide = true)]
+    PackageAssets {
+        /// Output directory.
+        dir: PathBuf,
     },
 }
 

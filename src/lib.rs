@@ -15,17 +15,22 @@
 //! - [`pipeline`]: source → filter → encode → sinks → commit, one poll cycle at a time.
 //! - [`simulate`]: the loopback senhasegura API used by tests, benchmarks and `demo`.
 //! - [`app`]: the commands (`run`, `once`, `check`, `state`, `demo`) as library calls.
-//! - [`shutdown`]: the one shutdown signal every loop listens to.
+//! - [`shutdown`]: the one shutdown signal every loop listens to, and SIGHUP reload requests.
+//! - [`service`], [`notify`]: systemd notifications and reload around the run loop.
 //! - [`telemetry`]: Prometheus metrics, `/health`, outage log lines.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod assets;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod encode;
 pub mod error;
 pub mod event;
+pub mod notify;
 pub mod pipeline;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod simulate;

@@ -24,25 +24,21 @@ fn init_logging(cli: &Cli) {
 async fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run { config, cycles } => {
-            let resolved = app::load_config(config.config.as_deref())?;
+            // First, so that a SIGHUP during start-up does not kill the agent.
+            let reload = shutdown::on_reload().map_err(|e| Error::Usage(format!("cannot listen for SIGHUP: {e}")))?;
+            let path = senhasegura_forwarder::config::config_path(config.config.as_deref());
+            let resolved = app::load_config(Some(&path))?;
             let (trigger, sd) = shutdown::channel();
             shutdown::on_signals(trigger);
-            app::run(&resolved, sd, cycles).await
+            app::serve(&path, &resolved, sd, reload, cycles).await
         }
         Command::Once { config, dry_run } => {
             let resolved = app::load_config(config.config.as_deref())?;
             app::once(&resolved, dry_run).await.map(|_| ())
         }
-        Command::Check(c) => {
-            let path = senhasegura_forwarder::config::config_path(c.config.as_deref());
-            let resolved = match app::load_config(Some(&path)) {
-                Ok(r) => r,
-                Err(e) => {
-                    println!("FAIL config: {e}");
-                    return Err(e);
-                }
-            };
-            app::check(&resolved, &path).await
+        Command::Check { config, offline } => {
+            let path = senhasegura_forwarder::config::config_path(config.config.as_deref());
+            senhasegura_forwarder::check::run(&path, offline).await
         }
         Command::State {
             config,
@@ -54,6 +50,8 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
             shutdown::on_signals(trigger);
             app::simulate(*opts, sd).await
         }
+        Command::PackageAssets { dir } => senhasegura_forwarder::assets::write(&dir)
+            .map_err(|e| Error::Usage(format!("cannot write to {}: {e}", dir.display()))),
         Command::Demo { cycles, interval } => {
             let (trigger, sd) = shutdown::channel();
             shutdown::on_signals(trigger);
@@ -74,15 +72,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // `check` prints each failure as its own FAIL line; the others report it once here: a
+    // log record in JSON mode, a plain `error:` line otherwise.
+    let reported = matches!(cli.command, Command::Check { .. });
     let json = cli.log_format == LogFormat::Json;
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Once: a JSON line in JSON mode (nothing else may reach stderr), else plain text.
-            if json {
-                tracing::error!(error = %e, exit_code = e.exit_code(), "Exiting");
-            } else {
-                eprintln!("error: {e}");
+            // Once: a JSON line in JSON mode (nothing else may reach stderr), else plain text;
+            // `check` already printed each failure as its own FAIL line.
+            match (reported, json) {
+                (true, _) => {}
+                (false, true) => tracing::error!(error = %e, exit_code = e.exit_code(), "Exiting"),
+                (false, false) => eprintln!("error: {e}"),
             }
             ExitCode::from(e.exit_code() as u8)
         }

@@ -1,6 +1,9 @@
 //! The one shutdown path: SIGTERM or SIGINT flips a watch channel that every loop selects on.
-//! Loops stop taking new work: a poll abandons the rest of the listing, sends what it already
-//! read (a failing sink is not retried), and commits only what every sink acknowledged.
+//! Loops stop taking new work: a poll abandons the rest of the listing (a pending request is
+//! interrupted at once), sends what it already read (a failing sink is not retried), and
+//! commits only what every sink acknowledged before the process exits 0. SIGHUP is the other
+//! signal `run` takes: [`on_reload`] counts it, and the run loop re-reads the config between
+//! cycles.
 
 use tokio::sync::watch;
 
@@ -77,4 +80,53 @@ pub fn on_signals(trigger: Trigger) {
         }
         trigger.fire();
     });
+}
+
+/// Reload requests (SIGHUP): the run loop takes them between cycles.
+#[derive(Clone, Debug)]
+pub struct Reload {
+    rx: watch::Receiver<u64>,
+    // Keeps the channel open for a handle nobody fires (so `wait` pends instead of spinning).
+    _tx: Option<std::sync::Arc<watch::Sender<u64>>>,
+}
+
+impl Reload {
+    /// A handle that never fires (commands without reload).
+    pub fn never() -> Reload {
+        let (tx, rx) = watch::channel(0);
+        Reload {
+            rx,
+            _tx: Some(std::sync::Arc::new(tx)),
+        }
+    }
+
+    /// True (once per burst of signals) when a reload was requested since the last call.
+    pub fn take(&mut self) -> bool {
+        let requested = self.rx.has_changed().unwrap_or(false);
+        self.rx.borrow_and_update();
+        requested
+    }
+
+    /// Resolves when a reload is requested (does not consume it; call [`Reload::take`]).
+    pub async fn wait(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        // `changed` marked the value seen; mark it unseen again for `take`.
+        self.rx.mark_changed();
+    }
+}
+
+/// Listen for SIGHUP from now on (so it no longer kills the process) and count it.
+pub fn on_reload() -> Result<Reload, std::io::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received, reloading the configuration after the current cycle");
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(Reload { rx, _tx: None })
 }

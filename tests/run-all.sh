@@ -42,6 +42,24 @@ fi
 export TANSU_BIN="$TANSU_ROOT/bin/tansu"
 "$TANSU_BIN" --version
 
+# --- packaging tools (issue 10): the package tests build the .deb and .rpm and check them.
+# lintian, rpmlint, rpm and systemd (systemd-analyze) from Debian; cargo-deb and
+# cargo-generate-rpm from crates.io, built once into ~/.cache/senhasegura-forwarder/tools and
+# reused (about 3 minutes on 2 cores the first time).
+missing=""
+for tool in lintian rpmlint rpm systemd-analyze; do command -v "$tool" >/dev/null || missing=1; done
+if [ -n "$missing" ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian rpmlint rpm systemd man-db
+fi
+TOOLS_ROOT="$HOME/.cache/senhasegura-forwarder/tools"
+[ -x "$TOOLS_ROOT/bin/cargo-deb" ] || cargo install --locked cargo-deb --root "$TOOLS_ROOT"
+[ -x "$TOOLS_ROOT/bin/cargo-generate-rpm" ] || cargo install --locked cargo-generate-rpm --root "$TOOLS_ROOT"
+export PATH="$TOOLS_ROOT/bin:$PATH"
+echo "== packages (release build, reused by the package tests)"
+bash packaging/build.sh
+# --- end of packaging tools
+
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

@@ -210,7 +210,15 @@ impl Pipeline {
         total: &mut CycleSummary,
     ) -> Result<(), Error> {
         self.telemetry.attempt_started();
-        let response = self.client.open_listing().await?;
+        // SIGTERM does not wait for a vault that is slow to answer (token or listing headers).
+        let mut sd = shutdown.clone();
+        let response = tokio::select! {
+            r = self.client.open_listing() => r?,
+            _ = sd.wait() => {
+                total.interrupted = true;
+                return Ok(());
+            }
+        };
         let timeout = self.client.timeout();
         let idle_timeout = self.client.idle_timeout();
         let content_type = response

@@ -3,6 +3,7 @@
 //! report for Kafka). Sinks see bytes plus a small envelope ([`EventMeta`]), never records,
 //! and they do not know ECS or CEF.
 
+pub mod file;
 pub mod kafka;
 pub mod kafka_log;
 pub mod stdout;
@@ -71,6 +72,8 @@ pub enum SinkConfig {
     Syslog(Box<syslog::SyslogSinkConfig>),
     /// A Kafka topic.
     Kafka(Box<kafka::KafkaSinkConfig>),
+    /// A local file, fsynced per batch (the packaged default).
+    File(file::FileSinkConfig),
 }
 
 /// `type = "stdout"`.
@@ -89,6 +92,7 @@ impl SinkConfig {
             SinkConfig::Stdout(s) => s.format,
             SinkConfig::Syslog(s) => s.format,
             SinkConfig::Kafka(s) => s.format,
+            SinkConfig::File(s) => s.format,
         }
     }
     /// A short name for logs.
@@ -97,6 +101,7 @@ impl SinkConfig {
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Syslog(_) => "syslog",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::File(_) => "file",
         }
     }
 }
@@ -114,6 +119,8 @@ pub enum Sink {
     Syslog(Box<syslog::SyslogSink>),
     /// A Kafka topic.
     Kafka(Box<kafka::KafkaSink>),
+    /// A local file, fsynced per batch.
+    File(file::FileSink),
 }
 
 impl Sink {
@@ -123,6 +130,7 @@ impl Sink {
             SinkConfig::Stdout(_) => Sink::Stdout(stdout::StdoutSink::new()),
             SinkConfig::Syslog(c) => Sink::Syslog(Box::new(syslog::SyslogSink::new(c)?)),
             SinkConfig::Kafka(c) => Sink::Kafka(Box::new(kafka::KafkaSink::new(c)?)),
+            SinkConfig::File(c) => Sink::File(file::FileSink::new(c)?),
         })
     }
 
@@ -132,6 +140,7 @@ impl Sink {
             Sink::Stdout(_) => "stdout",
             Sink::Syslog(_) => "syslog",
             Sink::Kafka(_) => "kafka",
+            Sink::File(_) => "file",
         }
     }
 
@@ -141,13 +150,14 @@ impl Sink {
             Sink::Stdout(s) => s.deliver(frames).await,
             Sink::Syslog(s) => s.deliver(frames).await,
             Sink::Kafka(s) => s.deliver(frames).await,
+            Sink::File(s) => s.deliver(frames).await,
         }
     }
 
     /// Flush and close connections (at exit).
     pub async fn close(&mut self) {
         match self {
-            Sink::Stdout(_) => {}
+            Sink::Stdout(_) | Sink::File(_) => {}
             Sink::Syslog(s) => s.close().await,
             Sink::Kafka(s) => s.close().await,
         }
@@ -159,6 +169,7 @@ impl Sink {
             Sink::Stdout(_) => Ok("standard output is writable".into()),
             Sink::Syslog(s) => s.health_check().await,
             Sink::Kafka(s) => s.health_check().await,
+            Sink::File(s) => s.health_check().await,
         }
     }
 }

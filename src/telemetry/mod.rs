@@ -205,6 +205,11 @@ impl Telemetry {
         self.metrics.events_waiting.set(0);
     }
 
+    /// The sinks' labels, in order.
+    pub fn sink_names(&self) -> &[String] {
+        &self.sinks
+    }
+
     fn waiting(&self) -> u64 {
         self.cycle_new
             .load(Ordering::Relaxed)

@@ -353,7 +353,15 @@ impl SyslogSink {
     /// Connect (and handshake) now.
     pub async fn health_check(&mut self) -> Result<String, SinkError> {
         self.conn = None;
-        self.connection().await?;
-        Ok(format!("connected to {}", self.target()))
+        let datagram = self.connection().await?.is_datagram();
+        Ok(if datagram {
+            // UDP (and unix datagrams) have no handshake: nothing on the other side answered.
+            format!(
+                "socket ready for {} (datagrams are not acknowledged: delivery cannot be confirmed)",
+                self.target()
+            )
+        } else {
+            format!("connected to {}", self.target())
+        })
     }
 }

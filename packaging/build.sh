@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the Debian and RPM packages into target/packages/:
+#
+#   bash packaging/build.sh
+#
+# Needs cargo-deb and cargo-generate-rpm on PATH or in ~/.cache/senhasegura-forwarder/tools/bin
+# (tests/run-all.sh installs them there). A release build, then the man page and shell
+# completions generated from the CLI definition (src/assets.rs), then both packages.
+# Idempotent: a second run rebuilds nothing that did not change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cache/senhasegura-forwarder/tools/bin:$HOME/.cargo/bin:$PATH"
+
+cargo build --release --locked --bin senhasegura-forwarder
+
+assets=target/package-assets
+rm -rf "$assets"
+mkdir -p "$assets" target/packages
+target/release/senhasegura-forwarder package-assets "$assets"
+gzip -9n "$assets"/*.1
+# Packages ship a stripped binary (the release profile keeps line tables for backtraces).
+strip --strip-unneeded -o "$assets/senhasegura-forwarder" target/release/senhasegura-forwarder
+
+rm -f target/packages/*.deb target/packages/*.rpm
+cargo deb --no-build --no-strip --output target/packages/
+cargo generate-rpm --output target/packages/
+ls -l target/packages/
