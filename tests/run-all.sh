@@ -53,8 +53,8 @@ if [ -n "$missing" ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian rpmlint rpm systemd man-db
 fi
 TOOLS_ROOT="$HOME/.cache/senhasegura-forwarder/tools"
-[ -x "$TOOLS_ROOT/bin/cargo-deb" ] || cargo install --locked cargo-deb --root "$TOOLS_ROOT"
-[ -x "$TOOLS_ROOT/bin/cargo-generate-rpm" ] || cargo install --locked cargo-generate-rpm --root "$TOOLS_ROOT"
+[ -x "$TOOLS_ROOT/bin/cargo-deb" ] || cargo install --locked cargo-deb@3.8.0 --root "$TOOLS_ROOT"
+[ -x "$TOOLS_ROOT/bin/cargo-generate-rpm" ] || cargo install --locked cargo-generate-rpm@0.21.1 --root "$TOOLS_ROOT"
 export PATH="$TOOLS_ROOT/bin:$PATH"
 echo "== packages (release build, reused by the package tests)"
 bash packaging/build.sh
