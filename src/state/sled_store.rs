@@ -34,6 +34,8 @@ const META_ZONE: &[u8] = b"timezone";
 /// The newest event time among end keys filed under their own time by a migration or an
 /// import of format 1 (absent: none).
 const META_LEGACY_UNTIL: &[u8] = b"legacy_until";
+/// How many keys the store holds, kept by every change (so the metrics need no scan).
+const META_KEYS: &[u8] = b"keys";
 /// Page cache size: small, the store is read mostly once per key per poll.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// sled's log segment (and IO buffer) size; the 512 KiB default costs ~20 MiB more peak RSS
@@ -159,6 +161,7 @@ impl SledStore {
                 store.db.insert(META_CREATED, &Utc::now().timestamp().to_be_bytes())?;
                 let first = first_run_horizon.map(|t| t.timestamp()).unwrap_or(i64::MIN);
                 store.db.insert(META_FIRST_RUN, &first.to_be_bytes())?;
+                store.db.insert(META_KEYS, &0u64.to_be_bytes())?;
                 store.db.flush()?;
             }
             Some(v) => match v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0) {
@@ -211,11 +214,13 @@ impl SledStore {
             }
             if run.len() >= INSERT_RUN {
                 keys += run.len() as u64;
-                self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
+                let added = self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
+                self.count_keys(added as i64)?;
             }
         }
         keys += run.len() as u64;
-        self.chunks.insert_sorted(&sorted(run))?;
+        let added = self.chunks.insert_sorted(&sorted(run))?;
+        self.count_keys(added as i64)?;
         self.db.flush()?;
         self.raise_legacy_until(legacy)?;
         self.db.insert(META_FORMAT, &KEY_FORMAT.to_be_bytes())?;
@@ -242,6 +247,43 @@ impl SledStore {
         Ok(previous
             .map(|p| String::from_utf8_lossy(&p).into_owned())
             .filter(|p| p != zone))
+    }
+
+    /// How many keys the store holds. Kept by commits, prunes, forgets, imports and the
+    /// migration; a store from before the count existed is counted once, at the first call.
+    pub fn key_count(&self) -> Result<u64, StateError> {
+        if let Some(v) = self.db.get(META_KEYS)? {
+            if let Ok(bytes) = <[u8; 8]>::try_from(v.as_ref()) {
+                return Ok(u64::from_be_bytes(bytes));
+            }
+        }
+        let mut n = 0u64;
+        for chunk in self.chunks.chunks() {
+            n = n.saturating_add(chunk?.len() as u64);
+        }
+        self.db.insert(META_KEYS, &n.to_be_bytes())?;
+        Ok(n)
+    }
+
+    /// Move the kept key count by `delta` (not flushed: the change it counts flushes it).
+    fn count_keys(&self, delta: i64) -> Result<(), StateError> {
+        if delta == 0 || self.db.get(META_KEYS)?.is_none() {
+            // No count yet: `key_count` makes it from the keys themselves.
+            return Ok(());
+        }
+        self.db.fetch_and_update(META_KEYS, |old| {
+            let n = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let n = if delta >= 0 {
+                n.saturating_add(delta.unsigned_abs())
+            } else {
+                n.saturating_sub(delta.unsigned_abs())
+            };
+            Some(n.to_be_bytes().to_vec())
+        })?;
+        Ok(())
     }
 
     /// The store's directory.
@@ -332,6 +374,7 @@ impl SledStore {
         let n = self
             .chunks
             .rewrite(Bound::Unbounded, |e| !packed.contains(e.packed()))?;
+        self.count_keys(-(n as i64))?;
         self.db.flush()?;
         Ok(n)
     }
@@ -342,6 +385,7 @@ impl SledStore {
         let cutoff = before.timestamp();
         let bound = time_prefix(cutoff);
         let n = self.chunks.rewrite(Bound::Excluded(&bound[..]), |e| e.time >= cutoff)?;
+        self.count_keys(-(n as i64))?;
         self.db.flush()?;
         Ok(n)
     }
@@ -409,13 +453,15 @@ impl SledStore {
                     run.push((entry_key(filed(time, start), &packed), time.timestamp()));
                     n += 1;
                     if run.len() >= INSERT_RUN {
-                        self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
+                        let added = self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
+                        self.count_keys(added as i64)?;
                     }
                 }
                 Err(e) => return Err(bad(e.to_string())),
             }
         }
-        self.chunks.insert_sorted(&sorted(run))?;
+        let added = self.chunks.insert_sorted(&sorted(run))?;
+        self.count_keys(added as i64)?;
         self.db.flush()?;
         Ok(n)
     }
@@ -439,7 +485,8 @@ impl Dedup for SledStore {
             .iter()
             .map(|d| Ok((entry_of(filed(d.time, d.start), &d.key)?, d.time.timestamp())))
             .collect::<Result<Vec<_>, StateError>>()?;
-        self.chunks.insert_sorted(&sorted(entries))?;
+        let added = self.chunks.insert_sorted(&sorted(entries))?;
+        self.count_keys(added as i64)?;
         self.db.flush()?;
         Ok(())
     }
@@ -483,6 +530,29 @@ mod tests {
             time: t(time),
             start: start.map(t),
         }
+    }
+
+    #[test]
+    fn the_key_count_is_kept_without_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = SledStore::open(&path, None, None).unwrap();
+        assert_eq!(store.key_count().unwrap(), 0);
+        store
+            .commit(&[d("a:end", 1000, Some(400)), d("b:start", 10, Some(10))])
+            .unwrap();
+        // A repeat of a known key adds nothing.
+        store
+            .commit(&[d("a:end", 1000, Some(400)), d("c:end", 20, None)])
+            .unwrap();
+        assert_eq!(store.key_count().unwrap(), 3);
+        assert_eq!(store.prune(t(15)).unwrap(), 1);
+        assert_eq!(store.forget(&["c:end".into()]).unwrap(), 1);
+        assert_eq!(store.key_count().unwrap(), 1);
+        drop(store);
+        let store = SledStore::open(&path, None, None).unwrap();
+        assert_eq!(store.key_count().unwrap(), 1, "kept across opens");
+        assert_eq!(store.stats().unwrap().keys, 1, "and true");
     }
 
     #[test]

@@ -91,12 +91,13 @@ impl ChunkTree {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Add `entries` (sorted by key, distinct); not flushed.
-    pub fn insert_sorted(&self, entries: &[(Vec<u8>, i64)]) -> Result<(), StateError> {
+    /// Add `entries` (sorted by key, distinct); not flushed. Returns how many were not there.
+    pub fn insert_sorted(&self, entries: &[(Vec<u8>, i64)]) -> Result<u64, StateError> {
         self.forget_cache();
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         let mut i = 0;
+        let mut added = 0u64;
         while i < entries.len() {
             let key = &entries[i].0;
             // The chunk covering `key`; before the first chunk, the first chunk (re-keyed).
@@ -112,7 +113,10 @@ impl ChunkTree {
                 None => None,
             };
             let n = entries[i..].partition_point(|(k, _)| hi.as_deref().is_none_or(|hi| k.as_slice() < hi));
+            let before = chunk.len();
             let pieces = chunk.merge(&entries[i..i + n]).split();
+            let after: usize = pieces.iter().map(Chunk::len).sum();
+            added = added.saturating_add(after.saturating_sub(before) as u64);
             if let Some(old) = old {
                 if pieces.first().and_then(Chunk::first_key) != Some(&old[..]) {
                     batch.remove(old);
@@ -131,7 +135,7 @@ impl ChunkTree {
             }
         }
         self.tree.apply_batch(batch)?;
-        Ok(())
+        Ok(added)
     }
 
     /// Drop the entries `keep` refuses among the chunks whose key is before `end`; returns how

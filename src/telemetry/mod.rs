@@ -418,8 +418,8 @@ impl Telemetry {
     }
 }
 
-/// Start the endpoint when `[metrics] listen` is set, and count the store's keys in the
-/// background for `state_keys` (then kept current by commits and prunes).
+/// Start the endpoint when `[metrics] listen` is set, and read the store's kept key count
+/// for `state_keys` (then kept current by commits and prunes).
 pub fn start(
     config: &MetricsConfig,
     telemetry: &std::sync::Arc<Telemetry>,
@@ -441,8 +441,9 @@ pub fn start(
     }
     if let Some(store) = store {
         let t = telemetry.clone();
-        tokio::task::spawn_blocking(move || match store.stats() {
-            Ok(stats) => t.metrics.state_keys.add(stats.keys as i64),
+        // A kept count (a store from before it existed is counted once, in the background).
+        tokio::task::spawn_blocking(move || match store.key_count() {
+            Ok(keys) => t.metrics.state_keys.add(keys as i64),
             Err(e) => tracing::warn!(error = %e, "Cannot count the state's keys for the metrics"),
         });
     }
