@@ -1,12 +1,18 @@
 //! Micro-benchmarks of the CPU path: scanning a listing into records, parsing records,
-//! building events and encoding ECS. `cargo bench --bench parse_encode`.
+//! building events, encoding ECS and CEF, and a store lookup on a warm chunk.
+//! `cargo bench --bench parse_encode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use senhasegura_forwarder::encode::{ecs::EcsEncoder, EncodeCounters};
+use senhasegura_forwarder::encode::{
+    cef::{CefEncoder, CefOptions},
+    ecs::EcsEncoder,
+    EncodeCounters,
+};
 use senhasegura_forwarder::event::{Candidate, Origin, SessionEvent};
 use senhasegura_forwarder::simulate::generate::{Body, Sessions, Shape};
 use senhasegura_forwarder::source::senhasegura::model::SessionRecord;
 use senhasegura_forwarder::source::senhasegura::stream::{Item, Scanner};
+use senhasegura_forwarder::state::{Dedup, Delivered, SledStore};
 use std::sync::Arc;
 
 fn listing(n: u64) -> Vec<u8> {
@@ -91,6 +97,34 @@ fn benches(c: &mut Criterion) {
             enc.encode(&ev, &mut out, &mut counters);
             out.len()
         })
+    });
+    let cef = CefEncoder::new(CefOptions::default());
+    g.bench_function("encode_cef", |b| {
+        b.iter(|| {
+            out.clear();
+            cef.encode(&ev, &mut out, &mut counters);
+            out.len()
+        })
+    });
+    g.finish();
+
+    // A store of 10,000 keys of one busy hour; the lookups hit a chunk already in the cache.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("state"), None, None).unwrap();
+    let at = |s: i64| chrono::DateTime::from_timestamp(1_768_478_400 + s, 0).unwrap();
+    let keys: Vec<Delivered> = (0..10_000i64)
+        .map(|i| Delivered {
+            key: format!("{:040x}:end", i),
+            time: at(i / 3 + 600),
+            start: Some(at(i / 3)),
+        })
+        .collect();
+    store.commit(&keys).unwrap();
+    let probe = &keys[5_000];
+    let mut g = c.benchmark_group("state");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("contains_warm", |b| {
+        b.iter(|| store.contains(probe.time, probe.start, &probe.key).unwrap())
     });
     g.finish();
 }

@@ -30,13 +30,6 @@ impl Trigger {
     pub fn fire(&self) {
         let _ = self.tx.send(true);
     }
-
-    /// A new handle on this trigger.
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown {
-            rx: self.tx.subscribe(),
-        }
-    }
 }
 
 impl Shutdown {
