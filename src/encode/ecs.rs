@@ -157,12 +157,18 @@ struct VendorSession<'a> {
 struct LineSafe;
 
 impl serde_json::ser::Formatter for LineSafe {
+    #[inline]
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
         fragment: &str,
     ) -> std::io::Result<()> {
         let bytes = fragment.as_bytes();
+        // Almost every value is plain ASCII below DEL: write it as is (a plain loop is much
+        // cheaper than a search on these short strings).
+        if bytes.iter().all(|&b| b < 0x7f) {
+            return writer.write_all(bytes);
+        }
         let mut done = 0;
         let mut from = 0;
         // DEL is 7F; C1 controls are C2 80..9F; U+2028/9 are E2 80 A8/A9.
