@@ -1,0 +1,158 @@
+//! Tests of `filter.rs`.
+
+use super::*;
+use crate::encode::ecs::EcsEncoder;
+use crate::state::Delivered;
+use proptest::prelude::*;
+
+/// A store that knows nothing, and panics on one key (a stand-in for a bug).
+struct Store {
+    panics_on: Option<&'static str>,
+}
+
+impl Dedup for Store {
+    fn contains(&self, _time: DateTime<Utc>, _start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError> {
+        if Some(key) == self.panics_on {
+            panic!("a bug on key {key}");
+        }
+        Ok(false)
+    }
+    fn commit(&self, _delivered: &[Delivered]) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+/// Run the filter over `body` cut into `chunk`-byte pieces; the outcome and the keys of
+/// the events it emitted.
+fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String>) {
+    let pieces: Vec<Bytes> = body.chunks(chunk.max(1)).map(Bytes::copy_from_slice).collect();
+    let (chunk_tx, chunks) = mpsc::channel(pieces.len() + 1);
+    for p in pieces {
+        chunk_tx.try_send(p).unwrap();
+    }
+    drop(chunk_tx);
+    let (batches, mut batch_rx) = mpsc::channel(1 << 16);
+    let outcome = run(FilterInput {
+        chunks,
+        batches,
+        store: Arc::new(store),
+        encoders: Arc::new(vec![Encoder::Ecs(EcsEncoder::new(false))]),
+        origin: Arc::new(Origin {
+            base_url: "https://vault".into(),
+            vault_host: "vault".into(),
+            timezone: chrono_tz::America::Sao_Paulo,
+        }),
+        horizon: DateTime::<Utc>::MIN_UTC,
+        batch_size: 3,
+        keep_original: false,
+        progress: Arc::new(Progress::default()),
+        committed_batches: Arc::new(AtomicU64::new(0)),
+        telemetry: Arc::new(crate::telemetry::Telemetry::new(
+            vec!["stdout".into()],
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(600),
+            std::time::Duration::from_secs(300),
+        )),
+    });
+    let mut keys = Vec::new();
+    while let Ok(batch) = batch_rx.try_recv() {
+        keys.extend(batch.metas.into_iter().map(|m| m.key));
+    }
+    (outcome, keys)
+}
+
+fn rec(id: &str) -> String {
+    format!(r#"{{"session_id":"{id}","start":"2024-05-06 10:00:00","end":"2024-05-06 11:00:00"}}"#)
+}
+
+#[test]
+fn a_panic_on_one_record_costs_that_record_only() {
+    let body = format!(r#"{{"remote_sessions":[{},{},{}]}}"#, rec("a"), rec("boom"), rec("c"));
+    let (out, keys) = filter(
+        body.as_bytes(),
+        7,
+        Store {
+            panics_on: Some("boom:end"),
+        },
+    );
+    assert_eq!(keys, vec!["a:end", "c:end"]);
+    assert_eq!((out.counters.records, out.counters.bad), (3, 1));
+    assert!(
+        matches!(
+            out.ended,
+            Ended::Read {
+                scan: Ok(()),
+                api_error: None
+            }
+        ),
+        "{:?}",
+        out.ended
+    );
+}
+
+#[test]
+fn a_key_repeated_in_one_listing_is_emitted_once_across_batches() {
+    let ids = ["a", "b", "c", "d", "a", "e", "b"];
+    let body = format!(
+        r#"{{"remote_sessions":[{}]}}"#,
+        ids.iter().map(|i| rec(i)).collect::<Vec<_>>().join(",")
+    );
+    let (out, keys) = filter(body.as_bytes(), 5, Store { panics_on: None });
+    assert_eq!(keys, vec!["a:end", "b:end", "c:end", "d:end", "e:end"]);
+    assert_eq!(out.counters.bad, 2);
+}
+
+/// A valid listing to mutate: records of several shapes, nested and flat.
+fn seed_listing() -> Vec<u8> {
+    format!(
+        r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{},{{"tenant":"N","remote_sessions":[{},{}]}},{},1,"x"]}}"#,
+        rec("a"),
+        rec("b"),
+        r#"{"session_id":"r","start":"2024-05-06 10:00:00","end":null}"#,
+        r#"{"session_id":"u","user":"\u0000\"\\","start":"2024-02-30 10:00:00"}"#
+    )
+    .into_bytes()
+}
+
+fn every_record_is_accounted_for(out: &FilterOutcome, emitted: usize) {
+    let c = &out.counters;
+    assert_eq!(c.new_events, emitted as u64);
+    assert_eq!(
+        c.records,
+        c.new_events + c.known + c.horizon_skipped + c.bad,
+        "every record is an event or counted: {c:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Arbitrary bytes: no panic, and every record found is an event or counted as bad.
+    #[test]
+    fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..2048), chunk in 1usize..64) {
+        let (out, keys) = filter(&body, chunk, Store { panics_on: None });
+        every_record_is_accounted_for(&out, keys.len());
+    }
+
+    /// A valid listing with bytes flipped, inserted and removed: the same.
+    #[test]
+    fn mutated_listings(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..8),
+        chunk in 1usize..97,
+    ) {
+        let mut body = seed_listing();
+        for (at, byte, op) in edits {
+            let i = at.index(body.len() + 1);
+            match op {
+                0 if i < body.len() => body[i] = byte,
+                1 => body.insert(i, byte),
+                _ if i < body.len() => { body.remove(i); }
+                _ => {}
+            }
+        }
+        let (out, keys) = filter(&body, chunk, Store { panics_on: None });
+        every_record_is_accounted_for(&out, keys.len());
+        let unique: std::collections::HashSet<&String> = keys.iter().collect();
+        prop_assert_eq!(unique.len(), keys.len(), "a key at most once per listing");
+    }
+}
