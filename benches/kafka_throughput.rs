@@ -5,7 +5,7 @@
 //! Usage: `kafka_throughput BROKERS TOPIC N`
 
 use chrono::TimeZone;
-use senhasegura_forwarder::event::Phase;
+use senhasegura_forwarder::key::{EventKey, Phase};
 use senhasegura_forwarder::sink::kafka::{KafkaSink, KafkaSinkConfig};
 use senhasegura_forwarder::sink::{EventMeta, Frame};
 use std::time::Instant;
@@ -29,9 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let k = (n - sent).min(1000);
         let metas: Vec<EventMeta> = (0..k)
             .map(|i| EventMeta {
-                key: format!("{round:08x}{i:032x}:end"),
-                session_id: format!("{round:08x}{i:032x}"),
-                phase: Phase::End,
+                key: EventKey::new(format!("{round:08x}{i:032x}"), Phase::End),
                 time,
                 tenant: Some("Segura".into()),
                 event_id: format!("{round:08x}{i:024x}"),
@@ -39,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let payloads: Vec<String> = metas
             .iter()
-            .map(|m| template.replace("e7acacb6aedbab70073456da5744166939b77527", &m.session_id))
+            .map(|m| template.replace("e7acacb6aedbab70073456da5744166939b77527", m.key.session_id()))
             .collect();
         let frames: Vec<Frame<'_>> = metas
             .iter()

@@ -9,6 +9,7 @@ use senhasegura_forwarder::encode::{
     EncodeCounters,
 };
 use senhasegura_forwarder::event::{Candidate, Origin, SessionEvent};
+use senhasegura_forwarder::key::{EventKey, Phase};
 use senhasegura_forwarder::simulate::generate::{Body, Sessions, Shape};
 use senhasegura_forwarder::source::senhasegura::model::SessionRecord;
 use senhasegura_forwarder::source::senhasegura::stream::{Item, Scanner};
@@ -114,7 +115,7 @@ fn benches(c: &mut Criterion) {
     let at = |s: i64| chrono::DateTime::from_timestamp(1_768_478_400 + s, 0).unwrap();
     let keys: Vec<Delivered> = (0..10_000i64)
         .map(|i| Delivered {
-            key: format!("{:040x}:end", i),
+            key: EventKey::new(format!("{:040x}", i), Phase::End),
             time: at(i / 3 + 600),
             start: Some(at(i / 3)),
         })
@@ -124,7 +125,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("state");
     g.throughput(Throughput::Elements(1));
     g.bench_function("contains_warm", |b| {
-        b.iter(|| store.contains(probe.time, probe.start, &probe.key).unwrap())
+        b.iter(|| store.contains(probe.time, probe.start, probe.key.as_ref()).unwrap())
     });
     g.finish();
 }

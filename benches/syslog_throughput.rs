@@ -6,7 +6,7 @@
 //! Usage: `syslog_throughput tcp|tls ADDRESS N [CA_FILE]`
 
 use chrono::TimeZone;
-use senhasegura_forwarder::event::Phase;
+use senhasegura_forwarder::key::{EventKey, Phase};
 use senhasegura_forwarder::sink::syslog::{SyslogSink, SyslogSinkConfig};
 use senhasegura_forwarder::sink::{EventMeta, Frame};
 use std::time::Instant;
@@ -22,9 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let time = chrono::Utc.with_ymd_and_hms(2024, 5, 6, 19, 7, 59).unwrap();
     let metas: Vec<EventMeta> = (0..1000)
         .map(|i| EventMeta {
-            key: format!("{i:040x}:end"),
-            session_id: format!("{i:040x}"),
-            phase: Phase::End,
+            key: EventKey::new(format!("{i:040x}"), Phase::End),
             time,
             tenant: None,
             event_id: format!("{i:032x}"),
@@ -37,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              end=1715022479000 act=session-end outcome=success cat=/PAM/Session/End suser=Admin duser=usrdomadm01 \
              src=172.16.20.125 dst=10.66.33.15 dpt=3389 app=RDP proto=TCP externalId={} cn1Label=durationSeconds cn1=172 \
              cs1Label=proxy cs1=Web Proxy cs2Label=recordId cs2=3 cs5Label=tenant cs5=Segura dvchost=vault.example.com",
-            m.session_id
+            m.key.session_id()
         ))
         .collect();
     let frames: Vec<Frame<'_>> = metas

@@ -5,6 +5,7 @@
 use crate::cli::StateAction;
 use crate::config::{Backfill, Config, Format, Resolved};
 use crate::event::Origin;
+use crate::key::{EventKey, KeyRef, Phase};
 use crate::pipeline::{encoders_for, CycleSummary, DeliveryPolicy, Pipeline, Progress, RetryPolicy, SinkSet};
 use crate::service::Service;
 use crate::shutdown::{Reload, Shutdown};
@@ -36,7 +37,7 @@ impl Dedup for EmptyStore {
         &self,
         _: chrono::DateTime<Utc>,
         _: Option<chrono::DateTime<Utc>>,
-        _: &str,
+        _: KeyRef<'_>,
     ) -> Result<bool, StateError> {
         Ok(false)
     }
@@ -275,7 +276,10 @@ impl Agent {
         if age.is_some_and(|a| a < self.backup_every) {
             return Ok(());
         }
-        let io = |e: std::io::Error| StateError::Io(format!("backup {}: {e}", path.display()));
+        let io = |source: std::io::Error| StateError::File {
+            path: path.clone(),
+            source,
+        };
         let tmp = path.with_extension("jsonl.tmp");
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut out = std::io::BufWriter::new(file);
@@ -459,13 +463,16 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
             );
         }
     })?;
-    let io = |e: std::io::Error| Error::State(StateError::Io(e.to_string()));
+    let file_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| Error::State(StateError::File { path, source })
+    };
     match action {
         StateAction::Stats => {
             let stats = store.stats()?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&stats).map_err(|e| StateError::Io(e.to_string()))?
+                serde_json::to_string_pretty(&stats).map_err(|e| Error::Internal(e.to_string()))?
             );
         }
         StateAction::List { limit } => {
@@ -477,8 +484,8 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
         StateAction::Forget { keys, session } => {
             let mut all = keys;
             for s in session {
-                all.push(format!("{s}:start"));
-                all.push(format!("{s}:end"));
+                all.push(EventKey::new(s.as_str(), Phase::Start));
+                all.push(EventKey::new(s, Phase::End));
             }
             if all.is_empty() {
                 return Err(Error::Usage("state forget needs keys or --session".into()));
@@ -498,7 +505,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
                     opts.write(true).create(true).truncate(true);
                     #[cfg(unix)]
                     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                    let f = opts.open(&file).map_err(io)?;
+                    let f = opts.open(&file).map_err(file_error(&file))?;
                     store.export(&mut std::io::BufWriter::new(f))?
                 }
                 None => store.export(&mut std::io::stdout().lock())?,
@@ -509,7 +516,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
             let n = if file.as_os_str() == "-" {
                 store.import(&mut std::io::stdin().lock())?
             } else {
-                let f = std::fs::File::open(&file).map_err(io)?;
+                let f = std::fs::File::open(&file).map_err(file_error(&file))?;
                 store.import(&mut std::io::BufReader::new(f))?
             };
             eprintln!("imported {n} key(s)");
@@ -538,8 +545,10 @@ pub async fn demo(cycles: Option<u64>, interval: u64, shutdown: Shutdown) -> Res
         ..SimOptions::default()
     };
     let sim = Simulator::start(opts.clone()).await.map_err(Error::Usage)?;
-    let dir =
-        tempfile::tempdir().map_err(|e| StateError::Io(format!("cannot create a temporary state directory: {e}")))?;
+    let dir = tempfile::tempdir().map_err(|source| StateError::File {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let toml = format!(
         "[source]\nurl = \"{url}\"\ntimezone = \"UTC\"\ninterval = \"{interval}s\"\nbackfill = \"all\"\n\
          [source.auth]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n\

@@ -151,7 +151,10 @@ fn regular_file(key: &'static str, path: &Path) -> Result<(), ConfigError> {
 /// The state directory is usable by this process: it exists, is a directory owned by this
 /// user and writable, or it can be created.
 fn state_dir(path: &Path) -> Result<String, StateError> {
-    let bad = |message: String| StateError::Io(format!("state directory {}: {message}", path.display()));
+    let bad = |message: String| StateError::Unusable {
+        path: path.to_path_buf(),
+        message,
+    };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

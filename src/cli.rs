@@ -116,7 +116,7 @@ pub enum StateAction {
     /// Forget keys (`<session_id>:start|end`) or every key of a session, so they are sent again.
     Forget {
         /// Keys to forget.
-        keys: Vec<String>,
+        keys: Vec<crate::key::EventKey>,
         /// Forget both phases of this session id.
         #[arg(long)]
         session: Vec<String>,

@@ -28,6 +28,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod event;
+pub mod key;
 pub(crate) mod notify;
 pub(crate) mod pipeline;
 pub(crate) mod service;

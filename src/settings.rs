@@ -11,6 +11,18 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A short, printable excerpt of a text from outside (the vault, a file, an argument), for log
+/// lines and error messages: at most 64 characters, control characters and quotes escaped, `…`
+/// when cut.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// A configuration problem: always names the key, file or value at fault (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

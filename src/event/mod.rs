@@ -7,7 +7,9 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use crate::source::senhasegura::model::{SessionRecord, MAX_SESSION_ID};
+use crate::key::MAX_SESSION_ID;
+pub use crate::key::{EventKey, KeyRef, Phase};
+use crate::source::senhasegura::model::SessionRecord;
 mod device;
 mod time;
 
@@ -18,25 +20,6 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
-
-/// Which moment of a session an event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// The session was first seen running.
-    Start,
-    /// The session has ended.
-    End,
-}
-
-impl Phase {
-    /// `start` or `end`, as used in keys, MSGIDs and headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Start => "start",
-            Phase::End => "end",
-        }
-    }
-}
 
 /// Which vault the events come from; part of every `event.id`.
 #[derive(Debug, Clone)]
@@ -54,8 +37,6 @@ pub struct Origin {
 pub struct SessionEvent {
     /// start or end.
     pub phase: Phase,
-    /// The dedup key `<session_id>:<phase>`.
-    pub key: String,
     /// Deterministic id of (vault, tenant, session, phase).
     pub id: String,
     /// The event's own time: start for `start`, end for `end`.
@@ -182,14 +163,6 @@ impl<'r> Candidate<'r> {
     }
 }
 
-/// The dedup key of a session's phase.
-pub fn event_key(session_id: &str, phase: Phase, out: &mut String) {
-    out.clear();
-    out.push_str(session_id);
-    out.push(':');
-    out.push_str(phase.as_str());
-}
-
 /// The deterministic `event.id`: SHA-256 of (base URL, tenant, session id, phase), 128 bits hex.
 pub fn event_id(base_url: &str, tenant: Option<&str>, session_id: &str, phase: Phase) -> String {
     let mut h = Sha256::new();
@@ -205,6 +178,11 @@ fn owned(v: &Option<std::borrow::Cow<'_, str>>) -> Option<String> {
 }
 
 impl SessionEvent {
+    /// The event's key.
+    pub fn key(&self) -> KeyRef<'_> {
+        KeyRef::new(&self.session_id, self.phase)
+    }
+
     /// Build the event of a record whose candidate passed the filter.
     pub fn build(
         record: &SessionRecord<'_>,
@@ -216,8 +194,6 @@ impl SessionEvent {
     ) -> SessionEvent {
         let tenant = tenant.filter(|t| !t.trim().is_empty());
         let session_id = candidate.session_id.to_string();
-        let mut key = String::with_capacity(session_id.len().saturating_add(6));
-        event_key(&session_id, candidate.phase, &mut key);
         let duration_ns = match candidate.phase {
             Phase::Start => None,
             Phase::End => match (candidate.start, candidate.end) {
@@ -236,7 +212,6 @@ impl SessionEvent {
         SessionEvent {
             phase: candidate.phase,
             id: event_id(&origin.base_url, tenant, &session_id, candidate.phase),
-            key,
             timestamp: candidate.time,
             start: candidate.start,
             end: candidate.end.filter(|_| candidate.phase == Phase::End),

@@ -77,7 +77,7 @@ impl SinkSet {
         let starts = batch
             .metas
             .iter()
-            .filter(|m| m.phase == crate::event::Phase::Start)
+            .filter(|m| m.key.phase() == crate::key::Phase::Start)
             .count() as u64;
         let ends = batch.metas.len() as u64 - starts;
         let telemetry = self.telemetry.clone();

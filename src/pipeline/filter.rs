@@ -7,7 +7,8 @@
 
 use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
-use crate::event::{event_key, Candidate, Origin, SessionEvent};
+use crate::event::{Candidate, Origin, SessionEvent};
+use crate::key::{EventKey, KeyRef, Phase};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
 use crate::source::senhasegura::model::{ApiResponse, SessionRecord};
@@ -94,19 +95,57 @@ struct Worker {
     encode: EncodeCounters,
     api_error: Option<String>,
     batch: Batch,
-    key: String,
     created: DateTime<Utc>,
     /// Keys emitted in this listing whose batch is not committed yet, with that batch's
     /// number: a key repeated in one listing is emitted once, whatever the commit timing.
     /// Committed keys are found in the store, so only these need remembering (without
     /// commits, as in `--dry-run`, it keeps every emitted key of the listing).
-    pending: HashMap<String, u64>,
+    pending: Pending,
     /// Batches handed to delivery so far.
     batches_sent: u64,
     /// `committed_batches` when `pending` was last trimmed.
     trimmed_at: u64,
     published: Counters,
     future: Future,
+}
+
+/// Keys emitted in this listing whose batch is not committed yet, with that batch's number;
+/// one map per phase, so a borrowed key is looked up without building an owned one.
+#[derive(Default)]
+struct Pending {
+    start: HashMap<Box<str>, u64>,
+    end: HashMap<Box<str>, u64>,
+}
+
+impl Pending {
+    fn of(&self, phase: Phase) -> &HashMap<Box<str>, u64> {
+        match phase {
+            Phase::Start => &self.start,
+            Phase::End => &self.end,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start.is_empty() && self.end.is_empty()
+    }
+
+    fn contains(&self, key: KeyRef<'_>) -> bool {
+        self.of(key.phase).contains_key(key.session_id)
+    }
+
+    fn insert(&mut self, key: KeyRef<'_>, batch: u64) {
+        let map = match key.phase {
+            Phase::Start => &mut self.start,
+            Phase::End => &mut self.end,
+        };
+        map.insert(key.session_id.into(), batch);
+    }
+
+    /// Drop the keys of batches up to `committed` (the store has them now).
+    fn retain_after(&mut self, committed: u64) {
+        self.start.retain(|_, batch| *batch > committed);
+        self.end.retain(|_, batch| *batch > committed);
+    }
 }
 
 /// Records dated in the future (a wrong `source.timezone` shifts every time).
@@ -126,9 +165,8 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         counters: Counters::default(),
         encode: EncodeCounters::default(),
         api_error: None,
-        key: String::new(),
         created: Utc::now(),
-        pending: HashMap::new(),
+        pending: Pending::default(),
         batches_sent: 0,
         trimmed_at: 0,
         published: Counters::default(),
@@ -284,16 +322,16 @@ impl Worker {
     }
 
     /// Was this key already emitted in this listing, in a batch not yet committed?
-    fn emitted_in_this_listing(&mut self) -> bool {
+    fn emitted_in_this_listing(&mut self, key: KeyRef<'_>) -> bool {
         if self.pending.is_empty() {
             return false;
         }
         let committed = self.input.committed_batches.load(Ordering::Acquire);
         if committed != self.trimmed_at {
-            self.pending.retain(|_, batch| *batch > committed);
+            self.pending.retain_after(committed);
             self.trimmed_at = committed;
         }
-        self.pending.contains_key(&self.key)
+        self.pending.contains(key)
     }
 
     fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), Halt> {
@@ -328,8 +366,8 @@ impl Worker {
             self.counters.horizon_skipped = self.counters.horizon_skipped.saturating_add(1);
             return Ok(());
         }
-        event_key(candidate.session_id, candidate.phase, &mut self.key);
-        if self.emitted_in_this_listing() {
+        let key = KeyRef::new(candidate.session_id, candidate.phase);
+        if self.emitted_in_this_listing(key) {
             self.bad(
                 &format!(
                     "the listing repeats the {} of a session already read in it",
@@ -339,7 +377,7 @@ impl Worker {
             );
             return Ok(());
         }
-        match self.input.store.contains(candidate.time, candidate.start, &self.key) {
+        match self.input.store.contains(candidate.time, candidate.start, key) {
             Ok(true) => {
                 self.counters.known = self.counters.known.saturating_add(1);
                 return Ok(());
@@ -357,17 +395,14 @@ impl Worker {
             self.batch.ranges[i].push((start, buf.len()));
         }
         self.batch.starts.push(start);
+        self.pending.insert(key, self.batches_sent.saturating_add(1));
         self.batch.metas.push(EventMeta {
-            key: event.key,
-            session_id: event.session_id,
-            phase: event.phase,
+            key: EventKey::new(event.session_id, event.phase),
             time: event.timestamp,
             tenant: event.tenant,
             event_id: event.id,
         });
         self.counters.new_events = self.counters.new_events.saturating_add(1);
-        self.pending
-            .insert(self.key.clone(), self.batches_sent.saturating_add(1));
         if self.batch.metas.len() >= self.input.batch_size {
             let batch = std::mem::replace(&mut self.batch, Batch::new(self.input.encoders.len()));
             self.batches_sent = self.batches_sent.saturating_add(1);

@@ -11,8 +11,13 @@ struct Store {
 }
 
 impl Dedup for Store {
-    fn contains(&self, _time: DateTime<Utc>, _start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError> {
-        if Some(key) == self.panics_on {
+    fn contains(
+        &self,
+        _time: DateTime<Utc>,
+        _start: Option<DateTime<Utc>>,
+        key: KeyRef<'_>,
+    ) -> Result<bool, StateError> {
+        if Some(key.to_string().as_str()) == self.panics_on {
             panic!("a bug on key {key}");
         }
         Ok(false)
@@ -56,7 +61,7 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
     });
     let mut keys = Vec::new();
     while let Ok(batch) = batch_rx.try_recv() {
-        keys.extend(batch.metas.into_iter().map(|m| m.key));
+        keys.extend(batch.metas.into_iter().map(|m| m.key.to_string()));
     }
     (outcome, keys)
 }

@@ -11,6 +11,7 @@
 
 use super::{Frame, SinkError};
 use crate::encode::Format;
+use crate::key::EventKey;
 use crate::settings::{ConfigError, Expanded};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -64,7 +65,7 @@ pub struct KafkaSink {
     topic: String,
     brokers: String,
     /// Keys of the current batch the broker already acknowledged.
-    acked: HashSet<String>,
+    acked: HashSet<EventKey>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -132,7 +133,7 @@ impl KafkaSink {
             let mut headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "phase",
-                    value: Some(f.meta.phase.as_str()),
+                    value: Some(f.meta.key.phase().as_str()),
                 })
                 .insert(Header {
                     key: "event_id",
@@ -145,7 +146,7 @@ impl KafkaSink {
                 });
             }
             let mut record = FutureRecord::to(&self.topic)
-                .key(f.meta.session_id.as_bytes())
+                .key(f.meta.key.session_id().as_bytes())
                 .payload(f.payload)
                 .headers(headers)
                 .timestamp(f.meta.time.timestamp_millis());
@@ -164,14 +165,14 @@ impl KafkaSink {
                     }
                 }
             };
-            pending.push((f.meta.key.as_str(), future));
+            pending.push((&f.meta.key, future));
         }
         let mut first_error = None;
         let mut failed = 0usize;
         for (key, future) in pending {
             match future.await {
                 Ok(Ok(_)) => {
-                    self.acked.insert(key.to_string());
+                    self.acked.insert(key.clone());
                 }
                 Ok(Err((e, _))) => {
                     failed += 1;

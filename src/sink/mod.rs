@@ -10,7 +10,7 @@ pub mod stdout;
 pub mod syslog;
 
 use crate::encode::Format;
-use crate::event::Phase;
+use crate::key::EventKey;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -39,12 +39,8 @@ pub enum SinkError {
 /// What a sink may need besides the payload (Kafka key and headers, syslog MSGID and time).
 #[derive(Debug, Clone)]
 pub struct EventMeta {
-    /// The dedup key `<session_id>:<phase>`.
-    pub key: String,
-    /// The session id (Kafka message key).
-    pub session_id: String,
-    /// start or end.
-    pub phase: Phase,
+    /// The event's key: its session (the Kafka message key) and phase.
+    pub key: EventKey,
     /// The event's own time.
     pub time: DateTime<Utc>,
     /// The envelope tenant.

@@ -15,14 +15,14 @@ const SIGN: u64 = 1 << 63;
 pub fn bucket_start(key: &[u8]) -> Result<i64, StateError> {
     let bytes: [u8; 8] = key
         .try_into()
-        .map_err(|_| StateError::Io(format!("corrupt format-1 bucket key of {} bytes", key.len())))?;
+        .map_err(|_| StateError::Corrupt(format!("a format-1 bucket key has {} bytes, not 8", key.len())))?;
     Ok(((u64::from_be_bytes(bytes) ^ SIGN) as i64).div_euclid(BUCKET_SECS) * BUCKET_SECS)
 }
 
 /// The entries of one format-1 bucket: (event time, packed key), sorted.
 pub fn decode(key: &[u8], mut v: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
     let base = bucket_start(key)?;
-    let corrupt = || StateError::Io(format!("corrupt format-1 bucket at {base} (truncated entry)"));
+    let corrupt = || StateError::Corrupt(format!("the format-1 bucket at {base} has a truncated entry"));
     let mut out = Vec::new();
     while !v.is_empty() {
         let len = v
@@ -64,8 +64,24 @@ mod tests {
     fn decodes_what_format_1_wrote() {
         // Bytes as the previous release's `Bucket::encode` laid them out.
         let entries = vec![
-            (601, pack("Odd Id|with:colons:start").unwrap()),
-            (605, pack("e7acacb6aedbab70073456da5744166939b77527:end").unwrap()),
+            (
+                601,
+                pack(
+                    "Odd Id|with:colons:start"
+                        .parse::<crate::key::EventKey>()
+                        .unwrap()
+                        .as_ref(),
+                ),
+            ),
+            (
+                605,
+                pack(
+                    "e7acacb6aedbab70073456da5744166939b77527:end"
+                        .parse::<crate::key::EventKey>()
+                        .unwrap()
+                        .as_ref(),
+                ),
+            ),
         ];
         let (key, value) = encode(600, &entries);
         assert_eq!(value.len(), (4 + 19) + (4 + 21));

@@ -18,6 +18,7 @@
 //! (zigzag varint). About 26 bytes per key for 40-hex session ids.
 
 use super::StateError;
+use crate::key::{EventKey, KeyRef, Phase};
 
 /// Entries per chunk, at most. Small enough that a sled leaf (16 values) stays under sled's
 /// inline item limit (a quarter of the 128 KiB segment), so chunk writes never become blob files.
@@ -38,11 +39,11 @@ fn prefix_time(entry: &[u8]) -> i64 {
     (u64::from_be_bytes(b) ^ SIGN) as i64
 }
 
-/// `<session_id>:<phase>` as stored: tag byte, then the id bytes (packed when hex).
-pub fn pack(key: &str) -> Result<Vec<u8>, StateError> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    pack_into(key, &mut out)?;
-    Ok(out)
+/// A key as stored: tag byte, then the id bytes (packed when hex).
+pub fn pack(key: KeyRef<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.session_id.len());
+    pack_into(key, &mut out);
+    out
 }
 
 fn nibble(c: u8) -> Option<u8> {
@@ -53,53 +54,36 @@ fn nibble(c: u8) -> Option<u8> {
     }
 }
 
-/// [`pack`], appended to `out` (a lookup's key is built without allocating twice).
-pub fn pack_into(key: &str, out: &mut Vec<u8>) -> Result<(), StateError> {
-    let (sid, tag) = if let Some(sid) = key.strip_suffix(":end") {
-        (sid, TAG_END)
-    } else if let Some(sid) = key.strip_suffix(":start") {
-        (sid, 0)
-    } else {
-        return Err(StateError::Io(format!(
-            "`{key}` is not a <session_id>:start or <session_id>:end key"
-        )));
-    };
-    if sid.len() + 1 > u16::MAX as usize {
-        return Err(StateError::Io("session id longer than 64 KiB".into()));
-    }
-    let mark = out.len();
-    out.push(tag | TAG_HEX);
-    let hex = !sid.is_empty()
-        && sid.len() % 2 == 0
-        && sid
-            .as_bytes()
-            .chunks_exact(2)
-            .all(|pair| match (nibble(pair[0]), nibble(pair[1])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    true
-                }
-                _ => false,
-            });
-    if !hex {
-        out.truncate(mark);
-        out.push(tag);
-        out.extend_from_slice(sid.as_bytes());
-    }
-    Ok(())
+/// Lowercase hex of an even length, which packs two digits to a byte.
+fn is_packable_hex(id: &str) -> bool {
+    !id.is_empty() && id.len() % 2 == 0 && id.bytes().all(|c| nibble(c).is_some())
 }
 
-/// The key string of a packed key (tag byte first).
-pub fn unpack(packed: &[u8]) -> String {
-    let Some((&tag, id)) = packed.split_first() else {
-        return String::new();
-    };
+/// [`pack`], appended to `out` (a lookup builds its entry on the stack).
+pub fn pack_into<B: Extend<u8>>(key: KeyRef<'_>, out: &mut B) {
+    let tag = if key.phase == Phase::End { TAG_END } else { 0 };
+    let id = key.session_id.as_bytes();
+    if is_packable_hex(key.session_id) {
+        out.extend(std::iter::once(tag | TAG_HEX));
+        out.extend(id.chunks_exact(2).map(|pair| {
+            let digit = |c| nibble(c).unwrap_or_default();
+            digit(pair[0]) << 4 | digit(pair[1])
+        }));
+    } else {
+        out.extend(std::iter::once(tag));
+        out.extend(id.iter().copied());
+    }
+}
+
+/// The key of a packed key (tag byte first).
+pub fn unpack(packed: &[u8]) -> EventKey {
+    let (tag, id) = packed.split_first().map_or((0, &[][..]), |(t, id)| (*t, id));
     let sid = if tag & TAG_HEX != 0 {
         hex::encode(id)
     } else {
         String::from_utf8_lossy(id).into_owned()
     };
-    format!("{sid}:{}", if tag & TAG_END != 0 { "end" } else { "start" })
+    EventKey::new(sid, if tag & TAG_END != 0 { Phase::End } else { Phase::Start })
 }
 
 /// Is the packed key (tag byte first) an end key?
@@ -115,12 +99,24 @@ pub fn entry_key(filed: i64, packed: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The entry bytes of `key` filed at `filed`, built in one allocation.
-pub fn entry_of(filed: i64, key: &str) -> Result<Vec<u8>, StateError> {
-    let mut k = Vec::with_capacity(9 + key.len());
+/// The entry bytes of `key` filed at `filed`, built in one allocation (for a commit).
+pub fn entry_of(filed: i64, key: KeyRef<'_>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.session_id.len());
     k.extend_from_slice(&time_prefix(filed));
-    pack_into(key, &mut k)?;
-    Ok(k)
+    pack_into(key, &mut k);
+    k
+}
+
+/// An entry built for one lookup: on the stack for ids up to 55 bytes (the vault's are 40 hex
+/// digits, 20 bytes packed), so looking up a known event allocates nothing.
+pub type LookupEntry = smallvec::SmallVec<[u8; 64]>;
+
+/// The entry bytes of `key` filed at `filed`, for a lookup.
+pub fn lookup_entry(filed: i64, key: KeyRef<'_>) -> LookupEntry {
+    let mut k = LookupEntry::new();
+    k.extend_from_slice(&time_prefix(filed));
+    pack_into(key, &mut k);
+    k
 }
 
 /// One entry, borrowed from a chunk.
@@ -232,7 +228,7 @@ impl Chunk {
 
     /// Decode a stored value.
     pub fn decode(mut v: &[u8]) -> Result<Chunk, StateError> {
-        let corrupt = || StateError::Io("corrupt state chunk (truncated or malformed entry)".into());
+        let corrupt = || StateError::Corrupt("a chunk has a truncated or malformed entry".into());
         let mut c = Chunk::default();
         let mut prev_start = 0usize;
         while !v.is_empty() {
@@ -343,34 +339,39 @@ impl Chunk {
 mod tests {
     use super::*;
 
-    fn entry(filed: i64, key: &str) -> Vec<u8> {
-        entry_key(filed, &pack(key).unwrap())
+    fn key(text: &str) -> EventKey {
+        text.parse().unwrap()
+    }
+
+    fn p(text: &str) -> Vec<u8> {
+        pack(key(text).as_ref())
+    }
+
+    fn entry(filed: i64, text: &str) -> Vec<u8> {
+        entry_key(filed, &p(text))
     }
 
     #[test]
     fn pack_round_trip() {
-        for key in [
+        for text in [
             "e7acacb6aedbab70073456da5744166939b77527:end",
             "Odd Id|with:colons:start",
             "ABCDEF:start",
             "abc:end",
         ] {
-            assert_eq!(unpack(&pack(key).unwrap()), key);
+            assert_eq!(unpack(&p(text)).to_string(), text);
         }
-        assert_eq!(pack("e7acacb6aedbab70073456da5744166939b77527:end").unwrap().len(), 21);
-        assert!(pack("no-phase").is_err());
-        assert_eq!(pack("abc:end").unwrap(), [TAG_END, b'a', b'b', b'c'], "odd length: raw");
+        assert_eq!(p("e7acacb6aedbab70073456da5744166939b77527:end").len(), 21);
+        assert_eq!(p("abc:end"), [TAG_END, b'a', b'b', b'c'], "odd length: raw");
+        assert_eq!(p("0aF1:start"), [0, b'0', b'a', b'F', b'1'], "upper case: raw");
+        assert_eq!(p("0af1:start"), [TAG_HEX, 0x0a, 0xf1]);
+        assert_eq!(entry_of(7, key("0af1:end").as_ref()), entry_key(7, &p("0af1:end")));
         assert_eq!(
-            pack("0aF1:start").unwrap(),
-            [0, b'0', b'a', b'F', b'1'],
-            "upper case: raw"
+            &lookup_entry(7, key("0af1:end").as_ref())[..],
+            entry_key(7, &p("0af1:end"))
         );
-        assert_eq!(pack("0af1:start").unwrap(), [TAG_HEX, 0x0a, 0xf1]);
-        assert_eq!(
-            entry_of(7, "0af1:end").unwrap(),
-            entry_key(7, &pack("0af1:end").unwrap())
-        );
-        assert!(is_end(&pack("x:end").unwrap()) && !is_end(&pack("x:start").unwrap()));
+        assert!(!lookup_entry(7, key("0af1:end").as_ref()).spilled());
+        assert!(is_end(&p("x:end")) && !is_end(&p("x:start")));
         assert!(time_prefix(-1) < time_prefix(0) && time_prefix(0) < time_prefix(1));
     }
 
@@ -401,7 +402,7 @@ mod tests {
         }
         assert!(!back.contains(&entry(1_700_000_000, "ffff:end")));
         assert_eq!(back.get(0).filed(), -5);
-        assert_eq!(unpack(back.get(0).packed()), "odd id:start");
+        assert_eq!(unpack(back.get(0).packed()), key("odd id:start"));
 
         let merged = Chunk::default().merge(&keys[..10]).merge(&keys[5..]);
         assert_eq!(merged, c);

@@ -2,7 +2,7 @@
 //!
 //! The pipeline sees only the [`Dedup`] trait (`contains`, `commit`); the sled-backed
 //! [`SledStore`] is one implementation, kept behind it because sled 0.34 has known weak spots
-//! (docs/design.md, "State store"). Keys are `<session_id>:<phase>`, stored under a versioned key format that
+//! (docs/design.md, "State store"). Keys are [`EventKey`]s (session id and phase), stored under a versioned key format that
 //! files them under their session's start (see `sled_store.rs`), in chunks of bounded size, so
 //! lookups of a listing, which is in start order, read each chunk once whatever the density of
 //! sessions in time, and pruning is a range scan.
@@ -18,6 +18,7 @@ mod tree;
 
 pub use sled_store::{ExportLine, Remembered, SledStore, StateMeta, Stats};
 
+use crate::key::{EventKey, KeyRef};
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 
@@ -39,9 +40,21 @@ pub enum StateError {
     /// The agent's user may not create or use the state directory.
     #[error("state directory {path} cannot be used by the agent's user (uid {uid}): {message}; create it for that user (the packaged unit's StateDirectory= does), or set state.path to a directory the user owns")]
     Permission { path: PathBuf, message: String, uid: u32 },
-    /// A read or write failed.
-    #[error("state store error: {0}")]
-    Io(String),
+    /// sled failed to read or write.
+    #[error("state store read or write failed: {0}")]
+    Store(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("state store is corrupt: {0}. Move the directory aside and `state import` the last export (see README, \"Recovering the state\")")]
+    Corrupt(String),
+    /// A file of the state's (backup, export, import) could not be created, written or read.
+    #[error("state file {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    /// The state directory cannot be used (found by `check` before the store is opened).
+    #[error("state directory {path}: {message}")]
+    Unusable { path: PathBuf, message: String },
+    /// Writing an export failed.
+    #[error("cannot write the state export: {0}")]
+    Export(std::io::Error),
     /// The store was written by an incompatible version.
     #[error("state store {path} uses key format {found}, this build reads format {expected}")]
     Format { path: PathBuf, found: u64, expected: u64 },
@@ -50,17 +63,11 @@ pub enum StateError {
     Import { line: usize, message: String },
 }
 
-impl From<sled::Error> for StateError {
-    fn from(e: sled::Error) -> Self {
-        StateError::Io(e.to_string())
-    }
-}
-
 /// One delivered event to remember.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
-    /// `<session_id>:<phase>`.
-    pub key: String,
+    /// The event's key.
+    pub key: EventKey,
     /// The event's own time.
     pub time: DateTime<Utc>,
     /// The session's start (the key is filed under it), when the record has one.
@@ -71,7 +78,7 @@ pub struct Delivered {
 pub trait Dedup: Send + Sync {
     /// Was this key, of an event at `time` in a session that started at `start`, delivered
     /// before?
-    fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError>;
+    fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: KeyRef<'_>) -> Result<bool, StateError>;
     /// Remember these keys durably.
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError>;
 }

@@ -13,9 +13,10 @@
 //! events after the newest of them arrive, a lookup that misses under the start also looks there
 //! (`legacy_until`). An export from format 1 is imported the same way.
 
-use super::chunk::{entry_key, entry_of, is_end, pack, time_prefix, unpack};
+use super::chunk::{entry_key, entry_of, is_end, lookup_entry, pack, time_prefix, unpack};
 use super::tree::ChunkTree;
 use super::{bucket, Dedup, Delivered, StateError, KEY_FORMAT};
+use crate::key::{EventKey, KeyRef};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -125,8 +126,8 @@ pub enum ExportLine {
 /// One remembered key, as `list` and `export` see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remembered {
-    /// `<session_id>:<phase>`.
-    pub key: String,
+    /// The key.
+    pub key: EventKey,
     /// The event's own time.
     pub time: DateTime<Utc>,
     /// The time the key is filed under (the session's start, or `time`).
@@ -363,14 +364,14 @@ impl SledStore {
     }
 
     /// Every key with its event time, in the order it is filed (session start, then key).
-    pub fn list(&self) -> impl Iterator<Item = Result<(String, DateTime<Utc>), StateError>> + '_ {
+    pub fn list(&self) -> impl Iterator<Item = Result<(EventKey, DateTime<Utc>), StateError>> + '_ {
         self.remembered().map(|r| r.map(|r| (r.key, r.time)))
     }
 
     /// Forget keys (so their events are forwarded again if the vault still lists them).
-    /// Keys are `<session_id>:<phase>`; the whole store is scanned (an operator's command).
-    pub fn forget(&self, keys: &[String]) -> Result<usize, StateError> {
-        let packed: std::collections::HashSet<Vec<u8>> = keys.iter().filter_map(|k| pack(k).ok()).collect();
+    /// The whole store is scanned (an operator's command).
+    pub fn forget(&self, keys: &[EventKey]) -> Result<usize, StateError> {
+        let packed: std::collections::HashSet<Vec<u8>> = keys.iter().map(|k| pack(k.as_ref())).collect();
         let n = self
             .chunks
             .rewrite(Bound::Unbounded, |e| !packed.contains(e.packed()))?;
@@ -392,20 +393,19 @@ impl SledStore {
 
     /// Write the meta line and every key as JSON lines.
     pub fn export(&self, out: &mut dyn Write) -> Result<u64, StateError> {
-        let io = |e: std::io::Error| StateError::Io(format!("export: {e}"));
-        let line = serde_json::to_string(&ExportLine::Meta { meta: self.meta()? })
-            .map_err(|e| StateError::Io(e.to_string()))?;
+        let io = StateError::Export;
+        let line = serde_json::to_string(&ExportLine::Meta { meta: self.meta()? }).map_err(|e| io(e.into()))?;
         writeln!(out, "{line}").map_err(io)?;
         let mut n = 0;
         for item in self.remembered() {
             let r = item?;
             let start = (r.filed != r.time).then_some(r.filed);
             let line = serde_json::to_string(&ExportLine::Key {
-                key: r.key,
+                key: r.key.to_string(),
                 time: r.time,
                 start,
             })
-            .map_err(|e| StateError::Io(e.to_string()))?;
+            .map_err(|e| io(e.into()))?;
             writeln!(out, "{line}").map_err(io)?;
             n += 1;
         }
@@ -446,7 +446,8 @@ impl SledStore {
                     }
                 }
                 Ok(ExportLine::Key { key, time, start }) => {
-                    let packed = pack(&key).map_err(|e| bad(e.to_string()))?;
+                    let key: EventKey = key.parse().map_err(|e: crate::key::BadKey| bad(e.to_string()))?;
+                    let packed = pack(key.as_ref());
                     if format == 1 && is_end(&packed) {
                         self.raise_legacy_until(time.timestamp())?;
                     }
@@ -468,23 +469,20 @@ impl SledStore {
 }
 
 impl Dedup for SledStore {
-    fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: &str) -> Result<bool, StateError> {
-        let Ok(entry) = entry_of(filed(time, start), key) else {
-            return Ok(false);
-        };
-        if self.chunks.contains(&entry)? {
+    fn contains(&self, time: DateTime<Utc>, start: Option<DateTime<Utc>>, key: KeyRef<'_>) -> Result<bool, StateError> {
+        if self.chunks.contains(&lookup_entry(filed(time, start), key))? {
             return Ok(true);
         }
         // Keys from format 1 are filed under their own time.
         let legacy = start.is_some_and(|s| s != time) && time.timestamp() <= self.legacy_until.load(Ordering::Relaxed);
-        Ok(legacy && self.chunks.contains(&entry_of(time.timestamp(), key)?)?)
+        Ok(legacy && self.chunks.contains(&lookup_entry(time.timestamp(), key))?)
     }
 
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
         let entries = delivered
             .iter()
-            .map(|d| Ok((entry_of(filed(d.time, d.start), &d.key)?, d.time.timestamp())))
-            .collect::<Result<Vec<_>, StateError>>()?;
+            .map(|d| (entry_of(filed(d.time, d.start), d.key.as_ref()), d.time.timestamp()))
+            .collect();
         let added = self.chunks.insert_sorted(&sorted(entries))?;
         self.count_keys(added as i64)?;
         self.db.flush()?;
@@ -524,9 +522,13 @@ mod tests {
         Utc.timestamp_opt(s, 0).unwrap()
     }
 
+    fn k(text: &str) -> EventKey {
+        text.parse().unwrap()
+    }
+
     fn d(key: &str, time: i64, start: Option<i64>) -> Delivered {
         Delivered {
-            key: key.into(),
+            key: k(key),
             time: t(time),
             start: start.map(t),
         }
@@ -547,7 +549,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.key_count().unwrap(), 3);
         assert_eq!(store.prune(t(15)).unwrap(), 1);
-        assert_eq!(store.forget(&["c:end".into()]).unwrap(), 1);
+        assert_eq!(store.forget(&[k("c:end")]).unwrap(), 1);
         assert_eq!(store.key_count().unwrap(), 1);
         drop(store);
         let store = SledStore::open(&path, None, None).unwrap();
@@ -559,7 +561,7 @@ mod tests {
     fn commit_contains_prune_export_import() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
-        assert!(!store.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
         store
             .commit(&[
                 d("a:end", 1000, Some(400)),
@@ -567,12 +569,12 @@ mod tests {
                 d("c:end", 20, None),
             ])
             .unwrap();
-        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
-        assert!(store.contains(t(10), Some(t(10)), "b:start").unwrap());
-        assert!(store.contains(t(20), None, "c:end").unwrap());
-        assert!(!store.contains(t(1000), Some(t(400)), "a:start").unwrap());
+        assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+        assert!(store.contains(t(10), Some(t(10)), k("b:start").as_ref()).unwrap());
+        assert!(store.contains(t(20), None, k("c:end").as_ref()).unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), k("a:start").as_ref()).unwrap());
         assert!(
-            !store.contains(t(1000), Some(t(401)), "a:end").unwrap(),
+            !store.contains(t(1000), Some(t(401)), k("a:end").as_ref()).unwrap(),
             "filed under the start"
         );
         let stats = store.stats().unwrap();
@@ -589,18 +591,18 @@ mod tests {
         assert_eq!(store.export(&mut out).unwrap(), 3);
         // a:end is filed under 400 but happened at 1000: pruning at 500 keeps it.
         assert_eq!(store.prune(t(500)).unwrap(), 2);
-        assert!(!store.contains(t(10), Some(t(10)), "b:start").unwrap());
-        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
-        assert_eq!(store.forget(&["a:end".to_string()]).unwrap(), 1);
-        assert!(!store.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        assert!(!store.contains(t(10), Some(t(10)), k("b:start").as_ref()).unwrap());
+        assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+        assert_eq!(store.forget(&[k("a:end")]).unwrap(), 1);
+        assert!(!store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
         let other = SledStore::open(&dir.path().join("o"), None, None).unwrap();
         assert_eq!(other.import(&mut out.as_slice()).unwrap(), 3);
-        assert!(other.contains(t(10), Some(t(10)), "b:start").unwrap());
-        assert!(other.contains(t(1000), Some(t(400)), "a:end").unwrap());
-        assert!(other.contains(t(20), None, "c:end").unwrap());
+        assert!(other.contains(t(10), Some(t(10)), k("b:start").as_ref()).unwrap());
+        assert!(other.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+        assert!(other.contains(t(20), None, k("c:end").as_ref()).unwrap());
         assert_eq!(
             other.list().next().unwrap().unwrap(),
-            ("b:start".to_string(), t(10)),
+            (k("b:start"), t(10)),
             "filing order"
         );
         assert_eq!(other.meta().unwrap().first_run_horizon, Some(t(100)));
@@ -634,11 +636,14 @@ mod tests {
         let store = SledStore::open(dir.path(), None, None).unwrap();
         let all = dense_hour();
         for batch in all.chunks(10_000) {
-            assert!(batch.iter().all(|x| !store.contains(x.time, x.start, &x.key).unwrap()));
+            assert!(batch
+                .iter()
+                .all(|x| !store.contains(x.time, x.start, x.key.as_ref()).unwrap()));
             store.commit(batch).unwrap();
         }
         assert!(
-            all.iter().all(|x| store.contains(x.time, x.start, &x.key).unwrap()),
+            all.iter()
+                .all(|x| store.contains(x.time, x.start, x.key.as_ref()).unwrap()),
             "every key found"
         );
         assert_eq!(store.stats().unwrap().keys, 200_000);
@@ -648,7 +653,7 @@ mod tests {
         assert_eq!(store.prune(t(cutoff)).unwrap(), expect);
         for x in &all {
             assert_eq!(
-                store.contains(x.time, x.start, &x.key).unwrap(),
+                store.contains(x.time, x.start, x.key.as_ref()).unwrap(),
                 x.time.timestamp() >= cutoff
             );
         }
@@ -671,7 +676,7 @@ mod tests {
             by_bucket
                 .entry(time.div_euclid(bucket::BUCKET_SECS) * bucket::BUCKET_SECS)
                 .or_default()
-                .push((*time, pack(key).unwrap()));
+                .push((*time, pack(k(key).as_ref())));
         }
         for (base, entries) in by_bucket {
             let (k, v) = bucket::encode(base, &entries);
@@ -690,19 +695,19 @@ mod tests {
         let store = SledStore::open(dir.path(), None, None).unwrap();
         assert_eq!(store.stats().unwrap().keys, 4);
         assert_eq!(store.stats().unwrap().meta.key_format, 2);
-        assert!(store.contains(t(100), Some(t(100)), "b:start").unwrap());
-        assert!(store.contains(t(-30), Some(t(-30)), "d:start").unwrap());
+        assert!(store.contains(t(100), Some(t(100)), k("b:start").as_ref()).unwrap());
+        assert!(store.contains(t(-30), Some(t(-30)), k("d:start").as_ref()).unwrap());
         // End keys were filed under their own time: found whatever the start.
-        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
-        assert!(store.contains(t(2000), None, "c:end").unwrap());
-        assert!(!store.contains(t(1000), Some(t(400)), "c:end").unwrap());
+        assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+        assert!(store.contains(t(2000), None, k("c:end").as_ref()).unwrap());
+        assert!(!store.contains(t(1000), Some(t(400)), k("c:end").as_ref()).unwrap());
         // New keys are filed under the start.
         store.commit(&[d("e:end", 2500, Some(1500))]).unwrap();
-        assert!(store.contains(t(2500), Some(t(1500)), "e:end").unwrap());
+        assert!(store.contains(t(2500), Some(t(1500)), k("e:end").as_ref()).unwrap());
         drop(store);
         let store = SledStore::open(dir.path(), None, None).unwrap();
         assert!(
-            store.contains(t(1000), Some(t(400)), "a:end").unwrap(),
+            store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap(),
             "after reopening"
         );
         assert_eq!(store.stats().unwrap().keys, 5);
@@ -723,7 +728,7 @@ mod tests {
             "\n"
         );
         assert_eq!(store.import(&mut export.as_bytes()).unwrap(), 1);
-        assert!(store.contains(t(1000), Some(t(400)), "a:end").unwrap());
+        assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
         let bad = r#"{"meta":{"key_format":7,"created":"2026-01-01T00:00:00Z","first_run_horizon":null,"vault":null}}"#;
         assert!(matches!(
             store.import(&mut bad.as_bytes()),

@@ -135,6 +135,8 @@ impl ChunkTree {
             }
         }
         self.tree.apply_batch(batch)?;
+        // Again after writing: a lookup running meanwhile may have cached a chunk as it was.
+        self.forget_cache();
         Ok(added)
     }
 
@@ -168,6 +170,7 @@ impl ChunkTree {
             }
             self.tree.apply_batch(batch)?;
             if seen < CHUNKS_PER_BATCH {
+                self.forget_cache();
                 return Ok(dropped);
             }
         }
@@ -194,7 +197,10 @@ mod tests {
     use crate::state::chunk::{entry_key, pack, CHUNK_ENTRIES};
 
     fn key(filed: i64, i: u64) -> Vec<u8> {
-        entry_key(filed, &pack(&format!("{i:040x}:end")).unwrap())
+        entry_key(
+            filed,
+            &pack(crate::key::KeyRef::new(&format!("{i:040x}"), crate::key::Phase::End)),
+        )
     }
 
     #[test]
@@ -244,5 +250,39 @@ mod tests {
             let gone = k.as_slice() < &bound[..] && *time < 2000;
             assert_eq!(t.contains(k).unwrap(), !gone);
         }
+    }
+
+    /// Lookups racing with inserts never leave a chunk cached as it was before the insert:
+    /// once `insert_sorted` returns, every key it added is found (the filter looks up the next
+    /// listing while delivery commits the last batches of this one).
+    #[test]
+    fn lookups_during_inserts_see_every_committed_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let t = std::sync::Arc::new(ChunkTree::new(db.open_tree("c").unwrap()));
+        let batches: Vec<Vec<(Vec<u8>, i64)>> = (0..200u64)
+            .map(|b| (0..20).map(|i| (key(b as i64, b * 100 + i), b as i64)).collect())
+            .collect();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (t, done, batches) = (t.clone(), done.clone(), batches.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    for b in &batches {
+                        t.contains(&b[0].0).unwrap();
+                    }
+                }
+            })
+        };
+        for b in &batches {
+            t.insert_sorted(b).unwrap();
+            assert!(
+                b.iter().all(|(k, _)| t.contains(k).unwrap()),
+                "found right after its insert"
+            );
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap();
+        assert!(batches.iter().flatten().all(|(k, _)| t.contains(k).unwrap()));
     }
 }

@@ -162,6 +162,23 @@ fn state_is_private_locked_and_manageable() {
     // The forgotten event is sent again by the next poll.
     assert_eq!(setup.run(&["once"]).ok().docs().len(), 1);
     state_cmd(&["forget", &first_key]).ok();
+    // What is not a key is refused by name, before the store changes.
+    let bad = state_cmd(&["forget", "e7acacb6:stop"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("`e7acacb6:stop` is not an event key"),
+        "{}",
+        bad.stderr
+    );
+    let bad_import = setup.dir.path().join("bad.jsonl");
+    std::fs::write(&bad_import, "{\"key\":\"nophase\",\"time\":\"2024-05-06T19:07:59Z\"}\n").unwrap();
+    let bad = state_cmd(&["import", bad_import.to_str().unwrap()]);
+    assert_eq!(bad.code, 5, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("import line 1: `nophase` is not an event key"),
+        "{}",
+        bad.stderr
+    );
     state_cmd(&["import", export.to_str().unwrap()]).ok();
     assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 6);
     assert_eq!(setup.run(&["once"]).ok().stdout, "", "imported keys are known");

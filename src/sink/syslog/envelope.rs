@@ -80,7 +80,7 @@ pub fn valid_header_field(s: &str, max: usize) -> bool {
 impl Envelope {
     /// Append the message (header + payload) for one event to `out`.
     pub fn write(&self, meta: &EventMeta, payload: &[u8], out: &mut Vec<u8>) {
-        let msgid = match meta.phase {
+        let msgid = match meta.key.phase() {
             Phase::Start => &self.msgid_start,
             Phase::End => &self.msgid_end,
         };
@@ -146,9 +146,7 @@ mod tests {
 
     fn meta(phase: Phase) -> EventMeta {
         EventMeta {
-            key: "s:end".into(),
-            session_id: "s".into(),
-            phase,
+            key: crate::key::EventKey::new("s", phase),
             time: chrono::Utc.with_ymd_and_hms(2024, 5, 6, 19, 7, 59).unwrap(),
             tenant: None,
             event_id: "x".into(),

@@ -139,16 +139,7 @@ pub async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Option
     Ok(Some(out))
 }
 
-/// A short, printable excerpt of a text from the vault, for log lines and error messages: at
-/// most 64 characters, control characters and quotes escaped, `…` when cut.
-pub fn excerpt(text: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
-    if text.chars().nth(MAX).is_some() {
-        out.push('…');
-    }
-    out
-}
+pub use crate::settings::excerpt;
 
 /// The first bytes of a body as printable text for a message: at most 80 characters, control
 /// characters and quotes escaped, invalid UTF-8 replaced.

@@ -60,10 +60,6 @@ pub struct SessionRecord<'a> {
     pub itsm: Option<Cow<'a, str>>,
 }
 
-/// Session ids are 32- or 40-character hashes; a longer one than this is not a session id
-/// (and the store could not keep it).
-pub const MAX_SESSION_ID: usize = 1024;
-
 impl<'a> SessionRecord<'a> {
     /// Parse one record's JSON bytes.
     pub fn parse(bytes: &'a [u8]) -> Result<SessionRecord<'a>, serde_json::Error> {
