@@ -13,10 +13,12 @@
 mod bucket;
 mod chunk;
 pub mod dir;
+mod operator;
 mod sled_store;
 mod tree;
 
-pub use sled_store::{ExportLine, Remembered, SledStore, StateMeta, Stats};
+pub use operator::{ExportLine, Remembered, Stats};
+pub use sled_store::{SledStore, StateMeta};
 
 use crate::key::{EventKey, KeyRef};
 use chrono::{DateTime, Utc};

@@ -1,6 +1,6 @@
-//! The sled implementation of the dedup store, plus the operator's view of it (stats, list,
-//! forget, prune, export, import). The directory is created 0700 and the process umask keeps
-//! sled's files 0600. sled takes an exclusive lock, so a second agent fails at once.
+//! The sled implementation of the dedup store: open (and migrate), look up, commit, prune;
+//! the operator's commands on it are in `operator.rs`. The directory is created 0700 and the
+//! process umask keeps sled's files 0600. sled takes an exclusive lock, so a second agent fails at once.
 //!
 //! Key format 2: the `chunks` tree holds the delivered keys as entries in bounded chunks (see
 //! `chunk.rs` and `tree.rs`). A key is filed under its session's start when the record has one
@@ -13,13 +13,12 @@
 //! events after the newest of them arrive, a lookup that misses under the start also looks there
 //! (`legacy_until`). An export from format 1 is imported the same way.
 
-use super::chunk::{entry_key, entry_of, is_end, lookup_entry, pack, time_prefix, unpack};
+use super::chunk::{entry_key, entry_of, is_end, lookup_entry, time_prefix};
 use super::tree::ChunkTree;
 use super::{bucket, Dedup, Delivered, StateError, KEY_FORMAT};
-use crate::key::{EventKey, KeyRef};
+use crate::key::KeyRef;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,7 +27,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 const EVENTS_TREE_V1: &str = "events";
 const CHUNKS_TREE: &str = "chunks";
 const META_FORMAT: &[u8] = b"key_format";
-const META_FIRST_RUN: &[u8] = b"first_run_horizon";
+pub(super) const META_FIRST_RUN: &[u8] = b"first_run_horizon";
 const META_CREATED: &[u8] = b"created";
 const META_VAULT: &[u8] = b"vault";
 const META_ZONE: &[u8] = b"timezone";
@@ -43,28 +42,28 @@ const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// during a million-key first poll (measured with benches/e2e.sh).
 const SEGMENT_BYTES: usize = 128 * 1024;
 /// Keys sorted and inserted at once by a migration or an import.
-const INSERT_RUN: usize = 10_000;
+pub(super) const INSERT_RUN: usize = 10_000;
 
 /// The sled-backed store.
 pub struct SledStore {
     path: PathBuf,
-    db: sled::Db,
-    chunks: ChunkTree,
+    pub(super) db: sled::Db,
+    pub(super) chunks: ChunkTree,
     /// `META_LEGACY_UNTIL`, or `i64::MIN`.
     legacy_until: AtomicI64,
 }
 
 /// Unix seconds a key is filed under.
-fn filed(time: DateTime<Utc>, start: Option<DateTime<Utc>>) -> i64 {
+pub(super) fn filed(time: DateTime<Utc>, start: Option<DateTime<Utc>>) -> i64 {
     start.unwrap_or(time).timestamp()
 }
 
-fn at(secs: i64) -> DateTime<Utc> {
+pub(super) fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
 }
 
 /// Sort by entry and drop repeats (the first of equal entries stays).
-fn sorted(mut entries: Vec<(Vec<u8>, i64)>) -> Vec<(Vec<u8>, i64)> {
+pub(super) fn sorted(mut entries: Vec<(Vec<u8>, i64)>) -> Vec<(Vec<u8>, i64)> {
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     entries.dedup_by(|a, b| a.0 == b.0);
     entries
@@ -81,57 +80,6 @@ pub struct StateMeta {
     pub first_run_horizon: Option<DateTime<Utc>>,
     /// The vault base URL last used with this store.
     pub vault: Option<String>,
-}
-
-/// Counts for `state stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    /// All remembered keys.
-    pub keys: u64,
-    /// Keys of start events.
-    pub start: u64,
-    /// Keys of end events.
-    pub end: u64,
-    /// Oldest remembered event time.
-    pub oldest: Option<DateTime<Utc>>,
-    /// Newest remembered event time.
-    pub newest: Option<DateTime<Utc>>,
-    /// Bytes on disk.
-    pub size_on_disk: u64,
-    /// The store's meta.
-    pub meta: StateMeta,
-}
-
-/// One line of an export: the meta line first, then one line per key.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ExportLine {
-    /// The header line.
-    Meta {
-        /// The exported store's meta.
-        meta: StateMeta,
-    },
-    /// One delivered key.
-    Key {
-        /// `<session_id>:<phase>`.
-        key: String,
-        /// Event time.
-        time: DateTime<Utc>,
-        /// The session's start, when the key is filed under it and it differs from `time`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        start: Option<DateTime<Utc>>,
-    },
-}
-
-/// One remembered key, as `list` and `export` see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remembered {
-    /// The key.
-    pub key: EventKey,
-    /// The event's own time.
-    pub time: DateTime<Utc>,
-    /// The time the key is filed under (the session's start, or `time`).
-    pub filed: DateTime<Utc>,
 }
 
 impl SledStore {
@@ -232,7 +180,7 @@ impl SledStore {
         Ok(())
     }
 
-    fn raise_legacy_until(&self, time: i64) -> Result<(), StateError> {
+    pub(super) fn raise_legacy_until(&self, time: i64) -> Result<(), StateError> {
         if time > self.legacy_until.load(Ordering::Relaxed) {
             self.db.insert(META_LEGACY_UNTIL, &time.to_be_bytes())?;
             self.legacy_until.store(time, Ordering::Relaxed);
@@ -267,7 +215,7 @@ impl SledStore {
     }
 
     /// Move the kept key count by `delta` (not flushed: the change it counts flushes it).
-    fn count_keys(&self, delta: i64) -> Result<(), StateError> {
+    pub(super) fn count_keys(&self, delta: i64) -> Result<(), StateError> {
         if delta == 0 || self.db.get(META_KEYS)?.is_none() {
             // No count yet: `key_count` makes it from the keys themselves.
             return Ok(());
@@ -316,70 +264,6 @@ impl SledStore {
         })
     }
 
-    /// Counts, times and size.
-    pub fn stats(&self) -> Result<Stats, StateError> {
-        let (mut keys, mut start, mut end) = (0, 0, 0);
-        let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
-        for chunk in self.chunks.chunks() {
-            for e in chunk?.iter() {
-                keys += 1;
-                if is_end(e.packed()) {
-                    end += 1;
-                } else {
-                    start += 1;
-                }
-                oldest = Some(oldest.map_or(e.time, |o| o.min(e.time)));
-                newest = Some(newest.map_or(e.time, |n| n.max(e.time)));
-            }
-        }
-        Ok(Stats {
-            keys,
-            start,
-            end,
-            oldest: oldest.map(at),
-            newest: newest.map(at),
-            size_on_disk: self.db.size_on_disk()?,
-            meta: self.meta()?,
-        })
-    }
-
-    /// Every key, in the order it is filed (session start, then key).
-    pub fn remembered(&self) -> impl Iterator<Item = Result<Remembered, StateError>> + '_ {
-        self.chunks.chunks().flat_map(|chunk| {
-            let entries: Vec<Result<Remembered, StateError>> = match chunk {
-                Ok(c) => c
-                    .iter()
-                    .map(|e| {
-                        Ok(Remembered {
-                            key: unpack(e.packed()),
-                            time: at(e.time),
-                            filed: at(e.filed()),
-                        })
-                    })
-                    .collect(),
-                Err(e) => vec![Err(e)],
-            };
-            entries
-        })
-    }
-
-    /// Every key with its event time, in the order it is filed (session start, then key).
-    pub fn list(&self) -> impl Iterator<Item = Result<(EventKey, DateTime<Utc>), StateError>> + '_ {
-        self.remembered().map(|r| r.map(|r| (r.key, r.time)))
-    }
-
-    /// Forget keys (so their events are forwarded again if the vault still lists them).
-    /// The whole store is scanned (an operator's command).
-    pub fn forget(&self, keys: &[EventKey]) -> Result<usize, StateError> {
-        let packed: std::collections::HashSet<Vec<u8>> = keys.iter().map(|k| pack(k.as_ref())).collect();
-        let n = self
-            .chunks
-            .rewrite(Bound::Unbounded, |e| !packed.contains(e.packed()))?;
-        self.count_keys(-(n as i64))?;
-        self.db.flush()?;
-        Ok(n)
-    }
-
     /// Remove keys whose event time is before `before`. Only chunks filed before it are read:
     /// a key is filed at or before its event time (a session's start precedes its end).
     pub fn prune(&self, before: DateTime<Utc>) -> Result<usize, StateError> {
@@ -387,82 +271,6 @@ impl SledStore {
         let bound = time_prefix(cutoff);
         let n = self.chunks.rewrite(Bound::Excluded(&bound[..]), |e| e.time >= cutoff)?;
         self.count_keys(-(n as i64))?;
-        self.db.flush()?;
-        Ok(n)
-    }
-
-    /// Write the meta line and every key as JSON lines.
-    pub fn export(&self, out: &mut dyn Write) -> Result<u64, StateError> {
-        let io = StateError::Export;
-        let line = serde_json::to_string(&ExportLine::Meta { meta: self.meta()? }).map_err(|e| io(e.into()))?;
-        writeln!(out, "{line}").map_err(io)?;
-        let mut n = 0;
-        for item in self.remembered() {
-            let r = item?;
-            let start = (r.filed != r.time).then_some(r.filed);
-            let line = serde_json::to_string(&ExportLine::Key {
-                key: r.key.to_string(),
-                time: r.time,
-                start,
-            })
-            .map_err(|e| io(e.into()))?;
-            writeln!(out, "{line}").map_err(io)?;
-            n += 1;
-        }
-        out.flush().map_err(io)?;
-        Ok(n)
-    }
-
-    /// Read an export; keys are added (existing ones kept), and the first-run horizon is taken
-    /// from the export when it is later than the store's. Exports of format 1 (which did not
-    /// record sessions' starts) are read too.
-    pub fn import(&self, input: &mut dyn BufRead) -> Result<u64, StateError> {
-        let mut run = Vec::new();
-        let mut n = 0;
-        let mut format = KEY_FORMAT;
-        for (i, line) in input.lines().enumerate() {
-            let line = line.map_err(|e| StateError::Import {
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let bad = |message: String| StateError::Import { line: i + 1, message };
-            match serde_json::from_str::<ExportLine>(&line) {
-                Ok(ExportLine::Meta { meta }) => {
-                    if meta.key_format != 1 && meta.key_format != KEY_FORMAT {
-                        return Err(bad(format!(
-                            "export has key format {}, this build reads 1 and {KEY_FORMAT}",
-                            meta.key_format
-                        )));
-                    }
-                    format = meta.key_format;
-                    let ours = self.meta()?.first_run_horizon;
-                    if let Some(theirs) = meta.first_run_horizon {
-                        if ours.is_none_or(|o| theirs > o) {
-                            self.db.insert(META_FIRST_RUN, &theirs.timestamp().to_be_bytes())?;
-                        }
-                    }
-                }
-                Ok(ExportLine::Key { key, time, start }) => {
-                    let key: EventKey = key.parse().map_err(|e: crate::key::BadKey| bad(e.to_string()))?;
-                    let packed = pack(key.as_ref());
-                    if format == 1 && is_end(&packed) {
-                        self.raise_legacy_until(time.timestamp())?;
-                    }
-                    run.push((entry_key(filed(time, start), &packed), time.timestamp()));
-                    n += 1;
-                    if run.len() >= INSERT_RUN {
-                        let added = self.chunks.insert_sorted(&sorted(std::mem::take(&mut run)))?;
-                        self.count_keys(added as i64)?;
-                    }
-                }
-                Err(e) => return Err(bad(e.to_string())),
-            }
-        }
-        let added = self.chunks.insert_sorted(&sorted(run))?;
-        self.count_keys(added as i64)?;
         self.db.flush()?;
         Ok(n)
     }
@@ -517,6 +325,8 @@ pub fn create_private_dir(path: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::EventKey;
+    use crate::state::chunk::pack;
 
     fn t(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(s, 0).unwrap()
