@@ -1,341 +1,27 @@
-//! The configuration tree (docs/design.md, "Configuration"), its defaults and its validation.
+//! The configuration (docs/design.md, "Configuration"): where it is read from and how.
 //!
-//! Loading is one step: read the file, parse TOML into these `deny_unknown_fields` structs
-//! (so an unknown key or a bad value fails with the key and the line), then resolve what
-//! needs the outside world (secret files, the time zone). Nothing here opens a socket.
+//! Loading is one step: read the file, parse TOML into the `deny_unknown_fields` structs of
+//! `tree.rs` (so an unknown key or a bad value fails with the key and the line), then resolve
+//! what needs the outside world (secret files, the time zone) in `resolve.rs`. Nothing here
+//! opens a socket.
+
+mod resolve;
+mod tree;
 
 pub use crate::settings::{
     expand_with, to_chrono, Backfill, ConfigError, Expanded, HumanDuration, Secret, MAX_DURATION,
 };
 pub use crate::sink::{SinkConfig, StdoutSinkConfig};
 pub use crate::source::senhasegura::{PATH_V3, PATH_V4, TOKEN_PATH};
+pub use resolve::{host_timezone, read_secret_file, regular_file, Resolved};
+pub use tree::*;
 
-use chrono_tz::Tz;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Where the config is read from when neither `-c` nor the environment names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/senhasegura-forwarder/config.toml";
 /// The environment variable that names the config file.
 pub const CONFIG_ENV: &str = "SENHASEGURA_FORWARDER_CONFIG";
-
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
-/// The whole configuration.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The vault to poll.
-    pub source: SourceConfig,
-    /// The dedup store.
-    #[serde(default)]
-    pub state: StateConfig,
-    /// Where events go; at least one. Defaults to one stdout sink with ECS.
-    #[serde(default, rename = "sink")]
-    pub sinks: Vec<SinkConfig>,
-    /// ECS encoder options.
-    #[serde(default)]
-    pub ecs: EcsConfig,
-    /// CEF encoder options.
-    #[serde(default)]
-    pub cef: CefConfig,
-    /// How sinks are retried.
-    #[serde(default)]
-    pub delivery: DeliveryConfig,
-    /// The Prometheus `/metrics` and `/health` endpoint (off unless `listen` is set).
-    #[serde(default)]
-    pub metrics: crate::telemetry::MetricsConfig,
-    /// How outages are logged.
-    #[serde(default)]
-    pub log: crate::telemetry::LogConfig,
-}
-
-/// `[delivery]`: retrying sinks that did not acknowledge.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// First delay before resending to a sink; doubles each retry, with jitter.
-    #[serde(default = "default_delivery_backoff")]
-    pub retry_backoff: HumanDuration,
-    /// Longest delay between resends.
-    #[serde(default = "default_delivery_backoff_max")]
-    pub retry_backoff_max: HumanDuration,
-    /// `once` gives up (exit 4) when a sink still fails after this long; `run` never gives up.
-    #[serde(default = "default_give_up_after")]
-    pub give_up_after: HumanDuration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            retry_backoff: default_delivery_backoff(),
-            retry_backoff_max: default_delivery_backoff_max(),
-            give_up_after: default_give_up_after(),
-        }
-    }
-}
-
-fn default_delivery_backoff() -> HumanDuration {
-    HumanDuration(Duration::from_millis(500))
-}
-fn default_delivery_backoff_max() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-fn default_give_up_after() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-
-/// `[source]`: the senhasegura API.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// Base URL of the vault, e.g. `https://vault.example.com`.
-    pub url: Expanded,
-    /// Listing path. Unset: the v3 path, falling back to the v4 path on 404.
-    #[serde(default)]
-    pub path: Option<Expanded>,
-    /// IANA zone of the vault's wall-clock timestamps. Unset: the host's zone (logged).
-    #[serde(default)]
-    pub timezone: Option<Expanded>,
-    /// Time between the starts of two polls in `run`.
-    #[serde(default = "default_interval")]
-    pub interval: HumanDuration,
-    /// Limit for one whole listing (request, headers and body).
-    #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
-    /// Limit for establishing a TCP/TLS connection.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: HumanDuration,
-    /// Limit for a pause in the middle of the listing's body: the vault stopped sending.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
-    /// How far back the first run forwards: a duration or `"all"`.
-    #[serde(default = "default_backfill")]
-    pub backfill: Backfill,
-    /// Extra CA certificate(s), PEM; when set, only these roots are trusted for the vault.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Turn TLS certificate verification off. Never in production; logged loudly.
-    #[serde(default)]
-    pub insecure: bool,
-    /// Retries of a failed listing (5xx, timeouts, connection errors) before a cycle fails.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// First retry delay; doubles each retry, with jitter.
-    #[serde(default = "default_retry_backoff")]
-    pub retry_backoff: HumanDuration,
-    /// Longest retry delay.
-    #[serde(default = "default_retry_backoff_max")]
-    pub retry_backoff_max: HumanDuration,
-    /// Authentication against the A2A API.
-    pub auth: AuthConfig,
-}
-
-/// `[source.auth]`: A2A credentials.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `oauth2` (client credentials, default) or `oauth1` (signed requests).
-    #[serde(default)]
-    pub method: AuthMethod,
-    /// The A2A application's client id (OAuth 1.0a: the consumer key).
-    #[serde(alias = "consumer_key")]
-    pub client_id: Expanded,
-    /// The client secret inline (prefer `${VAR}` or `client_secret_file`). OAuth 1.0a: the
-    /// consumer secret.
-    #[serde(default, alias = "consumer_secret")]
-    pub client_secret: Option<Secret>,
-    /// A file holding the client (consumer) secret (trailing newline ignored); mode 0600.
-    #[serde(default, alias = "consumer_secret_file")]
-    pub client_secret_file: Option<PathBuf>,
-    /// OAuth 1.0a only: the token.
-    #[serde(default)]
-    pub token: Option<Expanded>,
-    /// OAuth 1.0a only: the token secret inline.
-    #[serde(default)]
-    pub token_secret: Option<Secret>,
-    /// OAuth 1.0a only: a file holding the token secret.
-    #[serde(default)]
-    pub token_secret_file: Option<PathBuf>,
-    /// Token endpoint path (OAuth 2.0).
-    #[serde(default = "default_token_path")]
-    pub token_path: String,
-}
-
-/// Authentication method.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMethod {
-    /// OAuth 2.0 client credentials.
-    #[default]
-    Oauth2,
-    /// OAuth 1.0a signed requests.
-    Oauth1,
-}
-
-/// `[state]`: the dedup store.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateConfig {
-    /// Directory of the store (created 0700).
-    #[serde(default = "default_state_path")]
-    pub path: PathBuf,
-    /// How long delivered keys are remembered; older events are never forwarded.
-    #[serde(default = "default_retention")]
-    pub retention: HumanDuration,
-    /// How often the agent writes `backup.jsonl` (a `state export`) into the state directory,
-    /// for recovery from a corrupt store; `"0s"` turns it off.
-    #[serde(default = "default_backup_every")]
-    pub backup_every: HumanDuration,
-}
-
-fn default_backup_every() -> HumanDuration {
-    HumanDuration(Duration::from_secs(3600))
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig {
-            backup_every: default_backup_every(),
-            path: default_state_path(),
-            retention: default_retention(),
-        }
-    }
-}
-
-/// Output format of a sink (the encoders' own type).
-pub use crate::encode::Format;
-
-/// `[ecs]`: ECS encoder options.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct EcsConfig {
-    /// Put the raw record JSON in `event.original`.
-    #[serde(default)]
-    pub include_original: bool,
-}
-
-/// `[cef]`: CEF header options.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct CefConfig {
-    /// Device Vendor header field (default senhasegura's own: `MT4`).
-    #[serde(default = "default_cef_vendor")]
-    pub vendor: Expanded,
-    /// Device Product header field.
-    #[serde(default = "default_cef_product")]
-    pub product: Expanded,
-    /// Device Version header field (default the agent's version).
-    #[serde(default = "default_cef_version")]
-    pub version: Expanded,
-    /// Severity (0 to 10) of `start` events.
-    #[serde(default = "default_severity")]
-    pub severity_start: u8,
-    /// Severity (0 to 10) of `end` events.
-    #[serde(default = "default_severity")]
-    pub severity_end: u8,
-}
-
-impl Default for CefConfig {
-    fn default() -> Self {
-        CefConfig {
-            vendor: default_cef_vendor(),
-            product: default_cef_product(),
-            version: default_cef_version(),
-            severity_start: default_severity(),
-            severity_end: default_severity(),
-        }
-    }
-}
-
-impl CefConfig {
-    /// The encoder options.
-    pub fn options(&self) -> crate::encode::cef::CefOptions {
-        crate::encode::cef::CefOptions {
-            vendor: self.vendor.0.clone(),
-            product: self.product.0.clone(),
-            version: self.version.0.clone(),
-            severity_start: self.severity_start,
-            severity_end: self.severity_end,
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        for (key, v) in [
-            ("cef.vendor", &self.vendor),
-            ("cef.product", &self.product),
-            ("cef.version", &self.version),
-        ] {
-            if v.0.contains(['\n', '\r']) {
-                return Err(invalid(key, "must not contain a line break"));
-            }
-        }
-        for (key, v) in [
-            ("cef.severity_start", self.severity_start),
-            ("cef.severity_end", self.severity_end),
-        ] {
-            if v > 10 {
-                return Err(invalid(key, format!("{v} is not a CEF severity (0 to 10)")));
-            }
-        }
-        Ok(())
-    }
-}
-
-// The CEF defaults are the encoder's own (`CefOptions::default`), written once.
-fn default_cef_vendor() -> Expanded {
-    Expanded(crate::encode::cef::CefOptions::default().vendor)
-}
-fn default_cef_product() -> Expanded {
-    Expanded(crate::encode::cef::CefOptions::default().product)
-}
-fn default_cef_version() -> Expanded {
-    Expanded(crate::encode::cef::CefOptions::default().version)
-}
-fn default_severity() -> u8 {
-    crate::encode::cef::CefOptions::default().severity_start
-}
-
-fn default_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(600))
-}
-fn default_idle_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(120))
-}
-fn default_connect_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
-}
-fn default_backfill() -> Backfill {
-    Backfill::Since(Duration::from_secs(24 * 3600))
-}
-fn default_retries() -> u32 {
-    5
-}
-fn default_retry_backoff() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
-}
-fn default_retry_backoff_max() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-fn default_token_path() -> String {
-    TOKEN_PATH.to_string()
-}
-fn default_state_path() -> PathBuf {
-    PathBuf::from("/var/lib/senhasegura-forwarder")
-}
-fn default_retention() -> HumanDuration {
-    HumanDuration(Duration::from_secs(90 * 86400))
-}
-
 /// The config file to read: `-c`, else the environment, else the default path.
 pub fn config_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
@@ -346,46 +32,6 @@ pub fn config_path(explicit: Option<&Path>) -> PathBuf {
         _ => PathBuf::from(DEFAULT_CONFIG_PATH),
     }
 }
-
-/// A loaded, validated config with everything resolved that the agent needs.
-#[derive(Debug)]
-pub struct Resolved {
-    /// The parsed tree.
-    pub config: Config,
-    /// The client secret, read from the file or the inline value.
-    pub client_secret: Secret,
-    /// OAuth 1.0a: the token and its secret.
-    pub oauth1_token: Option<(String, Secret)>,
-    /// The vault's time zone.
-    pub timezone: Tz,
-    /// True when the zone came from the host, not the config.
-    pub timezone_from_host: bool,
-    /// The base URL without a trailing slash.
-    pub base_url: String,
-    /// The vault host name, for `observer.hostname`.
-    pub vault_host: String,
-}
-
-impl Resolved {
-    /// What the vault client is built from.
-    pub fn client_settings(&self) -> crate::source::senhasegura::client::ClientSettings {
-        let src = &self.config.source;
-        crate::source::senhasegura::client::ClientSettings {
-            base_url: self.base_url.clone(),
-            path: src.path.as_ref().map(|p| p.0.clone()),
-            token_path: src.auth.token_path.clone(),
-            client_id: src.auth.client_id.0.clone(),
-            client_secret: self.client_secret.clone(),
-            oauth1_token: self.oauth1_token.clone(),
-            ca_file: src.ca_file.clone(),
-            insecure: src.insecure,
-            connect_timeout: src.connect_timeout.0,
-            timeout: src.timeout.0,
-            idle_timeout: src.idle_timeout.0,
-        }
-    }
-}
-
 impl Config {
     /// Parse TOML text; `origin` names the file in messages.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
@@ -394,9 +40,7 @@ impl Config {
             message: e.to_string().trim_end().replace("\n", "\n  "),
         })?;
         if config.sinks.is_empty() {
-            config
-                .sinks
-                .push(SinkConfig::Stdout(StdoutSinkConfig { format: Format::Ecs }));
+            config.sinks.push(tree::default_sink());
         }
         Ok(config)
     }
@@ -409,185 +53,12 @@ impl Config {
         })?;
         Config::from_toml(&text, path)
     }
-
-    /// Validate values and resolve secrets and the time zone.
-    pub fn resolve(self) -> Result<Resolved, ConfigError> {
-        let url = self.source.url.0.trim().trim_end_matches('/').to_string();
-        let parsed =
-            reqwest::Url::parse(&url).map_err(|e| invalid("source.url", format!("`{url}` is not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid(
-                "source.url",
-                format!("`{url}` must start with https:// (or http://)"),
-            ));
-        }
-        let vault_host = parsed
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_string();
-        let auth = &self.source.auth;
-        if auth.client_id.0.is_empty() {
-            return Err(invalid("source.auth.client_id", "must not be empty"));
-        }
-        let client_secret = one_secret(
-            "source.auth.client_secret",
-            &auth.client_secret,
-            "source.auth.client_secret_file",
-            &auth.client_secret_file,
-        )?;
-        let oauth1_token = match auth.method {
-            AuthMethod::Oauth2 => {
-                if auth.token.is_some() || auth.token_secret.is_some() || auth.token_secret_file.is_some() {
-                    return Err(invalid(
-                        "source.auth.token",
-                        "token and token_secret are for method = \"oauth1\"",
-                    ));
-                }
-                None
-            }
-            AuthMethod::Oauth1 => {
-                let token = auth
-                    .token
-                    .as_ref()
-                    .map(|t| t.0.clone())
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| {
-                        invalid(
-                            "source.auth.token",
-                            "method = \"oauth1\" needs the authorization's token",
-                        )
-                    })?;
-                let secret = one_secret(
-                    "source.auth.token_secret",
-                    &auth.token_secret,
-                    "source.auth.token_secret_file",
-                    &auth.token_secret_file,
-                )?;
-                Some((token, secret))
-            }
-        };
-        if let Some(ca) = &self.source.ca_file {
-            regular_file("source.ca_file", ca)?;
-        }
-        if self.source.interval.0.is_zero() {
-            return Err(invalid("source.interval", "must be greater than zero"));
-        }
-        if self.source.idle_timeout.0 < Duration::from_secs(1) {
-            return Err(invalid("source.idle_timeout", "must be at least 1s"));
-        }
-        self.cef.validate()?;
-        self.metrics.address()?;
-        if self.state.retention.0 < Duration::from_secs(3600) {
-            return Err(invalid("state.retention", "must be at least 1h"));
-        }
-        let (timezone, timezone_from_host) = match &self.source.timezone {
-            Some(name) => (parse_tz(&name.0)?, false),
-            None => (host_timezone(), true),
-        };
-        Ok(Resolved {
-            config: self,
-            client_secret,
-            oauth1_token,
-            timezone,
-            timezone_from_host,
-            base_url: url,
-            vault_host,
-        })
-    }
-}
-
-fn parse_tz(name: &str) -> Result<Tz, ConfigError> {
-    name.trim().parse::<Tz>().map_err(|_| {
-        invalid(
-            "source.timezone",
-            format!("`{name}` is not an IANA time zone name (e.g. \"America/Sao_Paulo\")"),
-        )
-    })
-}
-
-/// The host's IANA zone, or UTC when it cannot be determined.
-pub fn host_timezone() -> Tz {
-    iana_time_zone::get_timezone()
-        .ok()
-        .and_then(|name| name.parse::<Tz>().ok())
-        .unwrap_or(Tz::UTC)
-}
-
-/// A secret given inline or in a file (exactly one of them).
-fn one_secret(
-    key: &'static str,
-    inline: &Option<Secret>,
-    file_key: &'static str,
-    file: &Option<PathBuf>,
-) -> Result<Secret, ConfigError> {
-    let secret = match (inline, file) {
-        (Some(_), Some(_)) => return Err(invalid(key, format!("set either {key} or {file_key}, not both"))),
-        (Some(s), None) => s.clone(),
-        (None, Some(path)) => read_secret_file(file_key, path)?,
-        (None, None) => {
-            return Err(invalid(
-                key,
-                format!("missing: set {file_key} (recommended) or {key} = \"${{VAR}}\""),
-            ))
-        }
-    };
-    if secret.expose().is_empty() {
-        return Err(invalid(key, "is empty"));
-    }
-    Ok(secret)
-}
-
-/// A secret file larger than this is not a secret file.
-const SECRET_FILE_LIMIT: u64 = 64 * 1024;
-
-/// Check that `path` is a regular file (a FIFO or a device would hang or never end the read).
-pub fn regular_file(key: &'static str, path: &Path) -> Result<std::fs::Metadata, ConfigError> {
-    let err = |source| ConfigError::SecretFile {
-        key,
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(err)?;
-    if !meta.is_file() {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, socket, device or directory is refused)",
-        )));
-    }
-    Ok(meta)
-}
-
-/// Read a secret from a file: trailing newline trimmed, warns when others can read it.
-pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
-    let meta = regular_file(key, path)?;
-    let err = |source| ConfigError::SecretFile {
-        key,
-        path: path.to_path_buf(),
-        source,
-    };
-    if meta.len() > SECRET_FILE_LIMIT {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "larger than 64 KiB, which no secret is",
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o007 != 0 {
-                tracing::warn!(file = %path.display(), key, "Secret file is readable by others; chmod o-rwx it (0600 or 0640)");
-            }
-        }
-    }
-    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))
@@ -603,6 +74,16 @@ mod tests {
         assert_eq!(c.state.retention.0, Duration::from_secs(90 * 86400));
         let r = c.resolve().unwrap();
         assert_eq!(r.vault_host, "v");
+    }
+
+    #[test]
+    fn config_built_in_code_has_the_file_defaults() {
+        let built = Config::new(SourceConfig::new(
+            "https://v",
+            AuthConfig::client_credentials("a", Secret::new("b")),
+        ));
+        assert_eq!(format!("{built:?}"), format!("{:?}", parse(MINIMAL).unwrap()));
+        assert_eq!(built.resolve().unwrap().client_secret.expose(), "b");
     }
 
     #[test]

@@ -48,9 +48,14 @@ pub enum StateError {
     /// A stored value does not decode.
     #[error("state store is corrupt: {0}. Move the directory aside and `state import` the last export (see README, \"Recovering the state\")")]
     Corrupt(String),
-    /// A file of the state's (backup, export, import) could not be created, written or read.
-    #[error("state file {path}: {source}")]
-    File { path: PathBuf, source: std::io::Error },
+    /// A file of the state's (backup, export, import) could not be created, written or read;
+    /// `what` names the operation.
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The state directory cannot be used (found by `check` before the store is opened).
     #[error("state directory {path}: {message}")]
     Unusable { path: PathBuf, message: String },
