@@ -46,32 +46,55 @@ pub fn pack(key: KeyRef<'_>) -> Vec<u8> {
     out
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Lowercase hex digit values; 0xff for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Pack `id` (lowercase hex of an even length) two digits to a byte into `out`, which must be
+/// `id.len() / 2` long; false (and `out` partly written) when `id` is not such hex.
+fn pack_hex(id: &[u8], out: &mut [u8]) -> bool {
+    if id.is_empty() || id.len() % 2 != 0 || out.len() != id.len() / 2 {
+        return false;
+    }
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(id.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = hi << 4 | (lo & 0x0f);
+    }
+    bad & 0xf0 == 0
+}
+
+fn tag_of(key: KeyRef<'_>) -> u8 {
+    if key.phase == Phase::End {
+        TAG_END
+    } else {
+        0
     }
 }
 
-/// Lowercase hex of an even length, which packs two digits to a byte.
-fn is_packable_hex(id: &str) -> bool {
-    !id.is_empty() && id.len() % 2 == 0 && id.bytes().all(|c| nibble(c).is_some())
-}
-
-/// [`pack`], appended to `out` (a lookup builds its entry on the stack).
-pub fn pack_into<B: Extend<u8>>(key: KeyRef<'_>, out: &mut B) {
-    let tag = if key.phase == Phase::End { TAG_END } else { 0 };
+/// [`pack`], appended to `out`.
+pub fn pack_into(key: KeyRef<'_>, out: &mut Vec<u8>) {
     let id = key.session_id.as_bytes();
-    if is_packable_hex(key.session_id) {
-        out.extend(std::iter::once(tag | TAG_HEX));
-        out.extend(id.chunks_exact(2).map(|pair| {
-            let digit = |c| nibble(c).unwrap_or_default();
-            digit(pair[0]) << 4 | digit(pair[1])
-        }));
-    } else {
-        out.extend(std::iter::once(tag));
-        out.extend(id.iter().copied());
+    let mark = out.len();
+    out.push(tag_of(key) | TAG_HEX);
+    out.resize(mark + 1 + id.len() / 2, 0);
+    if !pack_hex(id, &mut out[mark + 1..]) {
+        out.truncate(mark);
+        out.push(tag_of(key));
+        out.extend_from_slice(id);
     }
 }
 
@@ -111,12 +134,25 @@ pub fn entry_of(filed: i64, key: KeyRef<'_>) -> Vec<u8> {
 /// digits, 20 bytes packed), so looking up a known event allocates nothing.
 pub type LookupEntry = smallvec::SmallVec<[u8; 64]>;
 
-/// The entry bytes of `key` filed at `filed`, for a lookup.
+/// The entry bytes of `key` filed at `filed`, for a lookup (the same bytes as [`entry_of`]).
 pub fn lookup_entry(filed: i64, key: KeyRef<'_>) -> LookupEntry {
-    let mut k = LookupEntry::new();
-    k.extend_from_slice(&time_prefix(filed));
-    pack_into(key, &mut k);
-    k
+    let id = key.session_id.as_bytes();
+    let mut buf = [0u8; 64];
+    buf[..8].copy_from_slice(&time_prefix(filed));
+    let hex_len = 9 + id.len() / 2;
+    if hex_len <= buf.len() {
+        buf[8] = tag_of(key) | TAG_HEX;
+        if pack_hex(id, &mut buf[9..hex_len]) {
+            return LookupEntry::from_buf_and_len(buf, hex_len);
+        }
+    }
+    let raw_len = 9 + id.len();
+    if raw_len <= buf.len() {
+        buf[8] = tag_of(key);
+        buf[9..raw_len].copy_from_slice(id);
+        return LookupEntry::from_buf_and_len(buf, raw_len);
+    }
+    LookupEntry::from_vec(entry_of(filed, key))
 }
 
 /// One entry, borrowed from a chunk.
@@ -366,11 +402,26 @@ mod tests {
         assert_eq!(p("0aF1:start"), [0, b'0', b'a', b'F', b'1'], "upper case: raw");
         assert_eq!(p("0af1:start"), [TAG_HEX, 0x0a, 0xf1]);
         assert_eq!(entry_of(7, key("0af1:end").as_ref()), entry_key(7, &p("0af1:end")));
-        assert_eq!(
-            &lookup_entry(7, key("0af1:end").as_ref())[..],
-            entry_key(7, &p("0af1:end"))
-        );
-        assert!(!lookup_entry(7, key("0af1:end").as_ref()).spilled());
+        // A lookup builds the same bytes as a commit, on the stack up to 64 bytes.
+        let long_hex = format!("{}:end", "ab".repeat(200));
+        let long_raw = format!("{}:start", "x".repeat(56));
+        let shapes = [
+            "0af1:end",
+            "e7acacb6aedbab70073456da5744166939b77527:start",
+            "5f0c3a4e-5a47-4c2b-9f53-4d1e2b8c7a10:end",
+            "0aF1:start",
+            "abc:end",
+            "0g:end",
+            "a b:end",
+            long_hex.as_str(),
+            long_raw.as_str(),
+        ];
+        for text in shapes {
+            let k = key(text);
+            let entry = lookup_entry(-7, k.as_ref());
+            assert_eq!(&entry[..], entry_of(-7, k.as_ref()), "{text}");
+            assert_eq!(entry.spilled(), entry.len() > 64, "{text}");
+        }
         assert!(is_end(&p("x:end")) && !is_end(&p("x:start")));
         assert!(time_prefix(-1) < time_prefix(0) && time_prefix(0) < time_prefix(1));
     }

@@ -73,10 +73,12 @@ impl ChunkTree {
     pub fn contains(&self, key: &[u8]) -> Result<bool, StateError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pos) = cache.iter().rposition(|c| c.covers(key)) {
-            let hit = cache.remove(pos);
-            let found = hit.chunk.contains(key);
-            cache.push(hit);
-            return Ok(found);
+            // Most recently used last (a listing in order hits the last one: no move).
+            if pos + 1 != cache.len() {
+                let hit = cache.remove(pos);
+                cache.push(hit);
+            }
+            return Ok(cache.last().is_some_and(|c| c.chunk.contains(key)));
         }
         let loaded = self.load(key)?;
         let found = loaded.chunk.contains(key);
