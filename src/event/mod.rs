@@ -9,7 +9,7 @@
 
 use crate::key::MAX_SESSION_ID;
 pub use crate::key::{EventKey, KeyRef, Phase};
-use crate::source::senhasegura::model::SessionRecord;
+use crate::source::senhasegura::model::{RecordHead, SessionRecord};
 mod device;
 mod time;
 
@@ -125,7 +125,7 @@ pub enum RecordProblem {
 impl<'r> Candidate<'r> {
     /// Decide the candidate event of a record. A session with a usable end is `end`; one
     /// without is `start`.
-    pub fn of(record: &'r SessionRecord<'_>, tz: Tz) -> Result<Candidate<'r>, RecordProblem> {
+    pub fn of(record: &'r RecordHead<'_>, tz: Tz) -> Result<Candidate<'r>, RecordProblem> {
         let session_id = record.session_id.as_deref().ok_or(RecordProblem::NoSessionId)?;
         if session_id.len() > MAX_SESSION_ID {
             return Err(RecordProblem::SessionIdTooLong(session_id.len()));

@@ -11,7 +11,7 @@ use crate::event::{Candidate, Origin, SessionEvent};
 use crate::key::{EventKey, KeyRef, Phase};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
-use crate::source::senhasegura::model::{ApiResponse, SessionRecord};
+use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord};
 use crate::source::senhasegura::stream::{Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use bytes::Bytes;
@@ -107,6 +107,8 @@ struct Worker {
     trimmed_at: u64,
     published: Counters,
     future: Future,
+    /// The last record's event was known or before the horizon (see `record`).
+    last_known: bool,
 }
 
 /// Keys emitted in this listing whose batch is not committed yet, with that batch's number;
@@ -171,6 +173,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         trimmed_at: 0,
         published: Counters::default(),
         future: Future::default(),
+        last_known: false,
     };
     let mut scanner = Scanner::default();
     while let Some(chunk) = w.input.chunks.blocking_recv() {
@@ -334,22 +337,37 @@ impl Worker {
         self.pending.contains(key)
     }
 
+    fn unparsable(&mut self, bytes: &[u8], e: &serde_json::Error) {
+        let sid = session_id_hint(bytes);
+        self.bad(
+            &format!("record is not a JSON object of the documented fields ({e})"),
+            sid.as_deref(),
+        );
+    }
+
     fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), Halt> {
-        let record = match SessionRecord::parse(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                let sid = session_id_hint(bytes);
-                self.bad(
-                    &format!("record is not a JSON object of the documented fields ({e})"),
-                    sid.as_deref(),
-                );
-                return Ok(());
-            }
+        // After a known record, parse only the head first: the next is likely known too, and
+        // then the rest of it is never read. After a new one, parse the whole record at once.
+        // Either way a record is judged on its head until it turns out new: a known event is
+        // known whatever its other fields hold; a new one needs them all.
+        let full = match self.last_known {
+            true => None,
+            false => SessionRecord::parse(bytes).ok(),
         };
-        let candidate = match Candidate::of(&record, self.input.origin.timezone) {
+        let head = match &full {
+            Some(r) => r.head(),
+            None => match RecordHead::parse(bytes) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.unparsable(bytes, &e);
+                    return Ok(());
+                }
+            },
+        };
+        let candidate = match Candidate::of(&head, self.input.origin.timezone) {
             Ok(c) => c,
             Err(problem) => {
-                self.bad(&problem.to_string(), record.session_id.as_deref());
+                self.bad(&problem.to_string(), head.session_id.as_deref());
                 return Ok(());
             }
         };
@@ -359,11 +377,12 @@ impl Worker {
             f.count = f.count.saturating_add(1);
             if ahead > f.max_ahead {
                 f.max_ahead = ahead;
-                f.example = record.session_id.as_deref().map(str::to_string);
+                f.example = Some(candidate.session_id.to_string());
             }
         }
         if candidate.time < self.input.horizon {
             self.counters.horizon_skipped = self.counters.horizon_skipped.saturating_add(1);
+            self.last_known = true;
             return Ok(());
         }
         let key = KeyRef::new(candidate.session_id, candidate.phase);
@@ -380,14 +399,30 @@ impl Worker {
         match self.input.store.contains(candidate.time, candidate.start, key) {
             Ok(true) => {
                 self.counters.known = self.counters.known.saturating_add(1);
+                self.last_known = true;
                 return Ok(());
             }
             Ok(false) => {}
             Err(e) => return Err(Halt::State(e)),
         }
+        self.last_known = false;
+        let reparsed;
+        let record = match &full {
+            Some(r) => r,
+            None => match SessionRecord::parse(bytes) {
+                Ok(r) => {
+                    reparsed = r;
+                    &reparsed
+                }
+                Err(e) => {
+                    self.unparsable(bytes, &e);
+                    return Ok(());
+                }
+            },
+        };
         let start = candidate.start;
         let original = self.input.keep_original.then_some(bytes);
-        let event = SessionEvent::build(&record, candidate, &self.input.origin, tenant, self.created, original);
+        let event = SessionEvent::build(record, candidate, &self.input.origin, tenant, self.created, original);
         for (i, enc) in self.input.encoders.iter().enumerate() {
             let buf = &mut self.batch.payloads[i];
             let start = buf.len();

@@ -67,7 +67,8 @@ fn event(i: &Input) -> SessionEvent {
     let bytes = serde_json::to_vec(&json).unwrap();
     let record = SessionRecord::parse(&bytes).unwrap();
     let tz = "America/Sao_Paulo".parse().unwrap();
-    let candidate = Candidate::of(&record, tz).unwrap();
+    let head = record.head();
+    let candidate = Candidate::of(&head, tz).unwrap();
     let origin = Origin {
         base_url: "https://vault.example".into(),
         vault_host: "vault.example".into(),

@@ -65,6 +65,42 @@ impl<'a> SessionRecord<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<SessionRecord<'a>, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// The fields that decide the record's event, borrowed.
+    pub fn head(&self) -> RecordHead<'_> {
+        fn borrow<'s>(f: &'s Option<Cow<'_, str>>) -> Option<Cow<'s, str>> {
+            f.as_deref().map(Cow::Borrowed)
+        }
+        RecordHead {
+            session_id: borrow(&self.session_id),
+            start: borrow(&self.start),
+            end: borrow(&self.end),
+        }
+    }
+}
+
+/// The three fields of a [`SessionRecord`] that decide its event and key, parsed on their own:
+/// looking up a record that turns out known costs these alone (serde_json skips the other
+/// fields without copying or checking them as UTF-8). Same names and leniency as the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct RecordHead<'a> {
+    /// The session's unique hash.
+    #[serde(borrow, deserialize_with = "text")]
+    pub session_id: Option<Cow<'a, str>>,
+    /// Start, vault wall-clock text.
+    #[serde(borrow, deserialize_with = "text")]
+    pub start: Option<Cow<'a, str>>,
+    /// End, vault wall-clock text; absent, empty or a zero date while running.
+    #[serde(borrow, deserialize_with = "text")]
+    pub end: Option<Cow<'a, str>>,
+}
+
+impl<'a> RecordHead<'a> {
+    /// Parse the head of one record's JSON bytes.
+    pub fn parse(bytes: &'a [u8]) -> Result<RecordHead<'a>, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// A lenient value with blank strings as `None`.
