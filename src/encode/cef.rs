@@ -172,15 +172,15 @@ impl CefEncoder {
         x.raw("act", act);
         x.raw("outcome", "success");
         x.raw("cat", cat);
-        x.text("suser", e.user.as_deref(), limit::USER);
-        x.text("duser", e.credential.as_deref(), limit::USER);
+        x.text("suser", e.user, limit::USER);
+        x.text("duser", e.credential, limit::USER);
         match e.origin_ip {
             Some(IpAddr::V4(ip)) => x.raw("src", ip),
             Some(IpAddr::V6(ip)) => {
                 x.raw("c6a2Label", "sourceIPv6Address");
                 x.raw("c6a2", ip);
             }
-            None => x.text("shost", e.origin.as_deref(), limit::HOST),
+            None => x.text("shost", e.origin, limit::HOST),
         }
         match e.device.ip {
             Some(IpAddr::V4(ip)) => x.raw("dst", ip),
@@ -188,7 +188,7 @@ impl CefEncoder {
                 x.raw("c6a3Label", "destinationIPv6Address");
                 x.raw("c6a3", ip);
             }
-            None => x.text("dhost", e.device.domain.as_deref(), limit::HOST),
+            None => x.text("dhost", e.device.domain, limit::HOST),
         }
         if let Some(port) = e.device.port {
             x.raw("dpt", port);
@@ -196,26 +196,22 @@ impl CefEncoder {
         let app = e.protocol.as_deref().map(str::to_ascii_uppercase);
         x.text("app", app.as_deref(), limit::APP);
         x.raw("proto", "TCP");
-        x.text("externalId", Some(&e.session_id), limit::EXTERNAL_ID);
+        x.text("externalId", Some(e.session_id), limit::EXTERNAL_ID);
         if e.phase == Phase::End {
             if let Some(ns) = e.duration_ns {
                 x.raw("cn1Label", "durationSeconds");
                 x.raw("cn1", ns / 1_000_000_000);
             }
         }
-        x.labelled("cs1", "proxy", e.proxy.as_deref(), limit::CUSTOM_STRING);
-        x.labelled("cs2", "recordId", e.record_id.as_deref(), limit::CUSTOM_STRING);
-        x.labelled("cs3", "request", e.request.as_deref(), limit::CUSTOM_STRING);
-        x.labelled("cs4", "itsm", e.itsm.as_deref(), limit::CUSTOM_STRING);
-        x.labelled("cs5", "tenant", e.tenant.as_deref(), limit::CUSTOM_STRING);
+        x.labelled("cs1", "proxy", e.proxy, limit::CUSTOM_STRING);
+        x.labelled("cs2", "recordId", e.record_id, limit::CUSTOM_STRING);
+        x.labelled("cs3", "request", e.request, limit::CUSTOM_STRING);
+        x.labelled("cs4", "itsm", e.itsm, limit::CUSTOM_STRING);
+        x.labelled("cs5", "tenant", e.tenant, limit::CUSTOM_STRING);
         if e.device.unparsed {
-            x.labelled("cs6", "rawDevice", e.device_raw.as_deref(), limit::CUSTOM_STRING);
+            x.labelled("cs6", "rawDevice", e.device_raw, limit::CUSTOM_STRING);
         }
-        x.text(
-            "dvchost",
-            Some(&e.vault_host).filter(|h| !h.is_empty()).map(String::as_str),
-            limit::DVCHOST,
-        );
+        x.text("dvchost", Some(e.vault_host).filter(|h| !h.is_empty()), limit::DVCHOST);
         line.push_str(&x.out);
         out.extend_from_slice(line.as_bytes());
     }

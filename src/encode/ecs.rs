@@ -16,16 +16,79 @@ pub struct EcsEncoder {
     include_original: bool,
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+/// A time as ECS wants it: RFC 3339 in UTC with `Z`, fractional seconds only when there are
+/// any (in 3, 6 or 9 digits, as chrono's `AutoSi`), written without an allocation.
+#[derive(Clone, Copy)]
+struct Ts(DateTime<Utc>);
+
+fn ts(t: &DateTime<Utc>) -> Ts {
+    Ts(*t)
+}
+
+impl Ts {
+    /// The text into `buf`; `None` outside years 0..=9999 or in a leap second (then chrono
+    /// writes it).
+    fn write(self, buf: &mut [u8; 32]) -> Option<usize> {
+        use chrono::{Datelike, Timelike};
+        let t = self.0;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = t.nanosecond();
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut put = |at: usize, v: u32, width: usize| {
+            let mut v = v;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, t.month(), 2);
+        put(8, t.day(), 2);
+        put(11, t.hour(), 2);
+        put(14, t.minute(), 2);
+        put(17, t.second(), 2);
+        let (digits, value) = match nanos {
+            0 => (0, 0),
+            n if n % 1_000_000 == 0 => (3, n / 1_000_000),
+            n if n % 1_000 == 0 => (6, n / 1_000),
+            n => (9, n),
+        };
+        if digits > 0 {
+            put(20, value, digits);
+        }
+        buf[4] = b'-';
+        buf[7] = b'-';
+        buf[10] = b'T';
+        buf[13] = b':';
+        buf[16] = b':';
+        let mut end = 19;
+        if digits > 0 {
+            buf[19] = b'.';
+            end = 20 + digits;
+        }
+        buf[end] = b'Z';
+        Some(end + 1)
+    }
+}
+
+impl Serialize for Ts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 32];
+        match self.write(&mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct Doc<'a> {
     #[serde(rename = "@timestamp")]
-    timestamp: String,
+    timestamp: Ts,
     ecs: Ecs,
-    message: String,
+    message: Message<'a, 'a>,
     event: Event<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<Name<'a>>,
@@ -52,12 +115,12 @@ struct Event<'a> {
     outcome: &'static str,
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    start: Option<String>,
+    start: Option<Ts>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    end: Option<String>,
+    end: Option<Ts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration: Option<i64>,
-    created: String,
+    created: Ts,
     dataset: &'static str,
     module: &'static str,
     timezone: &'a str,
@@ -194,21 +257,44 @@ impl serde_json::ser::Formatter for LineSafe {
     }
 }
 
-/// The one-sentence summary in `message`.
-pub fn message(e: &SessionEvent) -> String {
-    let who = e.user.as_deref().unwrap_or("unknown user");
-    let proto = e
-        .protocol
-        .as_deref()
-        .map(str::to_ascii_uppercase)
-        .unwrap_or_else(|| "remote".into());
-    let target = e.device_raw.as_deref().unwrap_or("unknown device");
-    let account = e.credential.as_deref().map(|c| format!(" as {c}")).unwrap_or_default();
-    let verb = match e.phase {
-        Phase::Start => "started",
-        Phase::End => "ended",
-    };
-    format!("{who} {verb} a {proto} session to {target}{account}")
+/// The one-sentence summary in `message`, written straight into the document.
+struct Message<'e, 'r>(&'e SessionEvent<'r>);
+
+impl std::fmt::Display for Message<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let who = e.user.unwrap_or("unknown user");
+        let verb = match e.phase {
+            Phase::Start => "started",
+            Phase::End => "ended",
+        };
+        write!(f, "{who} {verb} a ")?;
+        match e.protocol.as_deref() {
+            None => f.write_str("remote")?,
+            Some(p) => {
+                let mut buf = [0u8; 32];
+                match buf.get_mut(..p.len()) {
+                    Some(upper) => {
+                        upper.copy_from_slice(p.as_bytes());
+                        upper.make_ascii_uppercase();
+                        f.write_str(std::str::from_utf8(upper).map_err(|_| std::fmt::Error)?)?;
+                    }
+                    None => f.write_str(&p.to_ascii_uppercase())?,
+                }
+            }
+        }
+        write!(f, " session to {}", e.device_raw.unwrap_or("unknown device"))?;
+        if let Some(c) = e.credential {
+            write!(f, " as {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Message<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl EcsEncoder {
@@ -233,7 +319,7 @@ impl EcsEncoder {
             }
         }
         let mut related_user: Vec<&str> = Vec::with_capacity(2);
-        for u in [e.user.as_deref(), e.credential.as_deref()].into_iter().flatten() {
+        for u in [e.user, e.credential].into_iter().flatten() {
             if !related_user.contains(&u) {
                 related_user.push(u);
             }
@@ -241,7 +327,7 @@ impl EcsEncoder {
         let doc = Doc {
             timestamp: ts(&e.timestamp),
             ecs: Ecs { version: ECS_VERSION },
-            message: message(e),
+            message: Message(e),
             event: Event {
                 kind: "event",
                 category: ["session"],
@@ -262,22 +348,18 @@ impl EcsEncoder {
                     None
                 },
             },
-            user: e.user.as_deref().map(|name| Name { name }),
+            user: e.user.map(|name| Name { name }),
             source: Source {
-                address: e.origin.as_deref(),
+                address: e.origin,
                 ip: e.origin_ip,
-                user: e.user.as_deref().map(|name| Name { name }),
+                user: e.user.map(|name| Name { name }),
             },
             destination: Destination {
-                address: if e.device.unparsed {
-                    e.device_raw.as_deref()
-                } else {
-                    e.device.host.as_deref()
-                },
+                address: if e.device.unparsed { e.device_raw } else { e.device.host },
                 ip: e.device.ip,
-                domain: e.device.domain.as_deref(),
+                domain: e.device.domain,
                 port: e.device.port,
-                user: e.credential.as_deref().map(|name| Name { name }),
+                user: e.credential.map(|name| Name { name }),
             },
             network: Network {
                 protocol: e.protocol.as_deref(),
@@ -288,34 +370,26 @@ impl EcsEncoder {
                 vendor: "senhasegura",
                 product: "PAM",
                 kind: "proxy",
-                hostname: &e.vault_host,
+                hostname: e.vault_host,
             },
             related: Related {
                 ip: related_ip,
                 user: related_user,
-                hosts: e.device.domain.as_deref().into_iter().collect(),
+                hosts: e.device.domain.into_iter().collect(),
             },
             senhasegura: Vendor {
                 session: VendorSession {
-                    id: &e.session_id,
+                    id: e.session_id,
                     record_id: e.record_number,
-                    record_id_raw: if e.record_number.is_none() {
-                        e.record_id.as_deref()
-                    } else {
-                        None
-                    },
-                    proxy: e.proxy.as_deref(),
+                    record_id_raw: if e.record_number.is_none() { e.record_id } else { None },
+                    proxy: e.proxy,
                     prevent_purge: e.prevent_purge,
-                    duration: e.duration_text.as_deref(),
-                    request: e.request.as_deref(),
-                    itsm: e.itsm.as_deref(),
-                    device: if e.device.unparsed {
-                        e.device_raw.as_deref()
-                    } else {
-                        None
-                    },
+                    duration: e.duration_text,
+                    request: e.request,
+                    itsm: e.itsm,
+                    device: if e.device.unparsed { e.device_raw } else { None },
                 },
-                tenant: e.tenant.as_deref(),
+                tenant: e.tenant,
             },
         };
         let mut ser = serde_json::Serializer::with_formatter(&mut *out, LineSafe);
@@ -327,6 +401,31 @@ impl EcsEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let nanos = [0, 5_000_000, 123_000_000, 1_000, 123_456_000, 1, 999_999_999];
+        for i in 0..5000 {
+            let secs = (next() % 253_402_300_800) as i64; // 1970..=9999
+            let t = Utc.timestamp_opt(secs, nanos[i % nanos.len()]).unwrap();
+            let text = serde_json::to_string(&ts(&t)).unwrap();
+            assert_eq!(text, format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+        }
+        // Outside what the fast path writes, chrono writes it.
+        let far = Utc.with_ymd_and_hms(-5, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            serde_json::to_string(&ts(&far)).unwrap(),
+            format!("\"{}\"", far.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        );
+    }
 
     #[test]
     fn line_breaking_characters_are_escaped_and_read_back() {

@@ -7,13 +7,13 @@ use std::net::IpAddr;
 
 /// The target device, split into what encoders map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Device {
+pub struct Device<'a> {
     /// Host part as written (brackets of IPv6 removed).
-    pub host: Option<String>,
+    pub host: Option<&'a str>,
     /// The host when it is an IP address.
     pub ip: Option<IpAddr>,
     /// The host when it is a host name.
-    pub domain: Option<String>,
+    pub domain: Option<&'a str>,
     /// The port, when given.
     pub port: Option<u16>,
     /// Set when the text is neither host nor host:port; then only the text as sent is usable.
@@ -29,9 +29,9 @@ fn is_hostname(h: &str) -> bool {
         && !h.starts_with('-')
 }
 
-impl Device {
+impl<'a> Device<'a> {
     /// Parse `host:port`, `[v6]:port`, a bare IPv6, an IP or a host name.
-    pub fn parse(raw: &str) -> Device {
+    pub fn parse(raw: &'a str) -> Device<'a> {
         let text = raw.trim();
         let (host, port_text) = if let Some(rest) = text.strip_prefix('[') {
             match rest.split_once(']') {
@@ -72,7 +72,7 @@ impl Device {
         };
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Device {
-                host: Some(host.to_string()),
+                host: Some(host),
                 ip: Some(ip),
                 domain: None,
                 port,
@@ -81,9 +81,9 @@ impl Device {
         }
         if is_hostname(host) {
             return Device {
-                host: Some(host.to_string()),
+                host: Some(host),
                 ip: None,
-                domain: Some(host.to_string()),
+                domain: Some(host),
                 port,
                 unparsed: false,
             };
@@ -110,7 +110,7 @@ mod tests {
         assert_eq!((d.ip.unwrap().to_string(), d.port), ("fd00::1".into(), None));
         let d = Device::parse("DB-01.corp.example");
         assert_eq!(
-            (d.domain.as_deref(), d.host.as_deref()),
+            (d.domain, d.host),
             (Some("DB-01.corp.example"), Some("DB-01.corp.example"))
         );
         assert!(Device::parse("a b:c").unparsed);

@@ -19,6 +19,7 @@ pub use time::{parse_hms, parse_wall_clock, to_utc, YEARS};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Which vault the events come from; part of every `event.id`.
@@ -32,9 +33,10 @@ pub struct Origin {
     pub timezone: Tz,
 }
 
-/// One event, ready for any encoder.
+/// One event, ready for any encoder; its texts are borrowed from the record (and the origin),
+/// so building one copies nothing but what it derives.
 #[derive(Debug, Clone)]
-pub struct SessionEvent {
+pub struct SessionEvent<'r> {
     /// start or end.
     pub phase: Phase,
     /// Deterministic id of (vault, tenant, session, phase).
@@ -52,41 +54,41 @@ pub struct SessionEvent {
     /// The vault's zone name.
     pub timezone: &'static str,
     /// Vault host.
-    pub vault_host: String,
+    pub vault_host: &'r str,
     /// Envelope tenant.
-    pub tenant: Option<String>,
+    pub tenant: Option<&'r str>,
     /// The session's unique id.
-    pub session_id: String,
+    pub session_id: &'r str,
     /// Record number as sent.
-    pub record_id: Option<String>,
+    pub record_id: Option<&'r str>,
     /// Record number as an integer, when it is one.
     pub record_number: Option<i64>,
     /// PAM user.
-    pub user: Option<String>,
+    pub user: Option<&'r str>,
     /// Origin address as sent.
-    pub origin: Option<String>,
+    pub origin: Option<&'r str>,
     /// Origin as an IP, when it parses.
     pub origin_ip: Option<IpAddr>,
     /// Target account.
-    pub credential: Option<String>,
+    pub credential: Option<&'r str>,
     /// Device as sent.
-    pub device_raw: Option<String>,
+    pub device_raw: Option<&'r str>,
     /// Device split.
-    pub device: Device,
+    pub device: Device<'r>,
     /// Protocol, lowercased.
-    pub protocol: Option<String>,
+    pub protocol: Option<Cow<'r, str>>,
     /// Proxy.
-    pub proxy: Option<String>,
+    pub proxy: Option<&'r str>,
     /// Duration text as sent.
-    pub duration_text: Option<String>,
+    pub duration_text: Option<&'r str>,
     /// prevent_purge as a boolean.
     pub prevent_purge: Option<bool>,
     /// Access request.
-    pub request: Option<String>,
+    pub request: Option<&'r str>,
     /// ITSM ticket.
-    pub itsm: Option<String>,
+    pub itsm: Option<&'r str>,
     /// The raw record JSON, when asked for.
-    pub original: Option<String>,
+    pub original: Option<Cow<'r, str>>,
 }
 
 /// What a record means for the pipeline before any store lookup: its candidate event's phase
@@ -173,27 +175,27 @@ pub fn event_id(base_url: &str, tenant: Option<&str>, session_id: &str, phase: P
     hex::encode(&h.finalize()[..16])
 }
 
-fn owned(v: &Option<std::borrow::Cow<'_, str>>) -> Option<String> {
-    v.as_deref().map(str::to_string)
+fn text<'r>(v: &'r Option<Cow<'_, str>>) -> Option<&'r str> {
+    v.as_deref()
 }
 
-impl SessionEvent {
+impl<'r> SessionEvent<'r> {
     /// The event's key.
-    pub fn key(&self) -> KeyRef<'_> {
-        KeyRef::new(&self.session_id, self.phase)
+    pub fn key(&self) -> KeyRef<'r> {
+        KeyRef::new(self.session_id, self.phase)
     }
 
     /// Build the event of a record whose candidate passed the filter.
     pub fn build(
-        record: &SessionRecord<'_>,
-        candidate: Candidate<'_>,
-        origin: &Origin,
-        tenant: Option<&str>,
+        record: &'r SessionRecord<'_>,
+        candidate: Candidate<'r>,
+        origin: &'r Origin,
+        tenant: Option<&'r str>,
         created: DateTime<Utc>,
-        original: Option<&[u8]>,
-    ) -> SessionEvent {
+        original: Option<&'r [u8]>,
+    ) -> SessionEvent<'r> {
         let tenant = tenant.filter(|t| !t.trim().is_empty());
-        let session_id = candidate.session_id.to_string();
+        let session_id = candidate.session_id;
         let duration_ns = match candidate.phase {
             Phase::Start => None,
             Phase::End => match (candidate.start, candidate.end) {
@@ -205,33 +207,39 @@ impl SessionEvent {
                     .and_then(|s| s.checked_mul(1_000_000_000)),
             },
         };
-        let device_raw = owned(&record.device);
-        let device = device_raw.as_deref().map(Device::parse).unwrap_or_default();
-        let origin_text = owned(&record.origin_ip);
-        let origin_ip = origin_text.as_deref().and_then(|o| o.parse().ok());
+        let device_raw = text(&record.device);
+        let device = device_raw.map(Device::parse).unwrap_or_default();
+        let origin_text = text(&record.origin_ip);
+        let origin_ip = origin_text.and_then(|o| o.parse().ok());
         SessionEvent {
             phase: candidate.phase,
-            id: event_id(&origin.base_url, tenant, &session_id, candidate.phase),
+            id: event_id(&origin.base_url, tenant, session_id, candidate.phase),
             timestamp: candidate.time,
             start: candidate.start,
             end: candidate.end.filter(|_| candidate.phase == Phase::End),
             duration_ns,
             created,
             timezone: origin.timezone.name(),
-            vault_host: origin.vault_host.clone(),
-            tenant: tenant.map(str::to_string),
+            vault_host: &origin.vault_host,
+            tenant,
             session_id,
-            record_id: owned(&record.record_id),
+            record_id: text(&record.record_id),
             record_number: record.record_id.as_deref().and_then(|s| s.trim().parse().ok()),
-            user: owned(&record.user),
+            user: text(&record.user),
             origin: origin_text,
             origin_ip,
-            credential: owned(&record.credential),
+            credential: text(&record.credential),
             device_raw,
             device,
-            protocol: record.protocol.as_deref().map(str::to_ascii_lowercase),
-            proxy: owned(&record.proxy),
-            duration_text: owned(&record.duration),
+            protocol: record
+                .protocol
+                .as_deref()
+                .map(|p| match p.bytes().any(|b| b.is_ascii_uppercase()) {
+                    true => Cow::Owned(p.to_ascii_lowercase()),
+                    false => Cow::Borrowed(p),
+                }),
+            proxy: text(&record.proxy),
+            duration_text: text(&record.duration),
             prevent_purge: record
                 .prevent_purge
                 .as_deref()
@@ -240,9 +248,9 @@ impl SessionEvent {
                     "no" | "nao" | "não" | "false" | "0" | "n" => Some(false),
                     _ => None,
                 }),
-            request: owned(&record.request),
-            itsm: owned(&record.itsm),
-            original: original.map(|o| String::from_utf8_lossy(o).into_owned()),
+            request: text(&record.request),
+            itsm: text(&record.itsm),
+            original: original.map(String::from_utf8_lossy),
         }
     }
 }

@@ -434,7 +434,7 @@ impl Worker {
         self.batch.metas.push(EventMeta {
             key: EventKey::new(event.session_id, event.phase),
             time: event.timestamp,
-            tenant: event.tenant,
+            tenant: event.tenant.map(str::to_string),
             event_id: event.id,
         });
         self.counters.new_events = self.counters.new_events.saturating_add(1);
