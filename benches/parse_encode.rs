@@ -33,66 +33,38 @@ fn listing(n: u64) -> Vec<u8> {
     out
 }
 
+/// Scan `body` in 64 KiB chunks; count the records `each` accepts.
+fn scan_records(body: &[u8], mut each: impl FnMut(&[u8]) -> bool) -> u64 {
+    let mut s = Scanner::default();
+    let mut n = 0u64;
+    for chunk in body.chunks(64 * 1024) {
+        s.feed::<()>(chunk, &mut |i| {
+            if let Item::Record { bytes, .. } = i {
+                n += u64::from(each(bytes));
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    n
+}
+
 fn benches(c: &mut Criterion) {
     let body = listing(20_000);
     let mut g = c.benchmark_group("listing");
     g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function("scan", |b| {
-        b.iter(|| {
-            let mut s = Scanner::default();
-            let mut n = 0u64;
-            for chunk in body.chunks(64 * 1024) {
-                s.feed::<()>(chunk, &mut |i| {
-                    if let Item::Record { .. } = i {
-                        n += 1
-                    }
-                    Ok(())
-                })
-                .unwrap();
-            }
-            n
-        })
-    });
+    let tz: chrono_tz::Tz = "America/Sao_Paulo".parse().unwrap();
+    g.bench_function("scan", |b| b.iter(|| scan_records(&body, |_| true)));
     g.bench_function("scan+parse+candidate", |b| {
-        let tz: chrono_tz::Tz = "America/Sao_Paulo".parse().unwrap();
         b.iter(|| {
-            let mut s = Scanner::default();
-            let mut n = 0u64;
-            for chunk in body.chunks(64 * 1024) {
-                s.feed::<()>(chunk, &mut |i| {
-                    if let Item::Record { bytes: r, .. } = i {
-                        let rec = SessionRecord::parse(r).unwrap();
-                        if Candidate::of(&rec.head(), tz).is_ok() {
-                            n += 1;
-                        }
-                    }
-                    Ok(())
-                })
-                .unwrap();
-            }
-            n
+            scan_records(&body, |r| {
+                Candidate::of(&SessionRecord::parse(r).unwrap().head(), tz).is_ok()
+            })
         })
     });
     // What a known record costs to decide: the head alone (the filter's path after a known one).
     g.bench_function("scan+head+candidate", |b| {
-        let tz: chrono_tz::Tz = "America/Sao_Paulo".parse().unwrap();
-        b.iter(|| {
-            let mut s = Scanner::default();
-            let mut n = 0u64;
-            for chunk in body.chunks(64 * 1024) {
-                s.feed::<()>(chunk, &mut |i| {
-                    if let Item::Record { bytes: r, .. } = i {
-                        let head = RecordHead::parse(r).unwrap();
-                        if Candidate::of(&head, tz).is_ok() {
-                            n += 1;
-                        }
-                    }
-                    Ok(())
-                })
-                .unwrap();
-            }
-            n
-        })
+        b.iter(|| scan_records(&body, |r| Candidate::of(&RecordHead::parse(r).unwrap(), tz).is_ok()))
     });
     g.finish();
 
