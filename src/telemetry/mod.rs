@@ -1,81 +1,34 @@
-//! Seeing the agent work: Prometheus metrics ([`metrics`]), the health model behind `/health`,
-//! the HTTP endpoint ([`server`]), outages told as "down since / recovered" ([`outage`]) and
-//! (librdkafka's log lines are deduplicated by the Kafka sink, `sink/kafka_log.rs`.)
+//! Seeing the agent work: Prometheus metrics ([`metrics`]), the health model behind `/health`
+//! (`health.rs`), the HTTP endpoint ([`server`]), outages told as "down since / recovered"
+//! ([`outage`]) and (librdkafka's log lines are deduplicated by the Kafka sink,
+//! `sink/kafka_log.rs`.)
 //!
 //! One [`Telemetry`] per agent, shared by the pipeline (poll results, records, commits), the
-//! delivery (acknowledgements, retries) and the endpoint (which only reads it).
+//! delivery (acknowledgements, retries) and the endpoint (which only reads it); what they
+//! report and how it is counted is `report.rs`, the configuration sections `config.rs`. This
+//! file holds the shared state, the labels and the endpoint's start.
 
+mod config;
+mod health;
 pub mod metrics;
 pub mod outage;
+mod report;
 pub mod server;
 
-use crate::settings::{ConfigError, Expanded, HumanDuration};
+use crate::settings::ConfigError;
 use crate::source::senhasegura::SourceError;
 use chrono::{DateTime, Utc};
-use outage::{Outage, Transition};
-use serde::Deserialize;
-use std::net::SocketAddr;
+use outage::Outage;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use config::{LogConfig, MetricsConfig};
 pub use metrics::Metrics;
+pub use report::{Failed, PollEnd, RecordCounts};
 
 /// Health is lost when the last successful poll is older than this many intervals.
 pub const HEALTHY_INTERVALS: u32 = 3;
-
-/// `[metrics]`: the Prometheus and health endpoint.
-#[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// `host:port` serving `/metrics` (Prometheus text format) and `/health` (JSON), e.g.
-    /// `"127.0.0.1:9464"`. Unset: no endpoint. It has no authentication: keep it on loopback
-    /// or a management network.
-    #[serde(default)]
-    pub listen: Option<Expanded>,
-}
-
-impl MetricsConfig {
-    /// The address to listen on, checked.
-    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        let Some(listen) = &self.listen else {
-            return Ok(None);
-        };
-        listen
-            .0
-            .trim()
-            .parse::<SocketAddr>()
-            .map(Some)
-            .map_err(|e| ConfigError::Invalid {
-                key: "metrics.listen",
-                message: format!(
-                    "`{}` is not an IP address and port such as 127.0.0.1:9464 ({e})",
-                    listen.0
-                ),
-            })
-    }
-}
-
-/// `[log]`: how outages are logged.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// While the source or a sink stays down, repeat its "still down" line this often.
-    #[serde(default = "default_outage_reminder")]
-    pub outage_reminder: HumanDuration,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            outage_reminder: default_outage_reminder(),
-        }
-    }
-}
-
-fn default_outage_reminder() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
 
 /// A short, stable name of a source error for the `kind` label.
 pub fn source_error_kind(e: &SourceError) -> &'static str {
@@ -132,41 +85,6 @@ pub struct Telemetry {
     cycle_acked: AtomicU64,
 }
 
-/// Records of a listing by what became of them (deltas, for the counters).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RecordCounts {
-    /// New events.
-    pub new: u64,
-    /// Known to the store.
-    pub known: u64,
-    /// Older than the horizon.
-    pub horizon: u64,
-    /// Bad records.
-    pub bad: u64,
-}
-
-/// How a poll ended.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PollEnd {
-    /// Its wall time, retries included.
-    pub duration: Duration,
-    /// New events it found.
-    pub new_events: u64,
-    /// Shutdown interrupted it.
-    pub interrupted: bool,
-    /// Why it failed, if it did.
-    pub failed: Option<Failed>,
-}
-
-/// What made a poll fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failed {
-    /// The vault could not be read.
-    Source,
-    /// Anything else (a sink, the store).
-    Other,
-}
-
 impl Telemetry {
     /// Telemetry for these sink labels, a poll interval and a listing timeout.
     pub fn new(sinks: Vec<String>, interval: Duration, timeout: Duration, reminder: Duration) -> Telemetry {
@@ -193,18 +111,6 @@ impl Telemetry {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A poll cycle starts.
-    pub fn poll_started(&self) {
-        self.status().poll_started = Some(Instant::now());
-    }
-
-    /// A listing attempt starts: the waiting count restarts.
-    pub fn attempt_started(&self) {
-        self.cycle_new.store(0, Ordering::Relaxed);
-        self.cycle_acked.store(0, Ordering::Relaxed);
-        self.metrics.events_waiting.set(0);
-    }
-
     /// The sinks' labels, in order.
     pub fn sink_names(&self) -> &[String] {
         &self.sinks
@@ -214,207 +120,6 @@ impl Telemetry {
         self.cycle_new
             .load(Ordering::Relaxed)
             .saturating_sub(self.cycle_acked.load(Ordering::Relaxed))
-    }
-
-    /// The filter read `bytes` more of the listing and classified records (deltas).
-    pub fn records(&self, delta: &RecordCounts, bytes: u64) {
-        let m = &self.metrics;
-        m.records_new.inc_by(delta.new);
-        m.records_known.inc_by(delta.known);
-        m.records_horizon.inc_by(delta.horizon);
-        m.records_bad.inc_by(delta.bad);
-        m.listing_bytes.inc_by(bytes);
-        if delta.new > 0 {
-            self.cycle_new.fetch_add(delta.new, Ordering::Relaxed);
-            m.events_waiting.set(self.waiting() as i64);
-        }
-    }
-
-    /// Every sink acknowledged `n` events.
-    pub fn acked(&self, n: u64) {
-        self.cycle_acked.fetch_add(n, Ordering::Relaxed);
-        self.metrics.events_waiting.set(self.waiting() as i64);
-    }
-
-    /// `n` keys were committed to the store.
-    pub fn committed(&self, n: usize) {
-        self.metrics.state_keys.add(n as i64);
-        self.metrics.state_last_commit.set(unix_now());
-    }
-
-    /// The listing attempt failed.
-    pub fn source_failed(&self, e: &SourceError) {
-        self.metrics
-            .source_errors
-            .with_label_values(&[source_error_kind(e)])
-            .inc();
-        self.metrics.source_up.set(0);
-        let mut st = self.status();
-        let transition = outage::fail(&mut st.source, e.to_string(), Instant::now(), self.reminder);
-        let Some(o) = st.source.as_ref() else { return };
-        let since = o.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        match transition {
-            Transition::Down => tracing::warn!(since = %since, error = %e, "Source down: the vault cannot be read"),
-            Transition::Reminder => tracing::warn!(
-                since = %since,
-                failures = o.failures,
-                down_s = outage::secs(Utc::now().signed_duration_since(o.since).to_std().unwrap_or_default()),
-                error = %e,
-                "Source still down"
-            ),
-            _ => tracing::debug!(error = %e, "Source still down"),
-        }
-    }
-
-    /// A poll ended.
-    pub fn poll_done(&self, end: &PollEnd) {
-        let m = &self.metrics;
-        m.poll_duration.observe(end.duration.as_secs_f64());
-        let mut st = self.status();
-        st.poll_started = None;
-        if end.failed == Some(Failed::Source) {
-            m.polls_error.inc();
-            return;
-        }
-        m.source_up.set(1);
-        if let Transition::Recovered { down_for, failures } = outage::recover(&mut st.source, Instant::now()) {
-            tracing::info!(
-                down_s = outage::secs(down_for),
-                failed_attempts = failures,
-                events_waited = end.new_events,
-                "Source recovered"
-            );
-        }
-        if end.failed.is_some() || end.interrupted {
-            m.polls_error.inc();
-            return;
-        }
-        m.polls_ok.inc();
-        m.last_success.set(unix_now());
-        st.last_success = Some((Instant::now(), Utc::now()));
-    }
-
-    /// Sink `i` did not acknowledge a batch.
-    pub fn sink_failed(&self, i: usize, e: &dyn std::fmt::Display) {
-        if let Some(up) = self.metrics.sink_up.get(i) {
-            up.set(0);
-        }
-        let name = self.sinks.get(i).map(String::as_str).unwrap_or("?");
-        let waiting = self.waiting();
-        let mut st = self.status();
-        let Some(slot) = st.sinks.get_mut(i) else { return };
-        let transition = outage::fail(slot, e.to_string(), Instant::now(), self.reminder);
-        let Some(o) = slot.as_ref() else { return };
-        let since = o.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        match transition {
-            Transition::Down => {
-                tracing::warn!(sink = name, since = %since, events_waiting = waiting, error = %e, "Sink down: events wait until it acknowledges")
-            }
-            Transition::Reminder => tracing::warn!(
-                sink = name,
-                since = %since,
-                failures = o.failures,
-                events_waiting = waiting,
-                error = %e,
-                "Sink still down"
-            ),
-            _ => tracing::debug!(sink = name, error = %e, "Sink did not acknowledge; will retry"),
-        }
-    }
-
-    /// A failed batch of sink `i` will be sent again.
-    pub fn sink_retry(&self, i: usize) {
-        if let Some(c) = self.metrics.sink_retries.get(i) {
-            c.inc();
-        }
-    }
-
-    /// Sink `i` acknowledged a batch of `start` + `end` events.
-    pub fn sink_acked(&self, i: usize, start: u64, end: u64) {
-        if let Some([s, e]) = self.metrics.delivered.get(i) {
-            s.inc_by(start);
-            e.inc_by(end);
-        }
-        let mut st = self.status();
-        let Some(slot) = st.sinks.get_mut(i) else { return };
-        if slot.is_none() {
-            return;
-        }
-        if let Some(up) = self.metrics.sink_up.get(i) {
-            up.set(1);
-        }
-        if let Transition::Recovered { down_for, failures } = outage::recover(slot, Instant::now()) {
-            tracing::info!(
-                sink = self.sinks.get(i).map(String::as_str).unwrap_or("?"),
-                down_s = outage::secs(down_for),
-                failed_attempts = failures,
-                events_waited = self.waiting(),
-                "Sink recovered"
-            );
-        }
-    }
-
-    /// The health verdict and its JSON document.
-    pub fn health(&self) -> (bool, serde_json::Value) {
-        let st = self.status();
-        let now = Instant::now();
-        let limit = self.interval * HEALTHY_INTERVALS;
-        let mut reasons: Vec<String> = Vec::new();
-        let polling_in_time = st
-            .poll_started
-            .is_some_and(|t| now.saturating_duration_since(t) <= self.timeout)
-            && st.source.is_none();
-        let age = st.last_success.map(|(t, _)| now.saturating_duration_since(t));
-        match age {
-            Some(a) if a <= limit || polling_in_time => {}
-            Some(a) => reasons.push(format!(
-                "no successful poll for {:.1}s (more than {HEALTHY_INTERVALS} intervals of {}s)",
-                a.as_secs_f64(),
-                self.interval.as_secs_f64()
-            )),
-            None if polling_in_time
-                || (st.source.is_none() && now.saturating_duration_since(self.started) <= self.timeout) => {}
-            None => reasons.push(format!(
-                "no successful poll since the start {:.1}s ago",
-                now.saturating_duration_since(self.started).as_secs_f64()
-            )),
-        }
-        if let Some(o) = &st.source {
-            if !reasons.is_empty() {
-                reasons.push(format!("source down since {}: {}", rfc3339(o.since), o.error));
-            }
-        }
-        let mut sinks = Vec::new();
-        for (name, slot) in self.sinks.iter().zip(&st.sinks) {
-            if let Some(o) = slot {
-                reasons.push(format!("sink {name} failing since {}: {}", rfc3339(o.since), o.error));
-            }
-            sinks.push(serde_json::json!({
-                "name": name,
-                "up": slot.is_none(),
-                "down_since": slot.as_ref().map(|o| rfc3339(o.since)),
-                "failures": slot.as_ref().map_or(0, |o| o.failures),
-                "error": slot.as_ref().map(|o| o.error.clone()),
-            }));
-        }
-        let healthy = reasons.is_empty();
-        let doc = serde_json::json!({
-            "status": if healthy { "ok" } else { "unhealthy" },
-            "reasons": reasons,
-            "last_success": st.last_success.map(|(_, t)| rfc3339(t)),
-            "last_success_age_seconds": age.map(|a| a.as_secs_f64()),
-            "interval_seconds": self.interval.as_secs_f64(),
-            "polling": st.poll_started.is_some(),
-            "source": {
-                "up": st.source.is_none(),
-                "down_since": st.source.as_ref().map(|o| rfc3339(o.since)),
-                "failures": st.source.as_ref().map_or(0, |o| o.failures),
-                "error": st.source.as_ref().map(|o| o.error.clone()),
-            },
-            "sinks": sinks,
-            "events_waiting": self.waiting(),
-        });
-        (healthy, doc)
     }
 }
 
@@ -448,10 +153,6 @@ pub fn start(
         });
     }
     Ok(())
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Now as Unix seconds.

@@ -1,4 +1,4 @@
-//! Tests of `stream.rs`.
+//! Tests of the streaming scanner (`stream/`).
 
 use super::*;
 

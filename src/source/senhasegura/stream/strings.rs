@@ -1,0 +1,98 @@
+//! Strings: skipping through them fast, and keeping the text of the few that matter (object
+//! keys, to know where the scanner is, and envelope tenants), bounded.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+
+use super::grammar::Key;
+use super::{Scanner, KEY_LIMIT, TENANT_LIMIT};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum StringKind {
+    Key,
+    Tenant,
+    Other,
+}
+
+impl Scanner {
+    #[inline]
+    pub(super) fn start_string(&mut self, kind: StringKind) {
+        self.in_string = true;
+        self.string_kind = kind;
+        self.text.clear();
+        self.text_overflow = false;
+    }
+
+    /// Consume string bytes from `i`; returns the next position to scan.
+    #[inline]
+    pub(super) fn scan_string(&mut self, chunk: &[u8], i: usize) -> usize {
+        let rest = chunk.get(i..).unwrap_or_default();
+        if self.escape {
+            self.escape = false;
+            self.keep_text(rest.get(..1).unwrap_or_default());
+            return i.saturating_add(1);
+        }
+        match memchr::memchr2(b'"', b'\\', rest) {
+            None => {
+                self.keep_text(rest);
+                chunk.len()
+            }
+            Some(off) => {
+                self.keep_text(&rest[..off]);
+                if rest[off] == b'\\' {
+                    self.keep_text(b"\\");
+                    self.escape = true;
+                } else {
+                    self.in_string = false;
+                    self.close_string();
+                }
+                i.saturating_add(off).saturating_add(1)
+            }
+        }
+    }
+
+    fn keep_text(&mut self, bytes: &[u8]) {
+        let limit = match self.string_kind {
+            StringKind::Other => return,
+            StringKind::Key => KEY_LIMIT,
+            StringKind::Tenant => TENANT_LIMIT,
+        };
+        if self.text.len().saturating_add(bytes.len()) > limit {
+            self.text_overflow = true;
+        } else {
+            self.text.extend_from_slice(bytes);
+        }
+    }
+
+    fn close_string(&mut self) {
+        match self.string_kind {
+            StringKind::Key => {
+                if let Some(top) = self.stack.last_mut() {
+                    top.key = if self.text_overflow {
+                        Key::Other
+                    } else {
+                        match self.text.as_slice() {
+                            b"remote_sessions" => Key::RemoteSessions,
+                            b"tenant" => Key::Tenant,
+                            b"response" => Key::Response,
+                            _ => Key::Other,
+                        }
+                    };
+                }
+            }
+            StringKind::Tenant if !self.text_overflow => {
+                let mut quoted = Vec::with_capacity(self.text.len().saturating_add(2));
+                quoted.push(b'"');
+                quoted.extend_from_slice(&self.text);
+                quoted.push(b'"');
+                if let (Ok(tenant), Some(top)) = (serde_json::from_slice::<String>(&quoted), self.stack.last_mut()) {
+                    if top.sessions_read {
+                        self.late_tenants = self.late_tenants.saturating_add(1);
+                    } else {
+                        top.tenant = Some(tenant);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
