@@ -9,20 +9,32 @@ pub const BACKUP_FILE: &str = "backup.jsonl";
 
 /// Write the store's export (JSON lines) to `path` so that no reader ever finds half of one: into
 /// a temporary file beside it (created 0600, not world-readable), fsync, then rename into place.
-/// A symlink is written through to its target; a path that is not a regular file (a FIFO,
-/// `/dev/stdout`) is streamed into as it is. `what` names the operation in errors. Returns the
-/// number of keys written.
+/// The directory is fsynced after the rename. A symbolic link is refused (following it would
+/// replace whatever it points at, e.g. the file `/dev/stdout` is redirected to, with the
+/// agent's owner and mode); a path that exists and is not a regular file (a FIFO, a device) is
+/// streamed into as it is. `what` names the operation in errors. Returns the number of keys
+/// written.
 pub(super) fn write_export(store: &SledStore, path: &Path, what: &'static str) -> Result<u64, Error> {
     let io = |source: std::io::Error| StateError::File {
         what,
         path: path.to_path_buf(),
         source,
     };
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if std::fs::metadata(&target).is_ok_and(|m| !m.is_file()) {
-        let file = std::fs::OpenOptions::new().write(true).open(&target).map_err(io)?;
-        return Ok(store.export(&mut std::io::BufWriter::new(file))?);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a symbolic link; give the file's own path (or leave out -o to write to standard output)",
+            ))
+            .into())
+        }
+        Ok(m) if !m.is_file() => {
+            let file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+            return Ok(store.export(&mut std::io::BufWriter::new(file))?);
+        }
+        _ => {}
     }
+    let target = path;
     let mut tmp_name = target
         .file_name()
         .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "names no file")))?
@@ -38,7 +50,12 @@ pub(super) fn write_export(store: &SledStore, path: &Path, what: &'static str) -
             .map_err(|e| io(e.into_error()))?
             .sync_all()
             .map_err(io)?;
-        std::fs::rename(&tmp, &target).map_err(io)?;
+        std::fs::rename(&tmp, target).map_err(io)?;
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(n)
     });
     if written.is_err() {
@@ -87,5 +104,31 @@ mod tests {
         let path = dir.path().join("no/such/dir/out.jsonl");
         let err = write_export(&store, &path, "export").unwrap_err().to_string();
         assert!(err.contains("export") && err.contains("out.jsonl"), "{err}");
+    }
+
+    /// A symbolic link is refused and what it points at is left alone (`-o /dev/stdout` with
+    /// stdout redirected to a log would otherwise replace the log); a FIFO is streamed into.
+    #[test]
+    fn a_symlink_is_refused_and_a_fifo_streamed_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("state"), None, None).unwrap();
+        let log = dir.path().join("all.log");
+        std::fs::write(&log, "earlier lines\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        let err = write_export(&store, &link, "state export").unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "earlier lines\n");
+
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        assert_eq!(write_export(&store, &fifo, "state export").unwrap(), 0);
+        assert!(reader.join().unwrap().starts_with("{\"meta\""));
+        assert!(!dir.path().join("fifo.tmp").exists());
     }
 }

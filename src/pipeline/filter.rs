@@ -280,10 +280,12 @@ impl Worker {
                 self.count_record();
                 // A bug on one record's path must not take the others down: it costs that
                 // record, logged as the bug it is.
+                let events = self.batch.metas.len();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record(bytes, tenant)));
                 return match outcome {
                     Ok(result) => result,
                     Err(panic) => {
+                        self.batch.truncate(events);
                         let message = panic
                             .downcast_ref::<&str>()
                             .map(|s| s.to_string())

@@ -203,3 +203,41 @@ proptest! {
         prop_assert_eq!(unique.len(), keys.len(), "a key at most once per listing");
     }
 }
+
+/// A record whose path panics after one encoder wrote its payload leaves nothing behind: every
+/// later event of the batch keeps its own payload (else delivery would send one event's payload
+/// under the next one's key and commit a key whose event was never sent).
+#[test]
+fn a_record_cut_short_leaves_nothing_in_the_batch() {
+    fn push(b: &mut Batch, id: &str) {
+        for (i, payload) in b.payloads.iter_mut().enumerate() {
+            let start = payload.len();
+            payload.extend_from_slice(format!("{id}{i}").as_bytes());
+            b.ranges[i].push((start, payload.len()));
+        }
+        b.starts.push(None);
+        b.metas.push(EventMeta {
+            key: EventKey::new(id, Phase::End),
+            time: Utc::now(),
+            tenant: None,
+            event_id: id.into(),
+        });
+    }
+    let mut b = Batch::new(2);
+    push(&mut b, "a");
+    let events = b.metas.len();
+    // "b": the first encoder ran, the second panicked.
+    let start = b.payloads[0].len();
+    b.payloads[0].extend_from_slice(b"b0");
+    b.ranges[0].push((start, start + 2));
+    b.truncate(events);
+    push(&mut b, "c");
+    for (i, (payload, ranges)) in b.payloads.iter().zip(&b.ranges).enumerate() {
+        let texts: Vec<&[u8]> = ranges.iter().map(|&(s, t)| &payload[s..t]).collect();
+        let expected = [format!("a{i}"), format!("c{i}")];
+        assert_eq!(texts, expected.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
+    }
+    let keys: Vec<String> = b.metas.iter().map(|m| m.key.to_string()).collect();
+    assert_eq!(keys, ["a:end", "c:end"]);
+    assert_eq!(b.starts.len(), 2);
+}

@@ -93,6 +93,18 @@ impl Batch {
             ranges: vec![Vec::new(); encoders],
         }
     }
+
+    /// Drop whatever an event after the first `events` left behind (a record whose path
+    /// panicked halfway, e.g. after one encoder wrote its payload): every later event must keep
+    /// its own payload at its own index.
+    fn truncate(&mut self, events: usize) {
+        self.metas.truncate(events);
+        self.starts.truncate(events);
+        for (payload, ranges) in self.payloads.iter_mut().zip(&mut self.ranges) {
+            ranges.truncate(events);
+            payload.truncate(ranges.last().map_or(0, |r| r.1));
+        }
+    }
 }
 
 /// The result of one cycle.

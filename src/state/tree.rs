@@ -93,9 +93,23 @@ impl ChunkTree {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// Clear the lookup cache now and again when the returned guard drops, however the write
+    /// ends (an error after a first sled batch included): a lookup running during the write may
+    /// have cached a chunk as it was.
+    fn writing(&self) -> impl Drop + '_ {
+        struct Forget<'t>(&'t ChunkTree);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.forget_cache();
+            }
+        }
+        self.forget_cache();
+        Forget(self)
+    }
+
     /// Add `entries` (sorted by key, distinct); not flushed. Returns how many were not there.
     pub fn insert_sorted(&self, entries: &[(Vec<u8>, i64)]) -> Result<u64, StateError> {
-        self.forget_cache();
+        let _writing = self.writing();
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         let mut i = 0;
@@ -137,15 +151,13 @@ impl ChunkTree {
             }
         }
         self.tree.apply_batch(batch)?;
-        // Again after writing: a lookup running meanwhile may have cached a chunk as it was.
-        self.forget_cache();
         Ok(added)
     }
 
     /// Drop the entries `keep` refuses among the chunks whose key is before `end`; returns how
     /// many were dropped. Not flushed.
     pub fn rewrite(&self, end: Bound<&[u8]>, mut keep: impl FnMut(Entry<'_>) -> bool) -> Result<usize, StateError> {
-        self.forget_cache();
+        let _writing = self.writing();
         let end = end.map(|e| e.to_vec());
         let mut from: Bound<Vec<u8>> = Bound::Unbounded;
         let mut dropped = 0;
@@ -172,7 +184,6 @@ impl ChunkTree {
             }
             self.tree.apply_batch(batch)?;
             if seen < CHUNKS_PER_BATCH {
-                self.forget_cache();
                 return Ok(dropped);
             }
         }
@@ -187,7 +198,7 @@ impl ChunkTree {
 
     /// Remove everything; not flushed.
     pub fn clear(&self) -> Result<(), StateError> {
-        self.forget_cache();
+        let _writing = self.writing();
         self.tree.clear()?;
         Ok(())
     }
