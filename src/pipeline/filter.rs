@@ -8,7 +8,7 @@
 use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{Candidate, Origin, SessionEvent};
-use crate::key::{EventKey, KeyRef, Phase};
+use crate::key::{EventKey, KeyRef};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
 use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord};
@@ -112,41 +112,29 @@ struct Worker {
 }
 
 /// Keys emitted in this listing whose batch is not committed yet, with that batch's number;
-/// one map per phase, so a borrowed key is looked up without building an owned one.
+/// one map per phase (indexed by `Phase as usize`), so a borrowed key is looked up without
+/// building an owned one.
 #[derive(Default)]
-struct Pending {
-    start: HashMap<Box<str>, u64>,
-    end: HashMap<Box<str>, u64>,
-}
+struct Pending([HashMap<Box<str>, u64>; 2]);
 
 impl Pending {
-    fn of(&self, phase: Phase) -> &HashMap<Box<str>, u64> {
-        match phase {
-            Phase::Start => &self.start,
-            Phase::End => &self.end,
-        }
-    }
-
     fn is_empty(&self) -> bool {
-        self.start.is_empty() && self.end.is_empty()
+        self.0.iter().all(HashMap::is_empty)
     }
 
     fn contains(&self, key: KeyRef<'_>) -> bool {
-        self.of(key.phase).contains_key(key.session_id)
+        self.0[key.phase as usize].contains_key(key.session_id)
     }
 
     fn insert(&mut self, key: KeyRef<'_>, batch: u64) {
-        let map = match key.phase {
-            Phase::Start => &mut self.start,
-            Phase::End => &mut self.end,
-        };
-        map.insert(key.session_id.into(), batch);
+        self.0[key.phase as usize].insert(key.session_id.into(), batch);
     }
 
     /// Drop the keys of batches up to `committed` (the store has them now).
     fn retain_after(&mut self, committed: u64) {
-        self.start.retain(|_, batch| *batch > committed);
-        self.end.retain(|_, batch| *batch > committed);
+        for map in &mut self.0 {
+            map.retain(|_, batch| *batch > committed);
+        }
     }
 }
 

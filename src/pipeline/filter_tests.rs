@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::encode::ecs::EcsEncoder;
+use crate::key::Phase;
 use crate::state::Delivered;
 use proptest::prelude::*;
 

@@ -85,16 +85,30 @@ fn tag_of(key: KeyRef<'_>) -> u8 {
     }
 }
 
+/// Write `key` as stored (tag byte, then the id: packed when it is lowercase hex of an even
+/// length, raw otherwise) at the start of `out`; its length, or `None` when it does not fit.
+fn pack_to(key: KeyRef<'_>, out: &mut [u8]) -> Option<usize> {
+    let id = key.session_id.as_bytes();
+    let hex_len = 1 + id.len() / 2;
+    if let Some(hex) = out.get_mut(..hex_len) {
+        hex[0] = tag_of(key) | TAG_HEX;
+        if pack_hex(id, &mut hex[1..]) {
+            return Some(hex_len);
+        }
+    }
+    let raw = out.get_mut(..1 + id.len())?;
+    raw[0] = tag_of(key);
+    raw[1..].copy_from_slice(id);
+    Some(raw.len())
+}
+
 /// [`pack`], appended to `out`.
 pub fn pack_into(key: KeyRef<'_>, out: &mut Vec<u8>) {
-    let id = key.session_id.as_bytes();
     let mark = out.len();
-    out.push(tag_of(key) | TAG_HEX);
-    out.resize(mark + 1 + id.len() / 2, 0);
-    if !pack_hex(id, &mut out[mark + 1..]) {
-        out.truncate(mark);
-        out.push(tag_of(key));
-        out.extend_from_slice(id);
+    out.resize(mark + 1 + key.session_id.len(), 0);
+    // The raw form always fits in `1 + id.len()`.
+    if let Some(n) = pack_to(key, &mut out[mark..]) {
+        out.truncate(mark + n);
     }
 }
 
@@ -136,23 +150,12 @@ pub type LookupEntry = smallvec::SmallVec<[u8; 64]>;
 
 /// The entry bytes of `key` filed at `filed`, for a lookup (the same bytes as [`entry_of`]).
 pub fn lookup_entry(filed: i64, key: KeyRef<'_>) -> LookupEntry {
-    let id = key.session_id.as_bytes();
     let mut buf = [0u8; 64];
     buf[..8].copy_from_slice(&time_prefix(filed));
-    let hex_len = 9 + id.len() / 2;
-    if hex_len <= buf.len() {
-        buf[8] = tag_of(key) | TAG_HEX;
-        if pack_hex(id, &mut buf[9..hex_len]) {
-            return LookupEntry::from_buf_and_len(buf, hex_len);
-        }
+    match pack_to(key, &mut buf[8..]) {
+        Some(n) => LookupEntry::from_buf_and_len(buf, 8 + n),
+        None => LookupEntry::from_vec(entry_of(filed, key)),
     }
-    let raw_len = 9 + id.len();
-    if raw_len <= buf.len() {
-        buf[8] = tag_of(key);
-        buf[9..raw_len].copy_from_slice(id);
-        return LookupEntry::from_buf_and_len(buf, raw_len);
-    }
-    LookupEntry::from_vec(entry_of(filed, key))
 }
 
 /// One entry, borrowed from a chunk.

@@ -1,0 +1,235 @@
+//! Tests of `sled_store.rs` (and of the operator's commands on a real store).
+
+use super::*;
+use crate::key::EventKey;
+use crate::state::chunk::pack;
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(s, 0).unwrap()
+}
+
+fn k(text: &str) -> EventKey {
+    text.parse().unwrap()
+}
+
+fn d(key: &str, time: i64, start: Option<i64>) -> Delivered {
+    Delivered {
+        key: k(key),
+        time: t(time),
+        start: start.map(t),
+    }
+}
+
+#[test]
+fn the_key_count_is_kept_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = SledStore::open(&path, None, None).unwrap();
+    assert_eq!(store.key_count().unwrap(), 0);
+    store
+        .commit(&[d("a:end", 1000, Some(400)), d("b:start", 10, Some(10))])
+        .unwrap();
+    // A repeat of a known key adds nothing.
+    store
+        .commit(&[d("a:end", 1000, Some(400)), d("c:end", 20, None)])
+        .unwrap();
+    assert_eq!(store.key_count().unwrap(), 3);
+    assert_eq!(store.prune(t(15)).unwrap(), 1);
+    assert_eq!(store.forget(&[k("c:end")]).unwrap(), 1);
+    assert_eq!(store.key_count().unwrap(), 1);
+    drop(store);
+    let store = SledStore::open(&path, None, None).unwrap();
+    assert_eq!(store.key_count().unwrap(), 1, "kept across opens");
+    assert_eq!(store.stats().unwrap().keys, 1, "and true");
+}
+
+#[test]
+fn commit_contains_prune_export_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("s"), Some(t(100)), Some("https://v")).unwrap();
+    assert!(!store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    store
+        .commit(&[
+            d("a:end", 1000, Some(400)),
+            d("b:start", 10, Some(10)),
+            d("c:end", 20, None),
+        ])
+        .unwrap();
+    assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    assert!(store.contains(t(10), Some(t(10)), k("b:start").as_ref()).unwrap());
+    assert!(store.contains(t(20), None, k("c:end").as_ref()).unwrap());
+    assert!(!store.contains(t(1000), Some(t(400)), k("a:start").as_ref()).unwrap());
+    assert!(
+        !store.contains(t(1000), Some(t(401)), k("a:end").as_ref()).unwrap(),
+        "filed under the start"
+    );
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.keys, stats.start, stats.end), (3, 1, 2));
+    assert_eq!((stats.oldest, stats.newest), (Some(t(10)), Some(t(1000))));
+    assert_eq!(store.meta().unwrap().first_run_horizon, Some(t(100)));
+    assert_eq!(store.remember_zone("UTC").unwrap(), None);
+    assert_eq!(store.remember_zone("UTC").unwrap(), None);
+    assert_eq!(
+        store.remember_zone("America/Sao_Paulo").unwrap().as_deref(),
+        Some("UTC")
+    );
+    let mut out = Vec::new();
+    assert_eq!(store.export(&mut out).unwrap(), 3);
+    // a:end is filed under 400 but happened at 1000: pruning at 500 keeps it.
+    assert_eq!(store.prune(t(500)).unwrap(), 2);
+    assert!(!store.contains(t(10), Some(t(10)), k("b:start").as_ref()).unwrap());
+    assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    assert_eq!(store.forget(&[k("a:end")]).unwrap(), 1);
+    assert!(!store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    let other = SledStore::open(&dir.path().join("o"), None, None).unwrap();
+    assert_eq!(other.import(&mut out.as_slice()).unwrap(), 3);
+    assert!(other.contains(t(10), Some(t(10)), k("b:start").as_ref()).unwrap());
+    assert!(other.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    assert!(other.contains(t(20), None, k("c:end").as_ref()).unwrap());
+    assert_eq!(
+        other.list().next().unwrap().unwrap(),
+        (k("b:start"), t(10)),
+        "filing order"
+    );
+    assert_eq!(other.meta().unwrap().first_run_horizon, Some(t(100)));
+}
+
+/// The simulator's `--history 1h` shape: 200,000 sessions started over one hour, ends up to
+/// two hours later but never after the listing's time, so three quarters end in the same
+/// second.
+fn dense_hour() -> Vec<Delivered> {
+    let base = 1_768_478_400;
+    (0..200_000i64)
+        .map(|i| {
+            let start = base - 3600 + 3600 * i / 200_000;
+            let sid = format!("{:040x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            if i % 100 == 0 {
+                d(&format!("{sid}:start"), start, Some(start))
+            } else {
+                d(
+                    &format!("{sid}:end"),
+                    (start + 5 + (i * 7919) % 7200).min(base),
+                    Some(start),
+                )
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn dense_hour_stays_correct() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), None, None).unwrap();
+    let all = dense_hour();
+    for batch in all.chunks(10_000) {
+        assert!(batch
+            .iter()
+            .all(|x| !store.contains(x.time, x.start, x.key.as_ref()).unwrap()));
+        store.commit(batch).unwrap();
+    }
+    assert!(
+        all.iter()
+            .all(|x| store.contains(x.time, x.start, x.key.as_ref()).unwrap()),
+        "every key found"
+    );
+    assert_eq!(store.stats().unwrap().keys, 200_000);
+    let cutoff = 1_768_478_400 - 1800;
+    let expect = all.iter().filter(|x| x.time.timestamp() < cutoff).count();
+    assert!(expect > 10_000, "{expect}");
+    assert_eq!(store.prune(t(cutoff)).unwrap(), expect);
+    for x in &all {
+        assert_eq!(
+            store.contains(x.time, x.start, x.key.as_ref()).unwrap(),
+            x.time.timestamp() >= cutoff
+        );
+    }
+    assert_eq!(store.stats().unwrap().keys as usize, 200_000 - expect);
+}
+
+/// Write a format-1 store the way the previous release laid it out.
+fn format_1_store(path: &Path, keys: &[(i64, &str)]) {
+    let db = sled::Config::new()
+        .path(path)
+        .segment_size(SEGMENT_BYTES)
+        .open()
+        .unwrap();
+    db.insert(META_FORMAT, &1u64.to_be_bytes()).unwrap();
+    db.insert(META_CREATED, &5i64.to_be_bytes()).unwrap();
+    db.insert(META_FIRST_RUN, &i64::MIN.to_be_bytes()).unwrap();
+    let events = db.open_tree(EVENTS_TREE_V1).unwrap();
+    let mut by_bucket: std::collections::BTreeMap<i64, Vec<(i64, Vec<u8>)>> = Default::default();
+    for (time, key) in keys {
+        by_bucket
+            .entry(time.div_euclid(bucket::BUCKET_SECS) * bucket::BUCKET_SECS)
+            .or_default()
+            .push((*time, pack(k(key).as_ref())));
+    }
+    for (base, entries) in by_bucket {
+        let (k, v) = bucket::encode(base, &entries);
+        events.insert(k, v).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+#[test]
+fn format_1_is_migrated_and_still_known() {
+    let dir = tempfile::tempdir().unwrap();
+    format_1_store(
+        dir.path(),
+        &[(1000, "a:end"), (100, "b:start"), (2000, "c:end"), (-30, "d:start")],
+    );
+    let store = SledStore::open(dir.path(), None, None).unwrap();
+    assert_eq!(store.stats().unwrap().keys, 4);
+    assert_eq!(store.stats().unwrap().meta.key_format, 2);
+    assert!(store.contains(t(100), Some(t(100)), k("b:start").as_ref()).unwrap());
+    assert!(store.contains(t(-30), Some(t(-30)), k("d:start").as_ref()).unwrap());
+    // End keys were filed under their own time: found whatever the start.
+    assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    assert!(store.contains(t(2000), None, k("c:end").as_ref()).unwrap());
+    assert!(!store.contains(t(1000), Some(t(400)), k("c:end").as_ref()).unwrap());
+    // New keys are filed under the start.
+    store.commit(&[d("e:end", 2500, Some(1500))]).unwrap();
+    assert!(store.contains(t(2500), Some(t(1500)), k("e:end").as_ref()).unwrap());
+    drop(store);
+    let store = SledStore::open(dir.path(), None, None).unwrap();
+    assert!(
+        store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap(),
+        "after reopening"
+    );
+    assert_eq!(store.stats().unwrap().keys, 5);
+    let mut out = Vec::new();
+    store.export(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("\"key_format\":2"), "{text}");
+}
+
+#[test]
+fn format_1_export_is_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), None, None).unwrap();
+    let export = concat!(
+        r#"{"meta":{"key_format":1,"created":"2026-01-01T00:00:00Z","first_run_horizon":null,"vault":null}}"#,
+        "\n",
+        r#"{"key":"a:end","time":"1970-01-01T00:16:40Z"}"#,
+        "\n"
+    );
+    assert_eq!(store.import(&mut export.as_bytes()).unwrap(), 1);
+    assert!(store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap());
+    let bad = r#"{"meta":{"key_format":7,"created":"2026-01-01T00:00:00Z","first_run_horizon":null,"vault":null}}"#;
+    assert!(matches!(
+        store.import(&mut bad.as_bytes()),
+        Err(StateError::Import { line: 1, .. })
+    ));
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = SledStore::open(dir.path(), None, None).unwrap();
+    // sled's lock is per process file lock; within one process a second open of the same
+    // path is refused too.
+    match SledStore::open(dir.path(), None, None) {
+        Err(StateError::Locked { .. }) => {}
+        other => panic!("expected Locked, got {:?}", other.err()),
+    }
+}
