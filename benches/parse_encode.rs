@@ -11,8 +11,8 @@ use senhasegura_forwarder::encode::{
 use senhasegura_forwarder::event::{Candidate, Origin, SessionEvent};
 use senhasegura_forwarder::key::{EventKey, Phase};
 use senhasegura_forwarder::simulate::generate::{Body, Sessions, Shape};
-use senhasegura_forwarder::source::senhasegura::model::{RecordHead, SessionRecord};
-use senhasegura_forwarder::source::senhasegura::stream::{Item, Scanner};
+use senhasegura_forwarder::source::senhasegura::model::{RecordHead, SessionRecord, HEAD_FIELDS};
+use senhasegura_forwarder::source::senhasegura::stream::{Field, Item, Scanner};
 use senhasegura_forwarder::state::{Dedup, Delivered, SledStore};
 use std::sync::Arc;
 
@@ -33,14 +33,15 @@ fn listing(n: u64) -> Vec<u8> {
     out
 }
 
-/// Scan `body` in 64 KiB chunks; count the records `each` accepts.
-fn scan_records(body: &[u8], mut each: impl FnMut(&[u8]) -> bool) -> u64 {
-    let mut s = Scanner::default();
+/// Scan `body` in 64 KiB chunks as the filter does (noting the head fields); count the
+/// records `each` accepts.
+fn scan_records(body: &[u8], mut each: impl FnMut(&[u8], &[Field]) -> bool) -> u64 {
+    let mut s = Scanner::default().watching(HEAD_FIELDS);
     let mut n = 0u64;
     for chunk in body.chunks(64 * 1024) {
         s.feed::<()>(chunk, &mut |i| {
-            if let Item::Record { bytes, .. } = i {
-                n += u64::from(each(bytes));
+            if let Item::Record { bytes, fields, .. } = i {
+                n += u64::from(each(bytes, fields));
             }
             Ok(())
         })
@@ -54,17 +55,25 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("listing");
     g.throughput(Throughput::Bytes(body.len() as u64));
     let tz: chrono_tz::Tz = "America/Sao_Paulo".parse().unwrap();
-    g.bench_function("scan", |b| b.iter(|| scan_records(&body, |_| true)));
+    g.bench_function("scan", |b| b.iter(|| scan_records(&body, |_, _| true)));
     g.bench_function("scan+parse+candidate", |b| {
         b.iter(|| {
-            scan_records(&body, |r| {
+            scan_records(&body, |r, _| {
                 Candidate::of(&SessionRecord::parse(r).unwrap().head(), tz).is_ok()
             })
         })
     });
     // What a known record costs to decide: the head alone (the filter's path after a known one).
     g.bench_function("scan+head+candidate", |b| {
-        b.iter(|| scan_records(&body, |r| Candidate::of(&RecordHead::parse(r).unwrap(), tz).is_ok()))
+        b.iter(|| scan_records(&body, |r, _| Candidate::of(&RecordHead::parse(r).unwrap(), tz).is_ok()))
+    });
+    // The same, with the head read off where the scanner found it (what the filter does).
+    g.bench_function("scan+fields+candidate", |b| {
+        b.iter(|| {
+            scan_records(&body, |r, f| {
+                Candidate::of(&RecordHead::from_fields(r, f).unwrap(), tz).is_ok()
+            })
+        })
     });
     g.finish();
 

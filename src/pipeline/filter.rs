@@ -11,8 +11,8 @@ use crate::event::{Candidate, Origin, SessionEvent};
 use crate::key::{EventKey, KeyRef};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
-use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord};
-use crate::source::senhasegura::stream::{Item, ScanError, Scanner, Stop};
+use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord, HEAD_FIELDS};
+use crate::source::senhasegura::stream::{Field, Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -163,7 +163,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         future: Future::default(),
         last_known: false,
     };
-    let mut scanner = Scanner::default();
+    let mut scanner = Scanner::default().watching(HEAD_FIELDS);
     while let Some(chunk) = w.input.chunks.blocking_recv() {
         w.created = Utc::now();
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
@@ -264,12 +264,13 @@ impl Worker {
                     None,
                 );
             }
-            Item::Record { bytes, tenant } => {
+            Item::Record { bytes, tenant, fields } => {
                 self.count_record();
                 // A bug on one record's path must not take the others down: it costs that
                 // record, logged as the bug it is.
                 let events = self.batch.metas.len();
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record(bytes, tenant)));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record(bytes, tenant, fields)));
                 return match outcome {
                     Ok(result) => result,
                     Err(panic) => {
@@ -335,9 +336,11 @@ impl Worker {
         );
     }
 
-    fn record(&mut self, bytes: &[u8], tenant: Option<&str>) -> Result<(), Halt> {
-        // After a known record, parse only the head first: the next is likely known too, and
-        // then the rest of it is never read. After a new one, parse the whole record at once.
+    fn record(&mut self, bytes: &[u8], tenant: Option<&str>, fields: &[Field]) -> Result<(), Halt> {
+        // After a known record, read only the head first: the next is likely known too, and
+        // then the rest of it is never parsed (the scanner noted where the head's fields lie;
+        // the head is parsed only when they are not plain strings). After a new one, parse the
+        // whole record at once.
         // Either way a record is judged on its head until it turns out new: a known event is
         // known whatever its other fields hold; a new one needs them all.
         let full = match self.last_known {
@@ -346,7 +349,7 @@ impl Worker {
         };
         let head = match &full {
             Some(r) => r.head(),
-            None => match RecordHead::parse(bytes) {
+            None => match RecordHead::from_fields(bytes, fields).map_or_else(|| RecordHead::parse(bytes), Ok) {
                 Ok(h) => h,
                 Err(e) => {
                     self.unparsable(bytes, &e);

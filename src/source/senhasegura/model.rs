@@ -4,6 +4,7 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
+use super::stream::Field;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -96,10 +97,50 @@ pub struct RecordHead<'a> {
     pub end: Option<Cow<'a, str>>,
 }
 
+/// The API names of [`RecordHead`]'s fields, in the order [`RecordHead::from_fields`] takes
+/// them: the scanner watches these ([`super::stream::Scanner::watching`]).
+pub const HEAD_FIELDS: &[&[u8]] = &[b"session_id", b"start", b"end"];
+
 impl<'a> RecordHead<'a> {
     /// Parse the head of one record's JSON bytes.
     pub fn parse(bytes: &'a [u8]) -> Result<RecordHead<'a>, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// The head read off where the scanner found [`HEAD_FIELDS`] in `bytes`, without parsing
+    /// the record; `None` when a value is not a plain string, `null` or absent (the caller
+    /// parses the record then). Same result as [`RecordHead::parse`] where both give one.
+    pub fn from_fields(bytes: &'a [u8], fields: &[Field]) -> Option<RecordHead<'a>> {
+        let [session_id, start, end] = fields else {
+            return None;
+        };
+        Some(RecordHead {
+            session_id: field_text(bytes, *session_id)?,
+            start: field_text(bytes, *start)?,
+            end: field_text(bytes, *end)?,
+        })
+    }
+}
+
+/// One watched field's value as [`text`] would give it; `None` when only a parse can tell.
+fn field_text(bytes: &[u8], field: Field) -> Option<Option<Cow<'_, str>>> {
+    match field {
+        Field::Absent => Some(None),
+        Field::Text { start, end } => {
+            let raw = bytes.get(start..end)?;
+            // JSON strings hold no raw control characters; the parser refuses them.
+            if raw.iter().any(|&b| b < 0x20) {
+                return None;
+            }
+            let s = std::str::from_utf8(raw).ok()?;
+            Some((!s.trim().is_empty()).then_some(Cow::Borrowed(s)))
+        }
+        Field::Scalar { start } => {
+            let rest = bytes.get(start..)?;
+            let null = rest.starts_with(b"null") && !rest.get(4).is_some_and(|b| b.is_ascii_alphanumeric());
+            null.then_some(None)
+        }
+        Field::Other => None,
     }
 }
 
@@ -326,5 +367,96 @@ mod tests {
             Some("Client authentication failed.")
         );
         assert_eq!(ErrorBody::message_of(b"<html>"), None);
+    }
+
+    /// The records of `body` with the head fields the scanner noted, fed `chunk` bytes at a time.
+    fn scanned(body: &[u8], chunk: usize) -> Vec<(Vec<u8>, Vec<Field>)> {
+        use crate::source::senhasegura::stream::{Item, Scanner};
+        let mut scanner = Scanner::default().watching(HEAD_FIELDS);
+        let mut out = Vec::new();
+        for c in body.chunks(chunk) {
+            scanner
+                .feed::<()>(c, &mut |item| {
+                    if let Item::Record { bytes, fields, .. } = item {
+                        out.push((bytes.to_vec(), fields.to_vec()));
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        scanner.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn the_head_read_off_the_scan_is_the_parsed_head_or_nothing() {
+        // (record, whether the scan alone must give its head)
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"id":"1","session_id":"abc","start":"2024-01-01 00:00:00","end":"2024-01-01 01:00:00","user":"x"}"#,
+                true,
+            ),
+            (
+                r#"{ "session_id" : "abc" , "start" : "2024-01-01 00:00:00" , "end" : null }"#,
+                true,
+            ),
+            (r#"{"session_id":"abc","start":"2024-01-01 00:00:00","end":""}"#, true),
+            (
+                r#"{"session_id":"abc","start":"2024-01-01 00:00:00","end":"0000-00-00 00:00:00"}"#,
+                true,
+            ),
+            (
+                r#"{"x":{"session_id":"inner","start":"1999"},"session_id":"outer","y":[{"end":"z"}]}"#,
+                true,
+            ),
+            (r#"{"session_id":"ção","start":"  "}"#, true),
+            (r#"{"user":"only"}"#, true),
+            (r#"{"session_id":123,"start":"2024-01-01 00:00:00"}"#, false),
+            (r#"{"session_id":true}"#, false),
+            (r#"{"session_id":"a\"b","start":"2024-01-01 00:00:00"}"#, false),
+            (
+                r#"{"sess\u0069on_id":"disguised","start":"2024-01-01 00:00:00"}"#,
+                false,
+            ),
+            (r#"{"session_id":"a","session_id":"b"}"#, false),
+            (r#"{"session_id":"a","end":nulls}"#, false),
+            (r#"{"session_id":"a","end":{"at":"2024"}}"#, false),
+            (r#"{"session_id":"a","end":["2024"]}"#, false),
+            ("{\"session_id\":\"a\tb\"}", false),
+            (r#"{"session_id":"a" "start":"2024-01-01 00:00:00"}"#, false),
+            (
+                r#"{"a_key_longer_than_sixty_four_bytes_is_never_a_head_field_name_but_unsure":1,"session_id":"a"}"#,
+                false,
+            ),
+        ];
+        let mut body = br#"{"remote_sessions":["#.to_vec();
+        for (i, (record, _)) in cases.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(record.as_bytes());
+        }
+        body.extend_from_slice(b"]}");
+        for chunk in [1, 2, 3, 7, 64, body.len()] {
+            let records = scanned(&body, chunk);
+            assert_eq!(records.len(), cases.len(), "chunk {chunk}");
+            for ((bytes, fields), (record, fast)) in records.iter().zip(cases) {
+                assert_eq!(bytes, record.as_bytes());
+                let read = RecordHead::from_fields(bytes, fields);
+                assert_eq!(read.is_some(), *fast, "chunk {chunk}: {record} {fields:?}");
+                if let Some(head) = read {
+                    assert_eq!(
+                        Ok(head),
+                        RecordHead::parse(bytes).map_err(|e| e.to_string()),
+                        "{record}"
+                    );
+                }
+            }
+        }
+        // Bytes that are not UTF-8 in a field: the parse decides (and refuses).
+        let bad = b"{\"remote_sessions\":[{\"session_id\":\"\xff\"}]}";
+        let records = scanned(bad, bad.len());
+        assert_eq!(RecordHead::from_fields(&records[0].0, &records[0].1), None);
+        assert!(RecordHead::parse(&records[0].0).is_err());
     }
 }

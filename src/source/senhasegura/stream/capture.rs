@@ -85,7 +85,12 @@ impl Scanner {
                 emit(Item::Response(slice))
             } else {
                 let tenant = self.stack.last().and_then(|f| f.tenant.as_deref());
-                emit(Item::Record { bytes: slice, tenant })
+                let fields = self.record_fields(cap.broken);
+                emit(Item::Record {
+                    bytes: slice,
+                    tenant,
+                    fields,
+                })
             }
         };
         if self.buf.capacity() > OVERSIZED_PREFIX.max(self.max_record.min(1 << 16)).saturating_mul(2) {

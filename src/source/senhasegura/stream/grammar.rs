@@ -4,7 +4,7 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use super::{Capture, Item, ScanError, Scanner, Stop, StringKind, MAX_DEPTH};
+use super::{Capture, Field, Item, ScanError, Scanner, Stop, StringKind, MAX_DEPTH};
 
 /// The last key read in an object frame, as far as the scanner cares.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -13,6 +13,8 @@ pub(super) enum Key {
     RemoteSessions,
     Tenant,
     Response,
+    /// The n-th watched field name (in a record's own object).
+    Field(usize),
     Other,
 }
 
@@ -155,6 +157,9 @@ impl Scanner {
                 if item_of_sessions && b == b'[' {
                     emit(Item::NotAnObject { what: "an array" }).map_err(Stop::Emit)?;
                 }
+                if let Some(field) = self.watched_value() {
+                    self.set_field(field, Field::Other);
+                }
                 self.open(b == b'{', i)
             }
             b'}' | b']' => {
@@ -179,6 +184,11 @@ impl Scanner {
                 let item_of_sessions = self.in_sessions();
                 if !self.take_value_slot() {
                     return self.violation(i, "`,`, `:` or the end of the container before a string");
+                }
+                if let Some(field) = self.watched_value() {
+                    self.start_string(StringKind::Field);
+                    self.open_field_string(field, i);
+                    return Ok(());
                 }
                 if item_of_sessions {
                     emit(Item::NotAnObject { what: "a string" }).map_err(Stop::Emit)?;
@@ -211,6 +221,14 @@ impl Scanner {
                     return self.violation(i, "`,` or the end of the container before a value");
                 }
                 self.in_scalar = true;
+                if let Some(field) = self.watched_value() {
+                    self.set_field(
+                        field,
+                        Field::Scalar {
+                            start: self.record_offset(i),
+                        },
+                    );
+                }
                 if item_of_sessions {
                     emit(Item::NotAnObject { what }).map_err(Stop::Emit)?;
                 }
@@ -287,6 +305,7 @@ impl Scanner {
                 oversized: false,
                 broken: false,
             });
+            self.watch_reset();
         }
         self.push(object, role, i)?;
         if let Some(top) = self.stack.last_mut() {

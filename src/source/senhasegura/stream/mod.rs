@@ -34,10 +34,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 mod capture;
+mod fields;
 mod grammar;
 mod strings;
 
 use capture::Capture;
+pub use fields::{Field, MAX_FIELDS};
 use grammar::{is_scalar_byte, Frame};
 use strings::StringKind;
 
@@ -50,6 +52,9 @@ pub enum Item<'a> {
         bytes: &'a [u8],
         /// The tenant declared by the envelope holding the record's array.
         tenant: Option<&'a str>,
+        /// Where the watched fields lie ([`Scanner::watching`]), in the order of their
+        /// names; empty when none are watched or they could not be told for sure.
+        fields: &'a [Field],
     },
     /// An envelope's `response` object.
     Response(&'a [u8]),
@@ -119,6 +124,8 @@ pub struct Scanner {
     string_kind: StringKind,
     text: Vec<u8>,
     text_overflow: bool,
+    /// The string being read held a backslash escape.
+    string_escaped: bool,
     capture: Option<Capture>,
     buf: Vec<u8>,
     max_record: usize,
@@ -131,6 +138,7 @@ pub struct Scanner {
     saw_sessions: bool,
     /// Envelopes whose `tenant` came after their records (those records carry none).
     pub late_tenants: u64,
+    watch: fields::Watch,
 }
 
 impl Default for Scanner {
@@ -150,6 +158,7 @@ impl Scanner {
             string_kind: StringKind::Other,
             text: Vec::with_capacity(KEY_LIMIT),
             text_overflow: false,
+            string_escaped: false,
             capture: None,
             buf: Vec::new(),
             max_record,
@@ -160,6 +169,7 @@ impl Scanner {
             failed: None,
             saw_sessions: false,
             late_tenants: 0,
+            watch: fields::Watch::default(),
         }
     }
 

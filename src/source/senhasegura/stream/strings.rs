@@ -3,13 +3,15 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use super::grammar::Key;
+use super::grammar::{Key, Role};
 use super::{Scanner, KEY_LIMIT, TENANT_LIMIT};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum StringKind {
     Key,
     Tenant,
+    /// The value of a watched field of a record.
+    Field,
     Other,
 }
 
@@ -20,6 +22,7 @@ impl Scanner {
         self.string_kind = kind;
         self.text.clear();
         self.text_overflow = false;
+        self.string_escaped = false;
     }
 
     /// Consume string bytes from `i`; returns the next position to scan.
@@ -38,12 +41,14 @@ impl Scanner {
             }
             Some(off) => {
                 self.keep_text(&rest[..off]);
+                let at = i.saturating_add(off);
                 if rest[off] == b'\\' {
                     self.keep_text(b"\\");
                     self.escape = true;
+                    self.string_escaped = true;
                 } else {
                     self.in_string = false;
-                    self.close_string();
+                    self.close_string(at);
                 }
                 i.saturating_add(off).saturating_add(1)
             }
@@ -52,7 +57,7 @@ impl Scanner {
 
     fn keep_text(&mut self, bytes: &[u8]) {
         let limit = match self.string_kind {
-            StringKind::Other => return,
+            StringKind::Other | StringKind::Field => return,
             StringKind::Key => KEY_LIMIT,
             StringKind::Tenant => TENANT_LIMIT,
         };
@@ -63,22 +68,30 @@ impl Scanner {
         }
     }
 
-    fn close_string(&mut self) {
+    /// The string closed at chunk position `at` (its quote).
+    fn close_string(&mut self, at: usize) {
         match self.string_kind {
             StringKind::Key => {
-                if let Some(top) = self.stack.last_mut() {
-                    top.key = if self.text_overflow {
+                let plain = !self.text_overflow && !self.string_escaped;
+                let record =
+                    self.capture.is_some() && matches!(self.stack.last(), Some(top) if top.role == Role::Candidate);
+                let key = match (plain, self.text.as_slice()) {
+                    (true, b"remote_sessions") => Key::RemoteSessions,
+                    (true, b"tenant") => Key::Tenant,
+                    (true, b"response") => Key::Response,
+                    (true, text) if record => self.watch.key(text),
+                    (false, _) if record => {
+                        // It could spell a watched name in a way its raw bytes do not show.
+                        self.watch.unsure = true;
                         Key::Other
-                    } else {
-                        match self.text.as_slice() {
-                            b"remote_sessions" => Key::RemoteSessions,
-                            b"tenant" => Key::Tenant,
-                            b"response" => Key::Response,
-                            _ => Key::Other,
-                        }
-                    };
+                    }
+                    _ => Key::Other,
+                };
+                if let Some(top) = self.stack.last_mut() {
+                    top.key = key;
                 }
             }
+            StringKind::Field => self.close_field_string(at),
             StringKind::Tenant if !self.text_overflow => {
                 let mut quoted = Vec::with_capacity(self.text.len().saturating_add(2));
                 quoted.push(b'"');

@@ -8,7 +8,7 @@ fn scan(body: &[u8], chunk: usize) -> (Vec<String>, Result<(), ScanError>) {
     for c in body.chunks(chunk.max(1)) {
         let fed = s.feed::<()>(c, &mut |item| {
             out.push(match item {
-                Item::Record { bytes, tenant } => {
+                Item::Record { bytes, tenant, .. } => {
                     format!(
                         "R{}{}",
                         tenant.map(|t| format!("[{t}]")).unwrap_or_default(),

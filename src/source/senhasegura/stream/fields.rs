@@ -1,0 +1,130 @@
+//! Watched fields: where a record's top-level fields of a few given names lie, noted while
+//! the record is scanned, so a caller that needs only those fields can read them without
+//! parsing the record again. The scanner still knows nothing about what the fields mean; the
+//! caller names them ([`Scanner::watching`]) and decides what the spans are worth.
+//!
+//! A field is reported as [`Field::Other`] whenever its value cannot be read off the raw
+//! bytes with certainty (an escaped string, an object, the key given twice), and the record's
+//! fields are not reported at all when a key of the record could spell a watched name in a way
+//! the raw bytes do not show (an escaped or over-long key) or when the record's grammar broke:
+//! the caller then parses the record, and nothing is decided on a guess.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+
+use super::grammar::{Key, Role};
+use super::Scanner;
+
+/// How many field names a scanner can watch.
+pub const MAX_FIELDS: usize = 4;
+
+/// Where a watched field lies in its record's bytes (offsets into the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Field {
+    /// The record has no such field.
+    #[default]
+    Absent,
+    /// A string without escapes: the bytes between its quotes.
+    Text {
+        /// Offset of the first byte after the opening quote.
+        start: usize,
+        /// Offset of the closing quote.
+        end: usize,
+    },
+    /// A number, `true`, `false` or `null` (not checked here) starting at this offset.
+    Scalar {
+        /// Offset of its first byte.
+        start: usize,
+    },
+    /// Anything else: an escaped string, an object or array, or the key given twice.
+    Other,
+}
+
+/// Per-record watch state, reset when a record capture opens.
+#[derive(Debug, Default)]
+pub(super) struct Watch {
+    pub(super) names: &'static [&'static [u8]],
+    pub(super) fields: [Field; MAX_FIELDS],
+    /// A key of the record could be a watched name in disguise: report nothing.
+    pub(super) unsure: bool,
+    /// The watched string value being read: its field and where it started.
+    pub(super) open: Option<(usize, usize)>,
+}
+
+impl Watch {
+    /// The plain (unescaped, short) key just read in a record's own object.
+    pub(super) fn key(&self, text: &[u8]) -> Key {
+        match self.names.iter().position(|n| *n == text) {
+            Some(i) => Key::Field(i),
+            None => Key::Other,
+        }
+    }
+}
+
+impl Scanner {
+    /// Note where the record's top-level fields with these names lie (at most
+    /// [`MAX_FIELDS`]; more are ignored); [`super::Item::Record`] carries them.
+    pub fn watching(mut self, names: &'static [&'static [u8]]) -> Scanner {
+        self.watch.names = names.get(..names.len().min(MAX_FIELDS)).unwrap_or_default();
+        self
+    }
+
+    /// A record capture opened: forget the previous record's fields.
+    pub(super) fn watch_reset(&mut self) {
+        let w = &mut self.watch;
+        w.fields = [Field::Absent; MAX_FIELDS];
+        w.unsure = false;
+        w.open = None;
+    }
+
+    /// The watched field whose value starts now, if the innermost frame is a record's own
+    /// object and its last key is watched.
+    pub(super) fn watched_value(&self) -> Option<usize> {
+        match self.stack.last() {
+            Some(top) if top.role == Role::Candidate && self.capture.is_some() => match top.key {
+                Key::Field(i) => Some(i),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Offset in the current record of byte `i` of the current chunk.
+    pub(super) fn record_offset(&self, i: usize) -> usize {
+        let start = self.capture.as_ref().map_or(0, |c| c.start);
+        self.buf.len().saturating_add(i.saturating_sub(start))
+    }
+
+    /// A watched field's value was found (a second one makes it [`Field::Other`]).
+    pub(super) fn set_field(&mut self, i: usize, value: Field) {
+        if let Some(slot) = self.watch.fields.get_mut(i) {
+            *slot = if *slot == Field::Absent { value } else { Field::Other };
+        }
+    }
+
+    /// A watched string value opens at chunk position `i` (its quote).
+    pub(super) fn open_field_string(&mut self, field: usize, i: usize) {
+        self.watch.open = Some((field, self.record_offset(i).saturating_add(1)));
+    }
+
+    /// The watched string value closes at chunk position `i` (its quote).
+    pub(super) fn close_field_string(&mut self, i: usize) {
+        if let Some((field, start)) = self.watch.open.take() {
+            let value = match self.string_escaped {
+                true => Field::Other,
+                false => Field::Text {
+                    start,
+                    end: self.record_offset(i),
+                },
+            };
+            self.set_field(field, value);
+        }
+    }
+
+    /// The watched fields of the record that just closed; empty when they cannot be trusted.
+    pub(super) fn record_fields(&self, broken: bool) -> &[Field] {
+        if broken || self.watch.unsure {
+            return &[];
+        }
+        self.watch.fields.get(..self.watch.names.len()).unwrap_or_default()
+    }
+}
