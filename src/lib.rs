@@ -29,6 +29,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod key;
+pub mod memory;
 pub(crate) mod notify;
 pub(crate) mod pipeline;
 pub(crate) mod service;

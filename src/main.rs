@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use senhasegura_forwarder::cli::{Cli, Command, LogFormat};
-use senhasegura_forwarder::{app, shutdown, Error};
+use senhasegura_forwarder::{app, memory, shutdown, Error};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -60,11 +60,37 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
     }
 }
 
+/// Apply the allocator settings of `senhasegura_forwarder::memory` the operator did not set
+/// through glibc's variables; returns those glibc refused.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() -> Vec<memory::Setting> {
+    memory::to_apply(|name| std::env::var_os(name).is_some())
+        .into_iter()
+        // SAFETY: mallopt takes two integers and only changes the allocator's parameters;
+        // glibc takes its own locks, and no other thread runs yet.
+        .filter(|s| unsafe { libc::mallopt(s.param, s.value) } != 1)
+        .collect()
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() -> Vec<memory::Setting> {
+    Vec::new()
+}
+
 fn main() -> ExitCode {
     // State, exports and anything else this process creates is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    // Before any thread starts: large buffers mapped on their own, two arenas (src/memory.rs).
+    let refused = tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli);
+    for s in refused {
+        tracing::debug!(
+            setting = s.env,
+            value = s.value,
+            "The allocator refused a setting; its default stays"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

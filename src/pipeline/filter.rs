@@ -34,6 +34,8 @@ pub struct FilterInput {
     pub chunks: mpsc::Receiver<Bytes>,
     /// Where full batches go.
     pub batches: mpsc::Sender<Batch>,
+    /// Delivered batches, back to be filled again.
+    pub spent: mpsc::Receiver<Batch>,
     /// The store to look keys up in.
     pub store: Arc<dyn Dedup>,
     /// One encoder per distinct format.
@@ -294,6 +296,17 @@ impl Worker {
         Ok(())
     }
 
+    /// An empty batch: a delivered one if delivery gave one back, else a new one.
+    fn next_batch(&mut self) -> Batch {
+        match self.input.spent.try_recv() {
+            Ok(mut batch) => {
+                batch.clear();
+                batch
+            }
+            Err(_) => Batch::new(self.input.encoders.len()),
+        }
+    }
+
     fn count_record(&mut self) {
         self.counters.records = self.counters.records.saturating_add(1);
         self.input.progress.records.fetch_add(1, Ordering::Relaxed);
@@ -432,7 +445,8 @@ impl Worker {
         });
         self.counters.new_events = self.counters.new_events.saturating_add(1);
         if self.batch.metas.len() >= self.input.batch_size {
-            let batch = std::mem::replace(&mut self.batch, Batch::new(self.input.encoders.len()));
+            let next = self.next_batch();
+            let batch = std::mem::replace(&mut self.batch, next);
             self.batches_sent = self.batches_sent.saturating_add(1);
             if self.input.batches.blocking_send(batch).is_err() {
                 return Err(Halt::DeliveryGone);

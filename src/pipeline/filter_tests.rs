@@ -39,9 +39,24 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
     }
     drop(chunk_tx);
     let (batches, mut batch_rx) = mpsc::channel(1 << 16);
+    // Delivery gives back a batch that still holds an earlier poll's events: nothing of it may
+    // reach the next batches.
+    let (spent_tx, spent) = mpsc::channel(1);
+    let mut junk = Batch::new(1);
+    junk.payloads[0].extend_from_slice(b"{\"junk\":1}");
+    junk.ranges[0].push((0, junk.payloads[0].len()));
+    junk.starts.push(None);
+    junk.metas.push(EventMeta {
+        key: EventKey::new("junk", Phase::Start),
+        time: Utc::now(),
+        tenant: None,
+        event_id: "junk".into(),
+    });
+    spent_tx.try_send(junk).unwrap();
     let outcome = run(FilterInput {
         chunks,
         batches,
+        spent,
         store: Arc::new(store),
         encoders: Arc::new(vec![Encoder::Ecs(EcsEncoder::new(false))]),
         origin: Arc::new(Origin {
@@ -63,6 +78,15 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
     });
     let mut keys = Vec::new();
     while let Ok(batch) = batch_rx.try_recv() {
+        assert_eq!(batch.ranges[0].len(), batch.metas.len());
+        for (meta, &(s, t)) in batch.metas.iter().zip(&batch.ranges[0]) {
+            let doc: serde_json::Value = serde_json::from_slice(&batch.payloads[0][s..t]).unwrap();
+            assert_eq!(
+                doc["event"]["id"],
+                meta.event_id.as_str(),
+                "each event keeps its own payload"
+            );
+        }
         keys.extend(batch.metas.into_iter().map(|m| m.key.to_string()));
     }
     (outcome, keys)

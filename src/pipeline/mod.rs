@@ -32,7 +32,7 @@ pub use deliver::{DeliveryPolicy, SinkSet};
 /// Batches waiting for delivery (bounds memory).
 const BATCH_QUEUE: usize = 4;
 /// Body chunks waiting for the filter.
-const CHUNK_QUEUE: usize = 32;
+const CHUNK_QUEUE: usize = 8;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending...
 const COMMIT_KEYS: usize = 10_000;
 /// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
@@ -92,6 +92,12 @@ impl Batch {
             payloads: vec![Vec::new(); encoders],
             ranges: vec![Vec::new(); encoders],
         }
+    }
+
+    /// Empty, keeping what its buffers allocated, to be filled again: a poll reuses a few
+    /// batches instead of growing a fresh megabyte of payload for every one.
+    fn clear(&mut self) {
+        self.truncate(0);
     }
 
     /// Drop whatever an event after the first `events` left behind (a record whose path
@@ -240,11 +246,14 @@ impl Pipeline {
         let committed_batches = Arc::new(AtomicU64::new(0));
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (batch_tx, mut batch_rx) = mpsc::channel(BATCH_QUEUE);
+        // Delivered batches go back to the filter to be filled again.
+        let (spent_tx, spent_rx) = mpsc::channel(BATCH_QUEUE);
         self.progress.bytes.store(0, Ordering::Relaxed);
         self.progress.records.store(0, Ordering::Relaxed);
         let input = filter::FilterInput {
             chunks: chunk_rx,
             batches: batch_tx,
+            spent: spent_rx,
             store: self.store.clone(),
             encoders: self.sinks.encoders.clone(),
             origin: self.origin.clone(),
@@ -306,12 +315,14 @@ impl Pipeline {
                 delivered += batch.metas.len() as u64;
                 if commit {
                     pending.extend(deliver::delivered_keys(&batch));
-                    if pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY {
-                        commit_keys(&store, std::mem::take(&mut pending), telemetry).await?;
-                        // The filter may forget these batches' keys: the store has them now.
-                        committed_batches.store(received, Ordering::Release);
-                        since = Instant::now();
-                    }
+                }
+                // Full or gone: then this one is simply dropped.
+                let _ = spent_tx.try_send(batch);
+                if commit && (pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY) {
+                    commit_keys(&store, std::mem::take(&mut pending), telemetry).await?;
+                    // The filter may forget these batches' keys: the store has them now.
+                    committed_batches.store(received, Ordering::Release);
+                    since = Instant::now();
                 }
             };
             // What was acknowledged is committed even when a later batch failed.
