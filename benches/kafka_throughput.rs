@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| EventMeta {
                 key: EventKey::new(format!("{round:08x}{i:032x}"), Phase::End),
                 time,
-                tenant: Some("Segura".into()),
+                tenant: Some(std::sync::Arc::from("Segura")),
                 event_id: format!("{round:08x}{i:024x}"),
             })
             .collect();

@@ -37,18 +37,14 @@ pub struct SinkSet {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
-/// The keys of a delivered batch.
-pub fn delivered_keys(batch: &Batch) -> Vec<Delivered> {
-    batch
-        .metas
-        .iter()
-        .zip(&batch.starts)
-        .map(|(m, &start)| Delivered {
-            key: m.key.clone(),
-            time: m.time,
-            start,
-        })
-        .collect()
+/// The keys of a delivered batch, moved out of it (the batch is refilled next).
+pub fn take_delivered(batch: &mut Batch, into: &mut Vec<Delivered>) {
+    let starts = batch.starts.drain(..);
+    into.extend(batch.metas.drain(..).zip(starts).map(|(m, start)| Delivered {
+        key: m.key,
+        time: m.time,
+        start,
+    }));
 }
 
 impl SinkSet {

@@ -14,7 +14,6 @@ use crate::source::senhasegura::model::session_id_hint;
 use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord, HEAD_FIELDS};
 use crate::source::senhasegura::stream::{Field, Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +30,9 @@ const FUTURE_WARN_OVER: u64 = 3;
 /// What the filter thread needs.
 pub struct FilterInput {
     /// Chunks of the listing body.
-    pub chunks: mpsc::Receiver<Bytes>,
+    pub chunks: mpsc::Receiver<Vec<u8>>,
+    /// Scanned chunks, back to the body reader to be filled again.
+    pub spent_chunks: mpsc::Sender<Vec<u8>>,
     /// Where full batches go.
     pub batches: mpsc::Sender<Batch>,
     /// Delivered batches, back to be filled again.
@@ -111,6 +112,8 @@ struct Worker {
     future: Future,
     /// The last record's event was known or before the horizon (see `record`).
     last_known: bool,
+    /// The tenant of the last event emitted, shared by the next ones of the same envelope.
+    tenant: Option<Arc<str>>,
 }
 
 /// Keys emitted in this listing whose batch is not committed yet, with that batch's number;
@@ -164,6 +167,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         published: Counters::default(),
         future: Future::default(),
         last_known: false,
+        tenant: None,
     };
     let mut scanner = Scanner::default().watching(HEAD_FIELDS);
     while let Some(chunk) = w.input.chunks.blocking_recv() {
@@ -171,6 +175,8 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
         w.input.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         w.publish(chunk.len() as u64);
+        // Full or gone: then this one is simply dropped.
+        let _ = w.input.spent_chunks.try_send(chunk);
         match result {
             Ok(()) => {}
             // The body is broken here: what came before is delivered, nothing after is read.
@@ -440,7 +446,7 @@ impl Worker {
         self.batch.metas.push(EventMeta {
             key: EventKey::new(event.session_id, event.phase),
             time: event.timestamp,
-            tenant: event.tenant.map(str::to_string),
+            tenant: event.tenant.map(|t| shared(&mut self.tenant, t)),
             event_id: event.id,
         });
         self.counters.new_events = self.counters.new_events.saturating_add(1);
@@ -453,6 +459,15 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// `tenant` as an `Arc`, allocated once per envelope rather than once per event: `last` holds
+/// the one given out last.
+fn shared(last: &mut Option<Arc<str>>, tenant: &str) -> Arc<str> {
+    match last {
+        Some(t) if **t == *tenant => t.clone(),
+        _ => last.insert(Arc::from(tenant)).clone(),
     }
 }
 

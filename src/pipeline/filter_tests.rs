@@ -32,7 +32,7 @@ impl Dedup for Store {
 /// Run the filter over `body` cut into `chunk`-byte pieces; the outcome and the keys of
 /// the events it emitted.
 fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String>) {
-    let pieces: Vec<Bytes> = body.chunks(chunk.max(1)).map(Bytes::copy_from_slice).collect();
+    let pieces: Vec<Vec<u8>> = body.chunks(chunk.max(1)).map(<[u8]>::to_vec).collect();
     let (chunk_tx, chunks) = mpsc::channel(pieces.len() + 1);
     for p in pieces {
         chunk_tx.try_send(p).unwrap();
@@ -53,8 +53,10 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
         event_id: "junk".into(),
     });
     spent_tx.try_send(junk).unwrap();
+    let (spent_chunks, _) = mpsc::channel(1);
     let outcome = run(FilterInput {
         chunks,
+        spent_chunks,
         batches,
         spent,
         store: Arc::new(store),

@@ -38,12 +38,20 @@ const COMMIT_KEYS: usize = 10_000;
 /// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
-async fn commit_keys(store: &Arc<dyn Dedup>, keys: Vec<Delivered>, telemetry: &Telemetry) -> Result<(), Error> {
+/// Commit `keys` and empty the list (keeping its allocation for the next keys).
+async fn commit_keys(store: &Arc<dyn Dedup>, keys: &mut Vec<Delivered>, telemetry: &Telemetry) -> Result<(), Error> {
     let store = store.clone();
     let n = keys.len();
-    tokio::task::spawn_blocking(move || store.commit(&keys))
-        .await
-        .map_err(|e| Error::Internal(format!("the commit task failed: {e}")))??;
+    let list = std::mem::take(keys);
+    let (mut list, result) = tokio::task::spawn_blocking(move || {
+        let result = store.commit(&list);
+        (list, result)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("the commit task failed: {e}")))?;
+    result?;
+    list.clear();
+    *keys = list;
     telemetry.committed(n);
     Ok(())
 }
@@ -245,6 +253,8 @@ impl Pipeline {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let committed_batches = Arc::new(AtomicU64::new(0));
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+        // Scanned chunk buffers come back to be filled again (see the reader below).
+        let (spent_chunk_tx, mut spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_QUEUE);
         let (batch_tx, mut batch_rx) = mpsc::channel(BATCH_QUEUE);
         // Delivered batches go back to the filter to be filled again.
         let (spent_tx, spent_rx) = mpsc::channel(BATCH_QUEUE);
@@ -252,6 +262,7 @@ impl Pipeline {
         self.progress.records.store(0, Ordering::Relaxed);
         let input = filter::FilterInput {
             chunks: chunk_rx,
+            spent_chunks: spent_chunk_tx,
             batches: batch_tx,
             spent: spent_rx,
             store: self.store.clone(),
@@ -283,7 +294,14 @@ impl Pipeline {
                                 let take = chunk.len().min(HEAD_BYTES - head_ref.len());
                                 head_ref.extend_from_slice(&chunk[..take]);
                             }
-                            if chunk_tx.send(chunk).await.is_err() {
+                            // Copied into a buffer of our own and let go at once: hyper then
+                            // reads on into the same allocation instead of mapping a fresh
+                            // 400 KiB block while the filter still holds the last ones.
+                            let mut buf = spent_chunk_rx.try_recv().unwrap_or_default();
+                            buf.clear();
+                            buf.extend_from_slice(&chunk);
+                            drop(chunk);
+                            if chunk_tx.send(buf).await.is_err() {
                                 return Ok(false);
                             }
                         }
@@ -305,7 +323,7 @@ impl Pipeline {
             let mut since = Instant::now();
             let mut received = 0u64;
             let result = loop {
-                let Some(batch) = batch_rx.recv().await else {
+                let Some(mut batch) = batch_rx.recv().await else {
                     break Ok(());
                 };
                 received += 1;
@@ -314,12 +332,12 @@ impl Pipeline {
                 }
                 delivered += batch.metas.len() as u64;
                 if commit {
-                    pending.extend(deliver::delivered_keys(&batch));
+                    deliver::take_delivered(&mut batch, &mut pending);
                 }
                 // Full or gone: then this one is simply dropped.
                 let _ = spent_tx.try_send(batch);
                 if commit && (pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY) {
-                    commit_keys(&store, std::mem::take(&mut pending), telemetry).await?;
+                    commit_keys(&store, &mut pending, telemetry).await?;
                     // The filter may forget these batches' keys: the store has them now.
                     committed_batches.store(received, Ordering::Release);
                     since = Instant::now();
@@ -327,7 +345,7 @@ impl Pipeline {
             };
             // What was acknowledged is committed even when a later batch failed.
             if !pending.is_empty() {
-                commit_keys(&store, pending, telemetry).await?;
+                commit_keys(&store, &mut pending, telemetry).await?;
             }
             result.map(|()| delivered)
         };

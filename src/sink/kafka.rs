@@ -142,7 +142,7 @@ impl KafkaSink {
             if let Some(t) = &f.meta.tenant {
                 headers = headers.insert(Header {
                     key: "tenant",
-                    value: Some(t.as_str()),
+                    value: Some(&**t),
                 });
             }
             let mut record = FutureRecord::to(&self.topic)

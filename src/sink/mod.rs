@@ -43,8 +43,8 @@ pub struct EventMeta {
     pub key: EventKey,
     /// The event's own time.
     pub time: DateTime<Utc>,
-    /// The envelope tenant.
-    pub tenant: Option<String>,
+    /// The envelope tenant (one allocation shared by the events of a listing).
+    pub tenant: Option<std::sync::Arc<str>>,
     /// The deterministic event id.
     pub event_id: String,
 }
