@@ -4,7 +4,7 @@
 use super::EncodeCounters;
 use crate::event::{Phase, SessionEvent};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 /// The ECS version written in `ecs.version`.
@@ -20,10 +20,6 @@ pub struct EcsEncoder {
 /// any (in 3, 6 or 9 digits, as chrono's `AutoSi`), written without an allocation.
 #[derive(Clone, Copy)]
 struct Ts(DateTime<Utc>);
-
-fn ts(t: &DateTime<Utc>) -> Ts {
-    Ts(*t)
-}
 
 impl Ts {
     /// The text into `buf`; `None` outside years 0..=9999 or in a leap second (then chrono
@@ -73,228 +69,247 @@ impl Ts {
     }
 }
 
-impl Serialize for Ts {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Ts {
+    /// The text, as a JSON string value (no character in it needs escaping).
+    fn put(self, out: &mut Vec<u8>) {
         let mut buf = [0u8; 32];
-        match self.write(&mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
-            Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        out.push(b'"');
+        match self.write(&mut buf) {
+            Some(n) => out.extend_from_slice(&buf[..n]),
+            None => out.extend_from_slice(self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes()),
         }
+        out.push(b'"');
     }
 }
 
-#[derive(Serialize)]
-struct Doc<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: Ts,
-    ecs: Ecs,
-    message: Message<'a, 'a>,
-    event: Event<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<Name<'a>>,
-    source: Source<'a>,
-    destination: Destination<'a>,
-    network: Network<'a>,
-    observer: Observer<'a>,
-    related: Related<'a>,
-    senhasegura: Vendor<'a>,
-}
+/// Bytes that go into a JSON string as they are: printable ASCII but `"` and `\`, and UTF-8
+/// bytes at or above 0x80 except the lead bytes of what [`put_escaped`] must look at (C2: the
+/// C1 controls; E2: U+2028/U+2029).
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 256 {
+        t[b] = !matches!(b, 0x22 | 0x5c | 0x7f | 0xc2 | 0xe2);
+        b += 1;
+    }
+    t
+};
 
-#[derive(Serialize)]
-struct Ecs {
-    version: &'static str,
-}
-
-#[derive(Serialize)]
-struct Event<'a> {
-    kind: &'static str,
-    category: [&'static str; 1],
-    #[serde(rename = "type")]
-    kind_type: [&'static str; 1],
-    action: &'static str,
-    outcome: &'static str,
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<i64>,
-    created: Ts,
-    dataset: &'static str,
-    module: &'static str,
-    timezone: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    original: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Name<'a> {
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct Source<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    address: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<Name<'a>>,
-}
-
-#[derive(Serialize)]
-struct Destination<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    address: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    domain: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<Name<'a>>,
-}
-
-#[derive(Serialize)]
-struct Network<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    protocol: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    application: Option<&'a str>,
-    transport: &'static str,
-}
-
-#[derive(Serialize)]
-struct Observer<'a> {
-    vendor: &'static str,
-    product: &'static str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    hostname: &'a str,
-}
-
-#[derive(Serialize)]
-struct Related<'a> {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    ip: Vec<IpAddr>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    user: Vec<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    hosts: Vec<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Vendor<'a> {
-    session: VendorSession<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct VendorSession<'a> {
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    record_id: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    record_id_raw: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proxy: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prevent_purge: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    itsm: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    device: Option<&'a str>,
-}
-
-/// serde_json's compact formatter, also escaping what JSON allows raw but some receivers take
-/// as a line break or an end of string: DEL, the C1 controls (NEL), and U+2028/U+2029. The
-/// document reads back the same; no value can split a line.
-struct LineSafe;
-
-impl serde_json::ser::Formatter for LineSafe {
-    #[inline]
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        let bytes = fragment.as_bytes();
-        // Almost every value is plain ASCII below DEL: write it as is (a plain loop is much
-        // cheaper than a search on these short strings).
-        if bytes.iter().all(|&b| b < 0x7f) {
-            return writer.write_all(bytes);
+/// `text` escaped as a JSON string's contents, as serde_json escapes it (`\"`, `\\`, the short
+/// forms of \b \f \n \r \t, `\u00XX` for the other controls), and also what JSON allows raw
+/// but some receivers take as a line break or an end of string: DEL, the C1 controls (NEL) and
+/// U+2028/U+2029. The document reads back the same; no value can split a line.
+fn put_escaped(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut done = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if PLAIN[b as usize] {
+            i += 1;
+            continue;
         }
-        let mut done = 0;
-        let mut from = 0;
-        // DEL is 7F; C1 controls are C2 80..9F; U+2028/9 are E2 80 A8/A9.
-        while let Some(off) = memchr::memchr3(0x7f, 0xc2, 0xe2, &bytes[from..]) {
-            let at = from + off;
-            let escaped = match bytes[at..] {
-                [0x7f, ..] => Some((0x7f, 1)),
-                [0xc2, b @ 0x80..=0x9f, ..] => Some((u32::from(b), 2)),
-                [0xe2, 0x80, b @ (0xa8 | 0xa9), ..] => Some((0x2000 + u32::from(b - 0x80), 3)),
-                _ => None,
-            };
-            match escaped {
-                Some((code, len)) => {
-                    writer.write_all(&bytes[done..at])?;
-                    write!(writer, "\\u{code:04x}")?;
-                    done = at + len;
-                    from = done;
-                }
-                None => from = at + 1,
+        let (code, len) = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
+            (0x00..=0x1f | b'"' | b'\\' | 0x7f, _, _) => (u32::from(b), 1),
+            (0xc2, Some(&c @ 0x80..=0x9f), _) => (u32::from(c), 2),
+            (0xe2, Some(0x80), Some(&c @ (0xa8 | 0xa9))) => (0x2000 + u32::from(c - 0x80), 3),
+            _ => {
+                i += 1;
+                continue;
             }
-        }
-        writer.write_all(&bytes[done..])
-    }
-}
-
-/// The one-sentence summary in `message`, written straight into the document.
-struct Message<'e, 'r>(&'e SessionEvent<'r>);
-
-impl std::fmt::Display for Message<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let e = self.0;
-        let who = e.user.unwrap_or("unknown user");
-        let verb = match e.phase {
-            Phase::Start => "started",
-            Phase::End => "ended",
         };
-        write!(f, "{who} {verb} a ")?;
-        match e.protocol.as_deref() {
-            None => f.write_str("remote")?,
-            Some(p) => {
-                let mut buf = [0u8; 32];
-                match buf.get_mut(..p.len()) {
-                    Some(upper) => {
-                        upper.copy_from_slice(p.as_bytes());
-                        upper.make_ascii_uppercase();
-                        f.write_str(std::str::from_utf8(upper).map_err(|_| std::fmt::Error)?)?;
-                    }
-                    None => f.write_str(&p.to_ascii_uppercase())?,
-                }
-            }
+        out.extend_from_slice(&bytes[done..i]);
+        match code {
+            0x22 => out.extend_from_slice(b"\\\""),
+            0x5c => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                HEX[(code >> 12) as usize & 0xf],
+                HEX[(code >> 8) as usize & 0xf],
+                HEX[(code >> 4) as usize & 0xf],
+                HEX[code as usize & 0xf],
+            ]),
         }
-        write!(f, " session to {}", e.device_raw.unwrap_or("unknown device"))?;
-        if let Some(c) = e.credential {
-            write!(f, " as {c}")?;
-        }
+        i += len;
+        done = i;
+    }
+    out.extend_from_slice(&bytes[done..]);
+}
+
+/// A JSON string value.
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    put_escaped(out, text);
+    out.push(b'"');
+}
+
+/// An address as a JSON string (its text needs no escaping).
+fn put_ip(out: &mut Vec<u8>, ip: &IpAddr) {
+    use std::io::Write;
+    out.push(b'"');
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{ip}");
+    out.push(b'"');
+}
+
+/// Escapes text into a JSON string as it is formatted (`message`).
+struct Escaping<'o>(&'o mut Vec<u8>);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        put_escaped(self.0, s);
         Ok(())
     }
 }
 
-impl Serialize for Message<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+/// One JSON object of the document being written: the keys are this file's constants
+/// (written as they are), the values escaped by [`put_escaped`]. Fields come in the order of
+/// the calls; an absent value (`None`, an empty list) writes no field.
+struct Obj<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Obj<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Obj<'o> {
+        out.push(b'{');
+        Obj { out, first: true }
     }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        put_str(self.key(key), value);
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+    }
+
+    /// A list of one string.
+    fn one(&mut self, key: &str, value: &str) {
+        let out = self.key(key);
+        out.push(b'[');
+        put_str(out, value);
+        out.push(b']');
+    }
+
+    fn list<T>(&mut self, key: &str, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
+        if items.is_empty() {
+            return;
+        }
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put(out, item);
+        }
+        out.push(b']');
+    }
+
+    fn int(&mut self, key: &str, value: Option<i64>) {
+        if let Some(v) = value {
+            self.key(key)
+                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        }
+    }
+
+    fn bool(&mut self, key: &str, value: Option<bool>) {
+        if let Some(v) = value {
+            self.key(key).extend_from_slice(if v { b"true" } else { b"false" });
+        }
+    }
+
+    fn ts(&mut self, key: &str, value: Option<&DateTime<Utc>>) {
+        if let Some(t) = value {
+            Ts(*t).put(self.key(key));
+        }
+    }
+
+    fn ip(&mut self, key: &str, value: Option<IpAddr>) {
+        if let Some(ip) = value {
+            put_ip(self.key(key), &ip);
+        }
+    }
+
+    /// `{"name": ...}` under `key`, when there is a name.
+    fn name(&mut self, key: &str, name: Option<&str>) {
+        if let Some(name) = name {
+            let mut o = self.obj(key);
+            o.str("name", name);
+            o.close();
+        }
+    }
+
+    fn obj(&mut self, key: &str) -> Obj<'_> {
+        Obj::open(self.key(key))
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// The one-sentence summary in `message`, written straight into the document.
+fn put_message(out: &mut Vec<u8>, e: &SessionEvent<'_>) {
+    out.push(b'"');
+    // Escaping into a Vec never fails.
+    let _ = write_message(&mut Escaping(out), e);
+    out.push(b'"');
+}
+
+fn write_message(f: &mut impl std::fmt::Write, e: &SessionEvent<'_>) -> std::fmt::Result {
+    let who = e.user.unwrap_or("unknown user");
+    let verb = match e.phase {
+        Phase::Start => "started",
+        Phase::End => "ended",
+    };
+    write!(f, "{who} {verb} a ")?;
+    match e.protocol.as_deref() {
+        None => f.write_str("remote")?,
+        Some(p) => {
+            let mut buf = [0u8; 32];
+            match buf.get_mut(..p.len()) {
+                Some(upper) => {
+                    upper.copy_from_slice(p.as_bytes());
+                    upper.make_ascii_uppercase();
+                    f.write_str(std::str::from_utf8(upper).map_err(|_| std::fmt::Error)?)?;
+                }
+                None => f.write_str(&p.to_ascii_uppercase())?,
+            }
+        }
+    }
+    write!(f, " session to {}", e.device_raw.unwrap_or("unknown device"))?;
+    if let Some(c) = e.credential {
+        write!(f, " as {c}")?;
+    }
+    Ok(())
+}
+
+/// The distinct values among two, in order.
+fn distinct<T: PartialEq + Copy>(a: Option<T>, b: Option<T>) -> impl Iterator<Item = T> {
+    let b = if a == b { None } else { b };
+    a.into_iter().chain(b)
 }
 
 impl EcsEncoder {
@@ -303,7 +318,8 @@ impl EcsEncoder {
         EcsEncoder { include_original }
     }
 
-    /// Append the JSON document of `e` to `out`.
+    /// Append the JSON document of `e` to `out` (one line, no newline), written field by field
+    /// in the order of docs/mapping.md: no intermediate structure, one pass over each value.
     pub fn encode(&self, e: &SessionEvent, out: &mut Vec<u8>, counters: &mut EncodeCounters) {
         let (action, kind_type) = match e.phase {
             Phase::Start => ("remote-session-started", "start"),
@@ -312,89 +328,89 @@ impl EcsEncoder {
         if e.device.unparsed {
             counters.partial += 1;
         }
-        let mut related_ip: Vec<IpAddr> = Vec::with_capacity(2);
-        for ip in [e.origin_ip, e.device.ip].into_iter().flatten() {
-            if !related_ip.contains(&ip) {
-                related_ip.push(ip);
-            }
+        let mut doc = Obj::open(out);
+        doc.ts("@timestamp", Some(&e.timestamp));
+        let mut ecs = doc.obj("ecs");
+        ecs.str("version", ECS_VERSION);
+        ecs.close();
+        put_message(doc.key("message"), e);
+
+        let mut event = doc.obj("event");
+        event.str("kind", "event");
+        event.one("category", "session");
+        event.one("type", kind_type);
+        event.str("action", action);
+        event.str("outcome", "success");
+        event.str("id", &e.id);
+        event.ts("start", e.start.as_ref());
+        event.ts("end", e.end.as_ref());
+        event.int("duration", e.duration_ns);
+        event.ts("created", Some(&e.created));
+        event.str("dataset", "senhasegura.session");
+        event.str("module", "senhasegura");
+        event.str("timezone", e.timezone);
+        if self.include_original {
+            event.opt_str("original", e.original.as_deref());
         }
-        let mut related_user: Vec<&str> = Vec::with_capacity(2);
-        for u in [e.user, e.credential].into_iter().flatten() {
-            if !related_user.contains(&u) {
-                related_user.push(u);
-            }
+        event.close();
+
+        doc.name("user", e.user);
+        let mut source = doc.obj("source");
+        source.opt_str("address", e.origin);
+        source.ip("ip", e.origin_ip);
+        source.name("user", e.user);
+        source.close();
+
+        let mut destination = doc.obj("destination");
+        destination.opt_str("address", if e.device.unparsed { e.device_raw } else { e.device.host });
+        destination.ip("ip", e.device.ip);
+        destination.opt_str("domain", e.device.domain);
+        destination.int("port", e.device.port.map(i64::from));
+        destination.name("user", e.credential);
+        destination.close();
+
+        let mut network = doc.obj("network");
+        network.opt_str("protocol", e.protocol.as_deref());
+        network.opt_str("application", e.protocol.as_deref());
+        network.str("transport", "tcp");
+        network.close();
+
+        let mut observer = doc.obj("observer");
+        observer.str("vendor", "senhasegura");
+        observer.str("product", "PAM");
+        observer.str("type", "proxy");
+        if !e.vault_host.is_empty() {
+            observer.str("hostname", e.vault_host);
         }
-        let doc = Doc {
-            timestamp: ts(&e.timestamp),
-            ecs: Ecs { version: ECS_VERSION },
-            message: Message(e),
-            event: Event {
-                kind: "event",
-                category: ["session"],
-                kind_type: [kind_type],
-                action,
-                outcome: "success",
-                id: &e.id,
-                start: e.start.as_ref().map(ts),
-                end: e.end.as_ref().map(ts),
-                duration: e.duration_ns,
-                created: ts(&e.created),
-                dataset: "senhasegura.session",
-                module: "senhasegura",
-                timezone: e.timezone,
-                original: if self.include_original {
-                    e.original.as_deref()
-                } else {
-                    None
-                },
-            },
-            user: e.user.map(|name| Name { name }),
-            source: Source {
-                address: e.origin,
-                ip: e.origin_ip,
-                user: e.user.map(|name| Name { name }),
-            },
-            destination: Destination {
-                address: if e.device.unparsed { e.device_raw } else { e.device.host },
-                ip: e.device.ip,
-                domain: e.device.domain,
-                port: e.device.port,
-                user: e.credential.map(|name| Name { name }),
-            },
-            network: Network {
-                protocol: e.protocol.as_deref(),
-                application: e.protocol.as_deref(),
-                transport: "tcp",
-            },
-            observer: Observer {
-                vendor: "senhasegura",
-                product: "PAM",
-                kind: "proxy",
-                hostname: e.vault_host,
-            },
-            related: Related {
-                ip: related_ip,
-                user: related_user,
-                hosts: e.device.domain.into_iter().collect(),
-            },
-            senhasegura: Vendor {
-                session: VendorSession {
-                    id: e.session_id,
-                    record_id: e.record_number,
-                    record_id_raw: if e.record_number.is_none() { e.record_id } else { None },
-                    proxy: e.proxy,
-                    prevent_purge: e.prevent_purge,
-                    duration: e.duration_text,
-                    request: e.request,
-                    itsm: e.itsm,
-                    device: if e.device.unparsed { e.device_raw } else { None },
-                },
-                tenant: e.tenant,
-            },
-        };
-        let mut ser = serde_json::Serializer::with_formatter(&mut *out, LineSafe);
-        // Serialising plain structs of strings and numbers into a Vec cannot fail.
-        let _ = doc.serialize(&mut ser);
+        observer.close();
+
+        let ips: SmallVec<[IpAddr; 2]> = distinct(e.origin_ip, e.device.ip).collect();
+        let users: SmallVec<[&str; 2]> = distinct(e.user, e.credential).collect();
+        let hosts: SmallVec<[&str; 1]> = e.device.domain.into_iter().collect();
+        let mut related = doc.obj("related");
+        related.list("ip", &ips, put_ip);
+        related.list("user", &users, |out, u| put_str(out, u));
+        related.list("hosts", &hosts, |out, h| put_str(out, h));
+        related.close();
+
+        let mut vendor = doc.obj("senhasegura");
+        let mut session = vendor.obj("session");
+        session.str("id", e.session_id);
+        session.int("record_id", e.record_number);
+        session.opt_str(
+            "record_id_raw",
+            if e.record_number.is_none() { e.record_id } else { None },
+        );
+        session.opt_str("proxy", e.proxy);
+        session.bool("prevent_purge", e.prevent_purge);
+        session.opt_str("duration", e.duration_text);
+        session.opt_str("request", e.request);
+        session.opt_str("itsm", e.itsm);
+        session.opt_str("device", if e.device.unparsed { e.device_raw } else { None });
+        session.close();
+        vendor.opt_str("tenant", e.tenant);
+        vendor.close();
+        doc.close();
     }
 }
 
@@ -402,6 +418,29 @@ impl EcsEncoder {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    fn ts_text(t: DateTime<Utc>) -> String {
+        let mut out = Vec::new();
+        Ts(t).put(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does_and_line_breakers_too() {
+        let line_breakers = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}');
+        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            let mut out = Vec::new();
+            put_str(&mut out, &text);
+            let ours = String::from_utf8(out).unwrap();
+            if line_breakers(c) {
+                assert_eq!(ours, format!("\"a\\u{:04x}b\"", c as u32));
+            } else {
+                assert_eq!(ours, serde_json::to_string(&text).unwrap(), "U+{:04X}", c as u32);
+            }
+            assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
+        }
+    }
 
     #[test]
     fn times_are_written_as_chrono_writes_them() {
@@ -416,13 +455,13 @@ mod tests {
         for i in 0..5000 {
             let secs = (next() % 253_402_300_800) as i64; // 1970..=9999
             let t = Utc.timestamp_opt(secs, nanos[i % nanos.len()]).unwrap();
-            let text = serde_json::to_string(&ts(&t)).unwrap();
+            let text = ts_text(t);
             assert_eq!(text, format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
         }
         // Outside what the fast path writes, chrono writes it.
         let far = Utc.with_ymd_and_hms(-5, 1, 1, 0, 0, 0).unwrap();
         assert_eq!(
-            serde_json::to_string(&ts(&far)).unwrap(),
+            ts_text(far),
             format!("\"{}\"", far.to_rfc3339_opts(SecondsFormat::AutoSi, true))
         );
     }
@@ -431,8 +470,7 @@ mod tests {
     fn line_breaking_characters_are_escaped_and_read_back() {
         let value = "a\u{0}b\u{7f}c\u{85}d\u{9f}e\u{2028}f\u{2029}g\u{a0}é€\u{2027}";
         let mut out = Vec::new();
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, LineSafe);
-        value.serialize(&mut ser).unwrap();
+        put_str(&mut out, value);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
