@@ -11,7 +11,7 @@ use senhasegura_forwarder::encode::{
 use senhasegura_forwarder::event::{Candidate, Origin, SessionEvent};
 use senhasegura_forwarder::key::{EventKey, Phase};
 use senhasegura_forwarder::simulate::generate::{Body, Sessions, Shape};
-use senhasegura_forwarder::source::senhasegura::model::{RecordHead, SessionRecord, HEAD_FIELDS};
+use senhasegura_forwarder::source::senhasegura::model::{RecordHead, SessionRecord, RECORD_FIELDS};
 use senhasegura_forwarder::source::senhasegura::stream::{Field, Item, Scanner};
 use senhasegura_forwarder::state::{Dedup, Delivered, SledStore};
 use std::sync::Arc;
@@ -35,13 +35,19 @@ fn listing(n: u64) -> Vec<u8> {
 
 /// Scan `body` in 64 KiB chunks as the filter does (noting the head fields); count the
 /// records `each` accepts.
-fn scan_records(body: &[u8], mut each: impl FnMut(&[u8], &[Field]) -> bool) -> u64 {
-    let mut s = Scanner::default().watching(HEAD_FIELDS);
+fn scan_records(body: &[u8], mut each: impl FnMut(&[u8], &[Field], bool) -> bool) -> u64 {
+    let mut s = Scanner::default().watching(RECORD_FIELDS);
     let mut n = 0u64;
     for chunk in body.chunks(64 * 1024) {
         s.feed::<()>(chunk, &mut |i| {
-            if let Item::Record { bytes, fields, .. } = i {
-                n += u64::from(each(bytes, fields));
+            if let Item::Record {
+                bytes,
+                fields,
+                only_watched,
+                ..
+            } = i
+            {
+                n += u64::from(each(bytes, fields, only_watched));
             }
             Ok(())
         })
@@ -55,22 +61,34 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("listing");
     g.throughput(Throughput::Bytes(body.len() as u64));
     let tz: chrono_tz::Tz = "America/Sao_Paulo".parse().unwrap();
-    g.bench_function("scan", |b| b.iter(|| scan_records(&body, |_, _| true)));
+    g.bench_function("scan", |b| b.iter(|| scan_records(&body, |_, _, _| true)));
     g.bench_function("scan+parse+candidate", |b| {
         b.iter(|| {
-            scan_records(&body, |r, _| {
+            scan_records(&body, |r, _, _| {
                 Candidate::of(&SessionRecord::parse(r).unwrap().head(), tz).is_ok()
             })
         })
     });
     // What a known record costs to decide: the head alone (the filter's path after a known one).
     g.bench_function("scan+head+candidate", |b| {
-        b.iter(|| scan_records(&body, |r, _| Candidate::of(&RecordHead::parse(r).unwrap(), tz).is_ok()))
+        b.iter(|| {
+            scan_records(&body, |r, _, _| {
+                Candidate::of(&RecordHead::parse(r).unwrap(), tz).is_ok()
+            })
+        })
+    });
+    // A new record, read off where the scanner found its fields (what the filter does).
+    g.bench_function("scan+fields_record+candidate", |b| {
+        b.iter(|| {
+            scan_records(&body, |r, f, only| {
+                Candidate::of(&SessionRecord::from_fields(r, f, only).unwrap().head(), tz).is_ok()
+            })
+        })
     });
     // The same, with the head read off where the scanner found it (what the filter does).
     g.bench_function("scan+fields+candidate", |b| {
         b.iter(|| {
-            scan_records(&body, |r, f| {
+            scan_records(&body, |r, f, _| {
                 Candidate::of(&RecordHead::from_fields(r, f).unwrap(), tz).is_ok()
             })
         })

@@ -11,7 +11,7 @@ use crate::event::{Candidate, Origin, SessionEvent};
 use crate::key::{EventKey, KeyRef};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
-use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord, HEAD_FIELDS};
+use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord, RECORD_FIELDS};
 use crate::source::senhasegura::stream::{Field, Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use chrono::{DateTime, Utc};
@@ -169,7 +169,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         last_known: false,
         tenant: None,
     };
-    let mut scanner = Scanner::default().watching(HEAD_FIELDS);
+    let mut scanner = Scanner::default().watching(RECORD_FIELDS);
     while let Some(chunk) = w.input.chunks.blocking_recv() {
         w.created = Utc::now();
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
@@ -272,13 +272,19 @@ impl Worker {
                     None,
                 );
             }
-            Item::Record { bytes, tenant, fields } => {
+            Item::Record {
+                bytes,
+                tenant,
+                fields,
+                only_watched,
+            } => {
                 self.count_record();
                 // A bug on one record's path must not take the others down: it costs that
                 // record, logged as the bug it is.
                 let events = self.batch.metas.len();
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record(bytes, tenant, fields)));
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.record(bytes, tenant, fields, only_watched)
+                }));
                 return match outcome {
                     Ok(result) => result,
                     Err(panic) => {
@@ -355,16 +361,19 @@ impl Worker {
         );
     }
 
-    fn record(&mut self, bytes: &[u8], tenant: Option<&str>, fields: &[Field]) -> Result<(), Halt> {
+    fn record(&mut self, bytes: &[u8], tenant: Option<&str>, fields: &[Field], only_watched: bool) -> Result<(), Halt> {
         // After a known record, read only the head first: the next is likely known too, and
-        // then the rest of it is never parsed (the scanner noted where the head's fields lie;
-        // the head is parsed only when they are not plain strings). After a new one, parse the
-        // whole record at once.
+        // then the rest of it is never read. After a new one, read the whole record at once.
+        // Either is read off where the scanner found the fields, and parsed by serde only when
+        // a value is not a plain string or null, or (the whole record) when it has keys the
+        // scanner did not watch.
         // Either way a record is judged on its head until it turns out new: a known event is
         // known whatever its other fields hold; a new one needs them all.
+        let parse =
+            || SessionRecord::from_fields(bytes, fields, only_watched).map_or_else(|| SessionRecord::parse(bytes), Ok);
         let full = match self.last_known {
             true => None,
-            false => SessionRecord::parse(bytes).ok(),
+            false => parse().ok(),
         };
         let head = match &full {
             Some(r) => r.head(),
@@ -421,7 +430,7 @@ impl Worker {
         let reparsed;
         let record = match &full {
             Some(r) => r,
-            None => match SessionRecord::parse(bytes) {
+            None => match parse() {
                 Ok(r) => {
                     reparsed = r;
                     &reparsed

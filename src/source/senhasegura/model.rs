@@ -67,6 +67,43 @@ impl<'a> SessionRecord<'a> {
         serde_json::from_slice(bytes)
     }
 
+    /// The record read off where the scanner found [`RECORD_FIELDS`] in `bytes`, without
+    /// parsing it; `None` unless every key of the record is one of those names
+    /// (`only_watched`, so nothing else in it goes unchecked) and every value is a plain
+    /// string, `null` or absent (the caller parses the record then). Same result as
+    /// [`SessionRecord::parse`] where both give one.
+    pub fn from_fields(bytes: &'a [u8], fields: &[Field], only_watched: bool) -> Option<SessionRecord<'a>> {
+        let [session_id, start, end, id, user, origin_ip, credential, device, protocol, proxy, time, prevent_purge, request, itsm_upper, itsm_lower] =
+            fields
+        else {
+            return None;
+        };
+        if !only_watched {
+            return None;
+        }
+        let itsm = match (itsm_upper, itsm_lower) {
+            (f, Field::Absent) | (Field::Absent, f) => *f,
+            // Both spellings: serde refuses the record (a duplicate field); let it say so.
+            _ => return None,
+        };
+        Some(SessionRecord {
+            record_id: field_text(bytes, *id)?,
+            user: field_text(bytes, *user)?,
+            origin_ip: field_text(bytes, *origin_ip)?,
+            credential: field_text(bytes, *credential)?,
+            device: field_text(bytes, *device)?,
+            protocol: field_text(bytes, *protocol)?,
+            proxy: field_text(bytes, *proxy)?,
+            session_id: field_text(bytes, *session_id)?,
+            start: field_text(bytes, *start)?,
+            end: field_text(bytes, *end)?,
+            duration: field_text(bytes, *time)?,
+            prevent_purge: field_text(bytes, *prevent_purge)?,
+            request: field_text(bytes, *request)?,
+            itsm: field_text(bytes, itsm)?,
+        })
+    }
+
     /// The fields that decide the record's event, borrowed.
     pub fn head(&self) -> RecordHead<'_> {
         fn borrow<'s>(f: &'s Option<Cow<'_, str>>) -> Option<Cow<'s, str>> {
@@ -97,9 +134,26 @@ pub struct RecordHead<'a> {
     pub end: Option<Cow<'a, str>>,
 }
 
-/// The API names of [`RecordHead`]'s fields, in the order [`RecordHead::from_fields`] takes
-/// them: the scanner watches these ([`super::stream::Scanner::watching`]).
-pub const HEAD_FIELDS: &[&[u8]] = &[b"session_id", b"start", b"end"];
+/// The API names of a record's fields, in the order [`SessionRecord::from_fields`] takes their
+/// spans; [`RecordHead`]'s three come first. The scanner watches these
+/// ([`super::stream::Scanner::watching`]). `ITSM` is also accepted as `itsm`.
+pub const RECORD_FIELDS: &[&[u8]] = &[
+    b"session_id",
+    b"start",
+    b"end",
+    b"id",
+    b"user",
+    b"origin_ip",
+    b"credential",
+    b"device",
+    b"protocol",
+    b"proxy",
+    b"time",
+    b"prevent_purge",
+    b"request",
+    b"ITSM",
+    b"itsm",
+];
 
 impl<'a> RecordHead<'a> {
     /// Parse the head of one record's JSON bytes.
@@ -107,11 +161,11 @@ impl<'a> RecordHead<'a> {
         serde_json::from_slice(bytes)
     }
 
-    /// The head read off where the scanner found [`HEAD_FIELDS`] in `bytes`, without parsing
+    /// The head read off where the scanner found [`RECORD_FIELDS`] in `bytes`, without parsing
     /// the record; `None` when a value is not a plain string, `null` or absent (the caller
     /// parses the record then). Same result as [`RecordHead::parse`] where both give one.
     pub fn from_fields(bytes: &'a [u8], fields: &[Field]) -> Option<RecordHead<'a>> {
-        let [session_id, start, end] = fields else {
+        let [session_id, start, end, ..] = fields else {
             return None;
         };
         Some(RecordHead {
@@ -370,15 +424,21 @@ mod tests {
     }
 
     /// The records of `body` with the head fields the scanner noted, fed `chunk` bytes at a time.
-    fn scanned(body: &[u8], chunk: usize) -> Vec<(Vec<u8>, Vec<Field>)> {
+    fn scanned(body: &[u8], chunk: usize) -> Vec<(Vec<u8>, Vec<Field>, bool)> {
         use crate::source::senhasegura::stream::{Item, Scanner};
-        let mut scanner = Scanner::default().watching(HEAD_FIELDS);
+        let mut scanner = Scanner::default().watching(RECORD_FIELDS);
         let mut out = Vec::new();
         for c in body.chunks(chunk) {
             scanner
                 .feed::<()>(c, &mut |item| {
-                    if let Item::Record { bytes, fields, .. } = item {
-                        out.push((bytes.to_vec(), fields.to_vec()));
+                    if let Item::Record {
+                        bytes,
+                        fields,
+                        only_watched,
+                        ..
+                    } = item
+                    {
+                        out.push((bytes.to_vec(), fields.to_vec(), only_watched));
                     }
                     Ok(())
                 })
@@ -440,7 +500,7 @@ mod tests {
         for chunk in [1, 2, 3, 7, 64, body.len()] {
             let records = scanned(&body, chunk);
             assert_eq!(records.len(), cases.len(), "chunk {chunk}");
-            for ((bytes, fields), (record, fast)) in records.iter().zip(cases) {
+            for ((bytes, fields, _), (record, fast)) in records.iter().zip(cases) {
                 assert_eq!(bytes, record.as_bytes());
                 let read = RecordHead::from_fields(bytes, fields);
                 assert_eq!(read.is_some(), *fast, "chunk {chunk}: {record} {fields:?}");
@@ -453,10 +513,50 @@ mod tests {
                 }
             }
         }
+        // The whole record, read off the scan only when every key is watched and plain.
+        let full = r#"{"id":"3","user":"Admin","origin_ip":"172.16.20.125","credential":"usr","device":"10.66.33.15:3389","protocol":"rdp","proxy":"Web Proxy","session_id":"e7ac","start":"2024-05-06 16:05:07","end":"2024-05-06 16:07:59","time":"00:02:52","prevent_purge":"No","request":null,"ITSM":"CHG1"}"#;
+        let with = |extra: &str| full.replace(r#""request":null"#, &format!(r#""request":null,{extra}"#));
+        let records: &[(String, bool)] = &[
+            (full.to_string(), true),
+            (full.replace("ITSM", "itsm"), true),
+            (with(r#""session_id":"again""#), false),
+            (with(r#""itsm":"CHG2""#), false),
+            (with(r#""extra":"x""#), false),
+            (with(r#""extra":tru"#), false),
+            (with(r#""extra":"\x""#), false),
+            (full.replace(r#""id":"3""#, r#""id":3"#), false),
+            (full.replace(r#""user":"Admin""#, r#""user":"Ad\u006din""#), false),
+            (full.replace(r#""user":"Admin""#, r#""user":{"name":"Admin"}"#), false),
+            (r#"{"session_id":"s","start":"2024-05-06 16:05:07"}"#.to_string(), true),
+        ];
+        let mut body = br#"{"remote_sessions":["#.to_vec();
+        let joined: Vec<&str> = records.iter().map(|(r, _)| r.as_str()).collect();
+        body.extend_from_slice(joined.join(",").as_bytes());
+        body.extend_from_slice(b"]}");
+        for chunk in [1, 5, 64, body.len()] {
+            let scanned = scanned(&body, chunk);
+            assert_eq!(scanned.len(), records.len());
+            for ((bytes, fields, only), (record, fast)) in scanned.iter().zip(records) {
+                let read = SessionRecord::from_fields(bytes, fields, *only);
+                assert_eq!(read.is_some(), *fast, "chunk {chunk}: {record}");
+                if let Some(r) = read {
+                    assert_eq!(
+                        Ok(r),
+                        SessionRecord::parse(bytes).map_err(|e| e.to_string()),
+                        "{record}"
+                    );
+                }
+            }
+        }
+
         // Bytes that are not UTF-8 in a field: the parse decides (and refuses).
         let bad = b"{\"remote_sessions\":[{\"session_id\":\"\xff\"}]}";
         let records = scanned(bad, bad.len());
         assert_eq!(RecordHead::from_fields(&records[0].0, &records[0].1), None);
+        assert_eq!(
+            SessionRecord::from_fields(&records[0].0, &records[0].1, records[0].2),
+            None
+        );
         assert!(RecordHead::parse(&records[0].0).is_err());
     }
 }

@@ -85,11 +85,12 @@ impl Scanner {
                 emit(Item::Response(slice))
             } else {
                 let tenant = self.stack.last().and_then(|f| f.tenant.as_deref());
-                let fields = self.record_fields(cap.broken);
+                let (fields, only_watched) = self.record_fields(cap.broken);
                 emit(Item::Record {
                     bytes: slice,
                     tenant,
                     fields,
+                    only_watched,
                 })
             }
         };

@@ -15,7 +15,7 @@ use super::grammar::{Key, Role};
 use super::Scanner;
 
 /// How many field names a scanner can watch.
-pub const MAX_FIELDS: usize = 4;
+pub const MAX_FIELDS: usize = 16;
 
 /// Where a watched field lies in its record's bytes (offsets into the record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,6 +46,8 @@ pub(super) struct Watch {
     pub(super) fields: [Field; MAX_FIELDS],
     /// A key of the record could be a watched name in disguise: report nothing.
     pub(super) unsure: bool,
+    /// The record has a key that is not watched.
+    pub(super) other_keys: bool,
     /// The watched string value being read: its field and where it started.
     pub(super) open: Option<(usize, usize)>,
 }
@@ -73,6 +75,7 @@ impl Scanner {
         let w = &mut self.watch;
         w.fields = [Field::Absent; MAX_FIELDS];
         w.unsure = false;
+        w.other_keys = false;
         w.open = None;
     }
 
@@ -120,11 +123,13 @@ impl Scanner {
         }
     }
 
-    /// The watched fields of the record that just closed; empty when they cannot be trusted.
-    pub(super) fn record_fields(&self, broken: bool) -> &[Field] {
+    /// The watched fields of the record that just closed (empty when they cannot be trusted),
+    /// and whether they are all its keys.
+    pub(super) fn record_fields(&self, broken: bool) -> (&[Field], bool) {
         if broken || self.watch.unsure {
-            return &[];
+            return (&[], false);
         }
-        self.watch.fields.get(..self.watch.names.len()).unwrap_or_default()
+        let fields = self.watch.fields.get(..self.watch.names.len()).unwrap_or_default();
+        (fields, !self.watch.other_keys)
     }
 }

@@ -55,6 +55,8 @@ pub enum Item<'a> {
         /// Where the watched fields lie ([`Scanner::watching`]), in the order of their
         /// names; empty when none are watched or they could not be told for sure.
         fields: &'a [Field],
+        /// Every key of the record is a watched name (then `fields` tell all it holds).
+        only_watched: bool,
     },
     /// An envelope's `response` object.
     Response(&'a [u8]),

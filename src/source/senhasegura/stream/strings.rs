@@ -87,6 +87,9 @@ impl Scanner {
                     }
                     _ => Key::Other,
                 };
+                if record && !matches!(key, Key::Field(_)) {
+                    self.watch.other_keys = true;
+                }
                 if let Some(top) = self.stack.last_mut() {
                     top.key = key;
                 }
