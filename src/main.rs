@@ -60,11 +60,11 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
     }
 }
 
-/// Apply the allocator settings of `senhasegura_forwarder::memory` the operator did not set
+/// Apply the allocator settings of `senhasegura_forwarder::memory` the operator did not choose
 /// through glibc's variables; returns those glibc refused.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() -> Vec<memory::Setting> {
-    memory::to_apply(|name| std::env::var_os(name).is_some())
+    memory::to_apply(|name| std::env::var(name).ok())
         .into_iter()
         // SAFETY: mallopt takes two integers and only changes the allocator's parameters;
         // glibc takes its own locks, and no other thread runs yet.

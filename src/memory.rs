@@ -1,27 +1,31 @@
 //! How the process asks glibc's allocator to behave, set once at start-up.
 //!
 //! A poll moves hundreds of megabytes through buffers of a few hundred kilobytes to a few
-//! megabytes (the listing's chunks, encoded batches, sink writes, the store's pages). With
-//! glibc's defaults those land in per-thread heap arenas whose threshold for "large" rises
-//! with every large free (up to 32 MiB), and freed memory stays in the arenas: the process's
-//! resident size ends up about twice what it uses. So, unless the operator set them through
-//! glibc's own environment variables (which then win):
+//! megabytes (the listing's chunks, encoded batches, sink writes, the store's log buffers).
+//! With glibc's defaults those land in per-thread heap arenas whose threshold for "large"
+//! rises with every large free (up to 32 MiB), and freed memory stays in the arenas: the
+//! process's resident size ended up about twice what it used. So, unless the operator chose
+//! them through glibc's own variables (which then win):
 //! - allocations of 128 KiB and more are mapped on their own and returned on free
-//!   (`M_MMAP_THRESHOLD`, which also stops the threshold from rising);
+//!   (`M_MMAP_THRESHOLD`, which also stops the threshold from rising); the store's 128 KiB log
+//!   buffers are what this keeps out of the arenas;
 //! - at most two arenas (`M_ARENA_MAX`): the agent has two busy threads (filter and
 //!   delivery), and more arenas only hold more freed memory.
 //!
-//! The binary applies them (`main.rs`: the one `mallopt` call is the only unsafe code, and
-//! the library forbids unsafe code). The batches the filter fills are reused rather than reallocated, so the large buffers are
-//! mapped once per poll, not once per batch. Measured with `benches/e2e.sh` (README,
-//! "Measured"): peak RSS of a million-session all-new poll 81 → 54 MiB, all-known 36 → 31 MiB,
-//! at the same speed.
+//! The binary applies them (`main.rs`: the one `mallopt` call is the project's only unsafe
+//! code; the library forbids it). So that large buffers are mapped once per poll, not once per
+//! use, the pipeline reuses them: delivered batches and scanned body chunks go back to be
+//! filled again, the commit list is kept. Measured with `benches/e2e.sh` (README, "Measured"):
+//! peak RSS of a million-session poll, all new 74–86 → 48–54 MiB, all known 35–36 → 31–32
+//! MiB; the first poll's CPU time rises by up to a tenth (more pages mapped and unmapped).
 
-/// One allocator setting: glibc's environment variable for it, and the value used otherwise.
+/// One allocator setting: how an operator chooses it instead, and the agent's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setting {
-    /// The variable an operator sets to choose the value (glibc reads it at start).
+    /// glibc's environment variable for it.
     pub env: &'static str,
+    /// glibc's tunable for it (in `GLIBC_TUNABLES`).
+    pub tunable: &'static str,
     /// `mallopt` parameter.
     pub param: i32,
     /// Value.
@@ -39,19 +43,26 @@ const M_ARENA_MAX: i32 = -8;
 pub const SETTINGS: [Setting; 2] = [
     Setting {
         env: "MALLOC_MMAP_THRESHOLD_",
+        tunable: "glibc.malloc.mmap_threshold",
         param: M_MMAP_THRESHOLD,
         value: 128 * 1024,
     },
     Setting {
         env: "MALLOC_ARENA_MAX",
+        tunable: "glibc.malloc.arena_max",
         param: M_ARENA_MAX,
         value: 2,
     },
 ];
 
-/// The settings to apply (glibc only) when `is_set` tells which environment variables the operator set.
-pub fn to_apply(is_set: impl Fn(&str) -> bool) -> Vec<Setting> {
-    SETTINGS.into_iter().filter(|s| !is_set(s.env)).collect()
+/// The settings to apply (on glibc), given an environment lookup: those the operator did not
+/// choose through glibc's variable or its `GLIBC_TUNABLES` entry.
+pub fn to_apply(var: impl Fn(&str) -> Option<String>) -> Vec<Setting> {
+    let tunables = var("GLIBC_TUNABLES").unwrap_or_default();
+    SETTINGS
+        .into_iter()
+        .filter(|s| var(s.env).is_none() && !tunables.split(':').any(|t| t.split('=').next() == Some(s.tunable)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -59,14 +70,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_operators_variables_win() {
-        let all = to_apply(|_| false);
-        assert_eq!(all, SETTINGS.to_vec());
-        let some = to_apply(|name| name == "MALLOC_ARENA_MAX");
+    fn the_operators_choices_win() {
+        assert_eq!(to_apply(|_| None), SETTINGS.to_vec());
+        let env = |set: &'static str, value: &'static str| move |name: &str| (name == set).then(|| value.to_string());
+        let names = |s: Vec<Setting>| s.iter().map(|s| s.env).collect::<Vec<_>>();
         assert_eq!(
-            some.iter().map(|s| s.env).collect::<Vec<_>>(),
+            names(to_apply(env("MALLOC_ARENA_MAX", "4"))),
             ["MALLOC_MMAP_THRESHOLD_"]
         );
-        assert!(to_apply(|_| true).is_empty());
+        assert_eq!(
+            names(to_apply(env(
+                "GLIBC_TUNABLES",
+                "glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=65536"
+            ))),
+            ["MALLOC_ARENA_MAX"]
+        );
+        // A tunable that only starts like one of ours is not ours.
+        assert_eq!(
+            to_apply(env("GLIBC_TUNABLES", "glibc.malloc.arena_max_x=1")),
+            SETTINGS.to_vec()
+        );
     }
 }
