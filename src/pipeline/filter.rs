@@ -377,7 +377,9 @@ impl Worker {
         };
         let head = match &full {
             Some(r) => r.head(),
-            None => match RecordHead::from_fields(bytes, fields).map_or_else(|| RecordHead::parse(bytes), Ok) {
+            None => match RecordHead::from_fields(bytes, fields, only_watched)
+                .map_or_else(|| RecordHead::parse(bytes), Ok)
+            {
                 Ok(h) => h,
                 Err(e) => {
                     self.unparsable(bytes, &e);

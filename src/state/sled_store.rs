@@ -62,7 +62,7 @@ pub(super) fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
 }
 
-/// Sort by entry and drop repeats (the first of equal entries stays).
+/// Sort by entry and drop repeats (of equal entries, the one with the earliest time stays).
 pub(super) fn sorted(mut entries: Vec<(Vec<u8>, i64)>) -> Vec<(Vec<u8>, i64)> {
     // In place (a stable sort would allocate half the list again for every commit).
     entries.sort_unstable();

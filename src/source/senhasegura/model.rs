@@ -162,18 +162,39 @@ impl<'a> RecordHead<'a> {
     }
 
     /// The head read off where the scanner found [`RECORD_FIELDS`] in `bytes`, without parsing
-    /// the record; `None` when a value is not a plain string, `null` or absent (the caller
-    /// parses the record then). Same result as [`RecordHead::parse`] where both give one.
-    pub fn from_fields(bytes: &'a [u8], fields: &[Field]) -> Option<RecordHead<'a>> {
+    /// the record; `None` unless every key of the record is one of those names
+    /// (`only_watched`: the scanner checks the structure, not number forms, escapes or control
+    /// bytes, so a record with other keys may hold what serde refuses) and the head's values
+    /// are plain strings, `null` or absent (the caller parses the record then). Same result as
+    /// [`RecordHead::parse`] where both give one.
+    pub fn from_fields(bytes: &'a [u8], fields: &[Field], only_watched: bool) -> Option<RecordHead<'a>> {
         let [session_id, start, end, ..] = fields else {
             return None;
         };
+        // The other fields are not read, but what the scanner saw only the start of (a number,
+        // a literal, an object) must be for serde to judge.
+        let unread = |f: &Field| match *f {
+            Field::Other => true,
+            Field::Scalar { start } => !is_null(bytes, start),
+            Field::Absent | Field::Text { .. } => false,
+        };
+        if !only_watched || fields.iter().any(unread) {
+            return None;
+        }
         Some(RecordHead {
             session_id: field_text(bytes, *session_id)?,
             start: field_text(bytes, *start)?,
             end: field_text(bytes, *end)?,
         })
     }
+}
+
+/// Is the scalar at `start` exactly `null`? The scanner lets any run of letters, digits, `-`,
+/// `+` and `.` through as one value, so what follows must end it.
+fn is_null(bytes: &[u8], start: usize) -> bool {
+    bytes.get(start..).is_some_and(|rest| {
+        rest.starts_with(b"null") && matches!(rest.get(4), Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+    })
 }
 
 /// One watched field's value as [`text`] would give it; `None` when only a parse can tell.
@@ -189,11 +210,7 @@ fn field_text(bytes: &[u8], field: Field) -> Option<Option<Cow<'_, str>>> {
             let s = std::str::from_utf8(raw).ok()?;
             Some((!s.trim().is_empty()).then_some(Cow::Borrowed(s)))
         }
-        Field::Scalar { start } => {
-            let rest = bytes.get(start..)?;
-            let null = rest.starts_with(b"null") && !rest.get(4).is_some_and(|b| b.is_ascii_alphanumeric());
-            null.then_some(None)
-        }
+        Field::Scalar { start } => is_null(bytes, start).then_some(None),
         Field::Other => None,
     }
 }
@@ -467,9 +484,29 @@ mod tests {
             ),
             (
                 r#"{"x":{"session_id":"inner","start":"1999"},"session_id":"outer","y":[{"end":"z"}]}"#,
-                true,
+                false,
             ),
             (r#"{"session_id":"ção","start":"  "}"#, true),
+            (
+                r#"{"session_id":"abc","start":"2024-01-01 00:00:00","end":null-}"#,
+                false,
+            ),
+            (
+                r#"{"session_id":"abc","start":"2024-01-01 00:00:00","end":null.5}"#,
+                false,
+            ),
+            (
+                r#"{"session_id":"abc","end":null+,"start":"2024-01-01 00:00:00"}"#,
+                false,
+            ),
+            (
+                r#"{"session_id":"abc","start":"2024-01-01 00:00:00","user":tru}"#,
+                false,
+            ),
+            (
+                r#"{"session_id":"abc","start":"2024-01-01 00:00:00","other":"x"}"#,
+                false,
+            ),
             (r#"{"user":"only"}"#, true),
             (r#"{"session_id":123,"start":"2024-01-01 00:00:00"}"#, false),
             (r#"{"session_id":true}"#, false),
@@ -500,9 +537,9 @@ mod tests {
         for chunk in [1, 2, 3, 7, 64, body.len()] {
             let records = scanned(&body, chunk);
             assert_eq!(records.len(), cases.len(), "chunk {chunk}");
-            for ((bytes, fields, _), (record, fast)) in records.iter().zip(cases) {
+            for ((bytes, fields, only), (record, fast)) in records.iter().zip(cases) {
                 assert_eq!(bytes, record.as_bytes());
-                let read = RecordHead::from_fields(bytes, fields);
+                let read = RecordHead::from_fields(bytes, fields, *only);
                 assert_eq!(read.is_some(), *fast, "chunk {chunk}: {record} {fields:?}");
                 if let Some(head) = read {
                     assert_eq!(
@@ -549,10 +586,25 @@ mod tests {
             }
         }
 
+        // Where the head read off the spans and serde differ, by design: a plain string in
+        // another documented field is not read, so a raw control byte in it (which serde
+        // refuses) does not stop the head from being read; such a record counts as known when
+        // its event is, and as bad (by serde) when it is new.
+        let body =
+            b"{\"remote_sessions\":[{\"session_id\":\"s\",\"start\":\"2024-01-01 00:00:00\",\"user\":\"a\x01b\"}]}";
+        let scanned_ = scanned(body, body.len());
+        let (bytes, fields, only) = &scanned_[0];
+        assert!(RecordHead::from_fields(bytes, fields, *only).is_some());
+        assert!(RecordHead::parse(bytes).is_err());
+        assert!(SessionRecord::from_fields(bytes, fields, *only).is_none());
+
         // Bytes that are not UTF-8 in a field: the parse decides (and refuses).
         let bad = b"{\"remote_sessions\":[{\"session_id\":\"\xff\"}]}";
         let records = scanned(bad, bad.len());
-        assert_eq!(RecordHead::from_fields(&records[0].0, &records[0].1), None);
+        assert_eq!(
+            RecordHead::from_fields(&records[0].0, &records[0].1, records[0].2),
+            None
+        );
         assert_eq!(
             SessionRecord::from_fields(&records[0].0, &records[0].1, records[0].2),
             None
