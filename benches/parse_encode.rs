@@ -33,7 +33,7 @@ fn listing(n: u64) -> Vec<u8> {
     out
 }
 
-/// Scan `body` in 64 KiB chunks as the filter does (noting the head fields); count the
+/// Scan `body` in 64 KiB chunks as the filter does (noting the record fields); count the
 /// records `each` accepts.
 fn scan_records(body: &[u8], mut each: impl FnMut(&[u8], &[Field], bool) -> bool) -> u64 {
     let mut s = Scanner::default().watching(RECORD_FIELDS);

@@ -9,6 +9,7 @@
 //! fails holds the commit point (the cycle never skips past an undelivered event); a failed
 //! or interrupted cycle keeps what was committed and the next cycle re-reads the rest.
 
+mod batch;
 mod deliver;
 mod filter;
 
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+pub use batch::Batch;
 pub use deliver::{DeliveryPolicy, SinkSet};
 
 /// Batches waiting for delivery (bounds memory).
@@ -80,45 +82,6 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Records scanned.
     pub records: AtomicU64,
-}
-
-/// Encoded events on their way to the sinks: one payload buffer per encoder.
-#[derive(Debug)]
-pub struct Batch {
-    metas: Vec<crate::sink::EventMeta>,
-    /// Each event's session start (where its key is filed in the store).
-    starts: Vec<Option<chrono::DateTime<chrono::Utc>>>,
-    payloads: Vec<Vec<u8>>,
-    ranges: Vec<Vec<(usize, usize)>>,
-}
-
-impl Batch {
-    fn new(encoders: usize) -> Batch {
-        Batch {
-            metas: Vec::new(),
-            starts: Vec::new(),
-            payloads: vec![Vec::new(); encoders],
-            ranges: vec![Vec::new(); encoders],
-        }
-    }
-
-    /// Empty, keeping what its buffers allocated, to be filled again: a poll reuses a few
-    /// batches instead of growing a fresh megabyte of payload for every one.
-    fn clear(&mut self) {
-        self.truncate(0);
-    }
-
-    /// Drop whatever an event after the first `events` left behind (a record whose path
-    /// panicked halfway, e.g. after one encoder wrote its payload): every later event must keep
-    /// its own payload at its own index.
-    fn truncate(&mut self, events: usize) {
-        self.metas.truncate(events);
-        self.starts.truncate(events);
-        for (payload, ranges) in self.payloads.iter_mut().zip(&mut self.ranges) {
-            ranges.truncate(events);
-            payload.truncate(ranges.last().map_or(0, |r| r.1));
-        }
-    }
 }
 
 /// The result of one cycle.
