@@ -341,7 +341,7 @@ impl EcsEncoder {
         event.one("type", kind_type);
         event.str("action", action);
         event.str("outcome", "success");
-        event.str("id", &e.id);
+        event.str("id", e.id.as_str());
         event.ts("start", e.start.as_ref());
         event.ts("end", e.end.as_ref());
         event.int("duration", e.duration_ns);

@@ -40,7 +40,7 @@ pub struct SessionEvent<'r> {
     /// start or end.
     pub phase: Phase,
     /// Deterministic id of (vault, tenant, session, phase).
-    pub id: String,
+    pub id: EventId,
     /// The event's own time: start for `start`, end for `end`.
     pub timestamp: DateTime<Utc>,
     /// Session start.
@@ -165,14 +165,56 @@ impl<'r> Candidate<'r> {
     }
 }
 
+/// An `event.id`: 128 bits as 32 lowercase hex digits, held inline (no allocation per event).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId([u8; 32]);
+
+impl EventId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// The deterministic `event.id`: SHA-256 of (base URL, tenant, session id, phase), 128 bits hex.
-pub fn event_id(base_url: &str, tenant: Option<&str>, session_id: &str, phase: Phase) -> String {
+pub fn event_id(base_url: &str, tenant: Option<&str>, session_id: &str, phase: Phase) -> EventId {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut h = Sha256::new();
     for part in [base_url, tenant.unwrap_or(""), session_id, phase.as_str()] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    hex::encode(&h.finalize()[..16])
+    let digest = h.finalize();
+    let mut id = [0u8; 32];
+    for (pair, byte) in id.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
+    EventId(id)
+}
+
+/// A yes/no flag as the vault writes it (English or Portuguese, any ASCII case).
+fn yes_or_no(text: &str) -> Option<bool> {
+    let t = text.trim();
+    let any = |words: &[&str]| words.iter().any(|w| t.eq_ignore_ascii_case(w));
+    match () {
+        _ if any(&["yes", "sim", "true", "1", "y"]) => Some(true),
+        _ if any(&["no", "nao", "não", "false", "0", "n"]) => Some(false),
+        _ => None,
+    }
 }
 
 fn text<'r>(v: &'r Option<Cow<'_, str>>) -> Option<&'r str> {
@@ -240,14 +282,7 @@ impl<'r> SessionEvent<'r> {
                 }),
             proxy: text(&record.proxy),
             duration_text: text(&record.duration),
-            prevent_purge: record
-                .prevent_purge
-                .as_deref()
-                .and_then(|p| match p.trim().to_ascii_lowercase().as_str() {
-                    "yes" | "sim" | "true" | "1" | "y" => Some(true),
-                    "no" | "nao" | "não" | "false" | "0" | "n" => Some(false),
-                    _ => None,
-                }),
+            prevent_purge: record.prevent_purge.as_deref().and_then(yes_or_no),
             request: text(&record.request),
             itsm: text(&record.itsm),
             original: original.map(String::from_utf8_lossy),
@@ -261,11 +296,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn yes_and_no_are_read_in_either_language_and_any_ascii_case() {
+        for t in ["yes", " Yes ", "SIM", "true", "1", "y", "Y"] {
+            assert_eq!(yes_or_no(t), Some(true), "{t:?}");
+        }
+        for t in ["no", "NO", "Nao", "não", "false", "0", "n", "\tN\n"] {
+            assert_eq!(yes_or_no(t), Some(false), "{t:?}");
+        }
+        // Only ASCII letters fold, as before: "NÃO" is not read.
+        for t in ["", "maybe", "NÃO", "yes please", "2"] {
+            assert_eq!(yes_or_no(t), None, "{t:?}");
+        }
+    }
+
+    #[test]
     fn event_ids_are_stable_and_distinct() {
         let a = event_id("https://v", Some("t"), "s", Phase::Start);
         assert_eq!(a, event_id("https://v", Some("t"), "s", Phase::Start));
         assert_ne!(a, event_id("https://v", Some("t"), "s", Phase::End));
         assert_ne!(a, event_id("https://w", Some("t"), "s", Phase::Start));
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // The first 16 bytes of SHA-256 over the parts, each followed by a NUL.
+        let mut h = Sha256::new();
+        h.update(b"https://v\0t\0s\0start\0");
+        assert_eq!(a.as_str(), hex::encode(&h.finalize()[..16]));
     }
 }

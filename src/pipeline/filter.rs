@@ -5,6 +5,7 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
+use super::pending::Pending;
 use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{Candidate, Origin, SessionEvent};
@@ -15,7 +16,6 @@ use crate::source::senhasegura::model::{ApiResponse, RecordHead, SessionRecord, 
 use crate::source::senhasegura::stream::{Field, Item, ScanError, Scanner, Stop};
 use crate::state::{Dedup, StateError};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -114,33 +114,6 @@ struct Worker {
     last_known: bool,
     /// The tenant of the last event emitted, shared by the next ones of the same envelope.
     tenant: Option<Arc<str>>,
-}
-
-/// Keys emitted in this listing whose batch is not committed yet, with that batch's number;
-/// one map per phase (indexed by `Phase as usize`), so a borrowed key is looked up without
-/// building an owned one.
-#[derive(Default)]
-struct Pending([HashMap<Box<str>, u64>; 2]);
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.0.iter().all(HashMap::is_empty)
-    }
-
-    fn contains(&self, key: KeyRef<'_>) -> bool {
-        self.0[key.phase as usize].contains_key(key.session_id)
-    }
-
-    fn insert(&mut self, key: KeyRef<'_>, batch: u64) {
-        self.0[key.phase as usize].insert(key.session_id.into(), batch);
-    }
-
-    /// Drop the keys of batches up to `committed` (the store has them now).
-    fn retain_after(&mut self, committed: u64) {
-        for map in &mut self.0 {
-            map.retain(|_, batch| *batch > committed);
-        }
-    }
 }
 
 /// Records dated in the future (a wrong `source.timezone` shifts every time).

@@ -50,7 +50,7 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
         key: EventKey::new("junk", Phase::Start),
         time: Utc::now(),
         tenant: None,
-        event_id: "junk".into(),
+        event_id: crate::event::event_id("https://junk", None, "junk", Phase::Start),
     });
     spent_tx.try_send(junk).unwrap();
     let (spent_chunks, _) = mpsc::channel(1);
@@ -247,7 +247,7 @@ fn a_record_cut_short_leaves_nothing_in_the_batch() {
             key: EventKey::new(id, Phase::End),
             time: Utc::now(),
             tenant: None,
-            event_id: id.into(),
+            event_id: crate::event::event_id("https://v", None, id, Phase::End),
         });
     }
     let mut b = Batch::new(2);

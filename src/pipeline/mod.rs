@@ -12,6 +12,7 @@
 mod batch;
 mod deliver;
 mod filter;
+mod pending;
 
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::Origin;

@@ -46,7 +46,7 @@ pub struct EventMeta {
     /// The envelope tenant (one allocation shared by the events of a listing).
     pub tenant: Option<std::sync::Arc<str>>,
     /// The deterministic event id.
-    pub event_id: String,
+    pub event_id: crate::event::EventId,
 }
 
 /// One encoded event for one sink.

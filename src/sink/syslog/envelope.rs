@@ -149,7 +149,7 @@ mod tests {
             key: crate::key::EventKey::new("s", phase),
             time: chrono::Utc.with_ymd_and_hms(2024, 5, 6, 19, 7, 59).unwrap(),
             tenant: None,
-            event_id: "x".into(),
+            event_id: crate::event::event_id("https://v", None, "s", phase),
         }
     }
 
