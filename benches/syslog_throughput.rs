@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             key: EventKey::new(format!("{i:040x}"), Phase::End),
             time,
             tenant: None,
-            event_id: format!("{i:032x}"),
+            event_id: senhasegura_forwarder::event::event_id("https://bench", None, &format!("{i:040x}"), Phase::End),
         })
         .collect();
     let payloads: Vec<String> = metas
