@@ -144,6 +144,20 @@ pub fn entry_of(filed: i64, key: KeyRef<'_>) -> Vec<u8> {
     k
 }
 
+/// An entry built for a commit: inline for ids up to 23 bytes packed (the vault's 40 hex
+/// digits pack to 20), so a commit does not allocate once per key.
+pub type CommitEntry = smallvec::SmallVec<[u8; 32]>;
+
+/// The entry bytes of `key` filed at `filed`, for a commit (the same bytes as [`entry_of`]).
+pub fn commit_entry(filed: i64, key: KeyRef<'_>) -> CommitEntry {
+    let mut buf = [0u8; 32];
+    buf[..8].copy_from_slice(&time_prefix(filed));
+    match pack_to(key, &mut buf[8..]) {
+        Some(n) => CommitEntry::from_buf_and_len(buf, 8 + n),
+        None => CommitEntry::from_vec(entry_of(filed, key)),
+    }
+}
+
 /// An entry built for one lookup: on the stack for ids up to 55 bytes (the vault's are 40 hex
 /// digits, 20 bytes packed), so looking up a known event allocates nothing.
 pub type LookupEntry = smallvec::SmallVec<[u8; 64]>;
@@ -312,19 +326,19 @@ impl Chunk {
 
     /// This chunk's entries merged with `new` (sorted, distinct); an entry in both keeps the
     /// earlier event time.
-    pub fn merge(&self, new: &[(Vec<u8>, i64)]) -> Chunk {
+    pub fn merge<K: AsRef<[u8]>>(&self, new: &[(K, i64)]) -> Chunk {
         let mut out = Chunk::default();
         let (mut i, mut j) = (0, 0);
         while i < self.len() || j < new.len() {
             let old = (i < self.len()).then(|| self.get(i));
             let add = new.get(j);
             match (old, add) {
-                (Some(o), Some((k, t))) if o.key == k.as_slice() => {
+                (Some(o), Some((k, t))) if o.key == k.as_ref() => {
                     out.push(o.key, o.time.min(*t));
                     i += 1;
                     j += 1;
                 }
-                (Some(o), Some((k, _))) if o.key < k.as_slice() => {
+                (Some(o), Some((k, _))) if o.key < k.as_ref() => {
                     out.push(o.key, o.time);
                     i += 1;
                 }
@@ -333,7 +347,7 @@ impl Chunk {
                     i += 1;
                 }
                 (_, Some((k, t))) => {
-                    out.push(k, *t);
+                    out.push(k.as_ref(), *t);
                     j += 1;
                 }
                 (None, None) => break,
@@ -424,6 +438,9 @@ mod tests {
             let entry = lookup_entry(-7, k.as_ref());
             assert_eq!(&entry[..], entry_of(-7, k.as_ref()), "{text}");
             assert_eq!(entry.spilled(), entry.len() > 64, "{text}");
+            let commit = commit_entry(-7, k.as_ref());
+            assert_eq!(&commit[..], &entry[..], "{text}");
+            assert_eq!(commit.spilled(), entry.len() > 32, "{text}");
         }
         assert!(is_end(&p("x:end")) && !is_end(&p("x:start")));
         assert!(time_prefix(-1) < time_prefix(0) && time_prefix(0) < time_prefix(1));

@@ -13,7 +13,7 @@
 //! events after the newest of them arrive, a lookup that misses under the start also looks there
 //! (`legacy_until`). An export from format 1 is imported the same way.
 
-use super::chunk::{entry_key, entry_of, is_end, lookup_entry, time_prefix};
+use super::chunk::{commit_entry, entry_key, is_end, lookup_entry, time_prefix};
 use super::tree::ChunkTree;
 use super::{bucket, Dedup, Delivered, StateError, KEY_FORMAT};
 use crate::key::KeyRef;
@@ -63,7 +63,7 @@ pub(super) fn at(secs: i64) -> DateTime<Utc> {
 }
 
 /// Sort by entry and drop repeats (of equal entries, the one with the earliest time stays).
-pub(super) fn sorted(mut entries: Vec<(Vec<u8>, i64)>) -> Vec<(Vec<u8>, i64)> {
+pub(super) fn sorted<K: Ord>(mut entries: Vec<(K, i64)>) -> Vec<(K, i64)> {
     // In place (a stable sort would allocate half the list again for every commit).
     entries.sort_unstable();
     entries.dedup_by(|a, b| a.0 == b.0);
@@ -290,7 +290,7 @@ impl Dedup for SledStore {
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
         let entries = delivered
             .iter()
-            .map(|d| (entry_of(filed(d.time, d.start), d.key.as_ref()), d.time.timestamp()))
+            .map(|d| (commit_entry(filed(d.time, d.start), d.key.as_ref()), d.time.timestamp()))
             .collect();
         let added = self.chunks.insert_sorted(&sorted(entries))?;
         self.count_keys(added as i64)?;

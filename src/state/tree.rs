@@ -108,14 +108,14 @@ impl ChunkTree {
     }
 
     /// Add `entries` (sorted by key, distinct); not flushed. Returns how many were not there.
-    pub fn insert_sorted(&self, entries: &[(Vec<u8>, i64)]) -> Result<u64, StateError> {
+    pub fn insert_sorted<K: AsRef<[u8]>>(&self, entries: &[(K, i64)]) -> Result<u64, StateError> {
         let _writing = self.writing();
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         let mut i = 0;
         let mut added = 0u64;
         while i < entries.len() {
-            let key = &entries[i].0;
+            let key = entries[i].0.as_ref();
             // The chunk covering `key`; before the first chunk, the first chunk (re-keyed).
             let (old, chunk) = match self.tree.get_lt(successor(key))? {
                 Some((k, v)) => (Some(k), Chunk::decode(&v)?),
@@ -128,7 +128,7 @@ impl ChunkTree {
                 Some(k) => self.tree.get_gt(k)?.map(|(k, _)| k),
                 None => None,
             };
-            let n = entries[i..].partition_point(|(k, _)| hi.as_deref().is_none_or(|hi| k.as_slice() < hi));
+            let n = entries[i..].partition_point(|(k, _)| hi.as_deref().is_none_or(|hi| k.as_ref() < hi));
             let before = chunk.len();
             let pieces = chunk.merge(&entries[i..i + n]).split();
             let after: usize = pieces.iter().map(Chunk::len).sum();

@@ -50,13 +50,30 @@ pub(super) struct Watch {
     pub(super) other_keys: bool,
     /// The watched string value being read: its field and where it started.
     pub(super) open: Option<(usize, usize)>,
+    /// The watched name last found in this record ([`MAX_FIELDS`] at its start).
+    pub(super) last: usize,
+    /// For each watched name (and the record's start, at [`MAX_FIELDS`]), the name that came
+    /// next the last time: tried first, since the records of one listing list their fields in
+    /// one order.
+    pub(super) follows: [usize; MAX_FIELDS + 1],
 }
 
 impl Watch {
     /// The plain (unescaped, short) key just read in a record's own object.
-    pub(super) fn key(&self, text: &[u8]) -> Key {
-        match self.names.iter().position(|n| *n == text) {
-            Some(i) => Key::Field(i),
+    pub(super) fn key(&mut self, text: &[u8]) -> Key {
+        let guess = self.follows.get(self.last).copied().unwrap_or_default();
+        let found = match self.names.get(guess) {
+            Some(n) if *n == text => Some(guess),
+            _ => self.names.iter().position(|n| *n == text),
+        };
+        match found {
+            Some(i) => {
+                if let Some(f) = self.follows.get_mut(self.last) {
+                    *f = i;
+                }
+                self.last = i;
+                Key::Field(i)
+            }
             None => Key::Other,
         }
     }
@@ -77,6 +94,7 @@ impl Scanner {
         w.unsure = false;
         w.other_keys = false;
         w.open = None;
+        w.last = MAX_FIELDS;
     }
 
     /// The watched field whose value starts now, if the innermost frame is a record's own
