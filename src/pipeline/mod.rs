@@ -33,7 +33,7 @@ pub use batch::Batch;
 pub use deliver::{DeliveryPolicy, SinkSet};
 
 /// Batches waiting for delivery (bounds memory).
-const BATCH_QUEUE: usize = 4;
+const BATCH_QUEUE: usize = 2;
 /// Body chunks waiting for the filter.
 const CHUNK_QUEUE: usize = 8;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending...
