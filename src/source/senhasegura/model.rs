@@ -204,11 +204,20 @@ fn field_text(bytes: &[u8], field: Field) -> Option<Option<Cow<'_, str>>> {
         Field::Text { start, end } => {
             let raw = bytes.get(start..end)?;
             // JSON strings hold no raw control characters; the parser refuses them.
-            if raw.iter().any(|&b| b < 0x20) {
-                return None;
+            let mut ascii = true;
+            for &b in raw {
+                if b < 0x20 {
+                    return None;
+                }
+                ascii &= b < 0x80;
             }
             let s = std::str::from_utf8(raw).ok()?;
-            Some((!s.trim().is_empty()).then_some(Cow::Borrowed(s)))
+            // In ASCII without control characters the only white space is the space.
+            let blank = match ascii {
+                true => raw.iter().all(|&b| b == b' '),
+                false => s.trim().is_empty(),
+            };
+            Some((!blank).then_some(Cow::Borrowed(s)))
         }
         Field::Scalar { start } => is_null(bytes, start).then_some(None),
         Field::Other => None,

@@ -56,6 +56,8 @@ pub(super) struct Watch {
     /// next the last time: tried first, since the records of one listing list their fields in
     /// one order.
     pub(super) follows: [usize; MAX_FIELDS + 1],
+    /// A watched name is one the scanner steers by (`remote_sessions`, `tenant`, `response`).
+    pub(super) steering: bool,
 }
 
 impl Watch {
@@ -84,6 +86,11 @@ impl Scanner {
     /// [`MAX_FIELDS`]; more are ignored); [`super::Item::Record`] carries them.
     pub fn watching(mut self, names: &'static [&'static [u8]]) -> Scanner {
         self.watch.names = names.get(..names.len().min(MAX_FIELDS)).unwrap_or_default();
+        self.watch.steering = self
+            .watch
+            .names
+            .iter()
+            .any(|n| matches!(*n, b"remote_sessions" | b"tenant" | b"response"));
         self
     }
 

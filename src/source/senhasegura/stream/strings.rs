@@ -75,11 +75,20 @@ impl Scanner {
                 let plain = !self.text_overflow && !self.string_escaped;
                 let record =
                     self.capture.is_some() && matches!(self.stack.last(), Some(top) if top.role == Role::Candidate);
+                // A record's keys are nearly all watched names, found at the first guess; the
+                // names the scanner itself steers by are looked for only in the rest (or all
+                // keys, when the caller watches one of those names).
+                let field = match plain && record && !self.watch.steering {
+                    true => self.watch.key(&self.text),
+                    false => Key::Other,
+                };
                 let key = match (plain, self.text.as_slice()) {
+                    _ if field != Key::Other => field,
                     (true, b"remote_sessions") => Key::RemoteSessions,
                     (true, b"tenant") => Key::Tenant,
                     (true, b"response") => Key::Response,
-                    (true, text) if record => self.watch.key(text),
+                    (true, text) if record && self.watch.steering => self.watch.key(text),
+                    (true, _) if record => Key::Other,
                     (false, _) if record => {
                         // It could spell a watched name in a way its raw bytes do not show.
                         self.watch.unsure = true;

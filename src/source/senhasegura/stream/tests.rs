@@ -212,3 +212,72 @@ proptest::proptest! {
         let _ = s.finish();
     }
 }
+
+/// Each record's watched fields as text (`-` absent, `S` scalar, `O` other), and whether
+/// they were all its keys; "unsure" when none are reported.
+fn watched(body: &[u8], names: &'static [&'static [u8]], chunk: usize) -> Vec<String> {
+    let mut s = Scanner::new(1 << 16).watching(names);
+    let mut out = Vec::new();
+    for c in body.chunks(chunk.max(1)) {
+        s.feed::<()>(c, &mut |item| {
+            if let Item::Record { bytes, fields, only_watched, .. } = item {
+                if fields.is_empty() {
+                    out.push("unsure".to_string());
+                    return Ok(());
+                }
+                let shown: Vec<String> = fields
+                    .iter()
+                    .map(|f| match *f {
+                        Field::Absent => "-".to_string(),
+                        Field::Text { start, end } => String::from_utf8_lossy(&bytes[start..end]).into_owned(),
+                        Field::Scalar { .. } => "S".to_string(),
+                        Field::Other => "O".to_string(),
+                    })
+                    .collect();
+                out.push(format!("{} {only_watched}", shown.join(",")));
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    s.finish().unwrap();
+    out
+}
+
+#[test]
+fn watched_fields_whatever_the_order_of_the_keys() {
+    // The scanner guesses each key from the order of the last record; a record in another
+    // order, one with a key missing, repeated or unwatched, must come out the same as alone.
+    let records = [
+        r#"{"a":"1","b":"2","c":"3"}"#,
+        r#"{"c":"3","a":"1","b":"2"}"#,
+        r#"{"a":"1","c":"3"}"#,
+        r#"{"b":"2","b":"2","x":"9"}"#,
+        r#"{"a":null,"tenant":"t","b":"2"}"#,
+        r#"{"a":"1","b":"2","c":"3"}"#,
+    ];
+    let expected = [
+        "1,2,3 true",
+        "1,2,3 true",
+        "1,-,3 true",
+        "-,O,- false",
+        "S,2,- false",
+        "1,2,3 true",
+    ];
+    const NAMES: &[&[u8]] = &[b"a", b"b", b"c"];
+    let body = format!(r#"{{"remote_sessions":[{}]}}"#, records.join(","));
+    for chunk in [1, 2, 3, 7, body.len()] {
+        assert_eq!(watched(body.as_bytes(), NAMES, chunk), expected, "chunk size {chunk}");
+    }
+    for (r, e) in records.iter().zip(expected) {
+        let alone = format!(r#"{{"remote_sessions":[{r}]}}"#);
+        assert_eq!(watched(alone.as_bytes(), NAMES, alone.len()), [e], "{r}");
+    }
+    // Watching a name the scanner steers by: it keeps steering (a record's `tenant` is not
+    // reported as a field), and the other names are still found.
+    const STEER: &[&[u8]] = &[b"tenant", b"a"];
+    assert_eq!(
+        watched(br#"{"remote_sessions":[{"tenant":"t","a":"1"},{"a":"2"}]}"#, STEER, 5),
+        ["-,1 false", "-,2 true"]
+    );
+}
