@@ -14,7 +14,7 @@ mod device;
 mod time;
 
 pub use device::Device;
-pub use time::{parse_hms, parse_wall_clock, to_utc, YEARS};
+pub use time::{parse_hms, parse_wall_clock, to_utc, WallClock, YEARS};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -128,18 +128,19 @@ impl<'r> Candidate<'r> {
     /// Decide the candidate event of a record. A session with a usable end is `end`; one
     /// without is `start`.
     pub fn of(record: &'r RecordHead<'_>, tz: Tz) -> Result<Candidate<'r>, RecordProblem> {
+        Candidate::read(record, &mut WallClock::new(tz))
+    }
+
+    /// [`Candidate::of`], reading the times with `clock` (which remembers the last ones).
+    pub fn read(record: &'r RecordHead<'_>, clock: &mut WallClock) -> Result<Candidate<'r>, RecordProblem> {
         let session_id = record.session_id.as_deref().ok_or(RecordProblem::NoSessionId)?;
         if session_id.len() > MAX_SESSION_ID {
             return Err(RecordProblem::SessionIdTooLong(session_id.len()));
         }
-        let start = record
-            .start
-            .as_deref()
-            .and_then(parse_wall_clock)
-            .and_then(|t| to_utc(t, tz));
+        let start = record.start.as_deref().and_then(|s| clock.read(time::Field::Start, s));
         let end = match record.end.as_deref() {
             None => None,
-            Some(text) => match parse_wall_clock(text).and_then(|t| to_utc(t, tz)) {
+            Some(text) => match clock.read(time::Field::End, text) {
                 Some(t) => Some(t),
                 None if text.trim().starts_with("0000") => None,
                 None => return Err(RecordProblem::BadEnd(crate::source::senhasegura::excerpt(text))),

@@ -91,6 +91,62 @@ pub fn to_utc(local: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
     }
 }
 
+/// The vault's wall-clock texts read in its zone ([`parse_wall_clock`] then [`to_utc`]), with
+/// the last text of each of a few fields remembered with its instant: a listing comes in start
+/// order, so in a dense one hundreds of records in a row share a start second, and each of them
+/// would be parsed and placed in the zone again. The same text in the same zone is the same
+/// instant, so nothing is guessed.
+#[derive(Debug, Clone)]
+pub struct WallClock {
+    tz: Tz,
+    last: [Remembered; 2],
+}
+
+/// One field's last text (up to 32 bytes; longer ones are not remembered) and its instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Remembered {
+    text: [u8; 32],
+    /// 0: nothing remembered.
+    len: usize,
+    value: Option<DateTime<Utc>>,
+}
+
+/// Which remembered text [`WallClock::read`] compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// A session's start.
+    Start = 0,
+    /// A session's end.
+    End = 1,
+}
+
+impl WallClock {
+    /// A clock reading times in `tz`.
+    pub fn new(tz: Tz) -> WallClock {
+        WallClock {
+            tz,
+            last: [Remembered::default(); 2],
+        }
+    }
+
+    /// `text` (a `field` value) as an instant, as `parse_wall_clock(text).and_then(|t|
+    /// to_utc(t, zone))` gives it.
+    pub fn read(&mut self, field: Field, text: &str) -> Option<DateTime<Utc>> {
+        let last = &mut self.last[field as usize];
+        let bytes = text.as_bytes();
+        if last.len != 0 && last.text.get(..last.len) == Some(bytes) {
+            return last.value;
+        }
+        let value = parse_wall_clock(text).and_then(|t| to_utc(t, self.tz));
+        if let Some(slot) = last.text.get_mut(..bytes.len()) {
+            slot.copy_from_slice(bytes);
+            last.len = bytes.len();
+            last.value = value;
+        }
+        value
+    }
+}
+
 /// Parse `HH:MM:SS` (hours may exceed 24) into seconds.
 pub fn parse_hms(text: &str) -> Option<i64> {
     let mut parts = text.trim().split(':');
@@ -107,6 +163,42 @@ pub fn parse_hms(text: &str) -> Option<i64> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wall_clock_reads_as_parse_and_zone_do_whatever_it_remembers() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let texts = [
+            "2024-03-31 02:30:00", // in the spring gap
+            "2024-03-31 02:30:00",
+            "2024-10-27 02:30:00", // in the autumn fold
+            "2024-10-27 02:30:00",
+            "2024-03-31 02:30:00",
+            " 2024-05-06 19:07:59 ",
+            "2024-05-06 19:07:59",
+            "2024-05-06T19:07:59.123456789012345678", // longer than what is remembered
+            "2024-05-06T19:07:59.123456789012345678",
+            "",
+            "0000-00-00 00:00:00",
+            "garbage",
+            "2024-05-06 19:07:59",
+        ];
+        let mut clock = WallClock::new(tz);
+        for (i, text) in texts.iter().enumerate() {
+            let expected = parse_wall_clock(text).and_then(|t| to_utc(t, tz));
+            // Start and end remembered apart: read each text as both, in turns.
+            let (first, second) = match i % 2 {
+                0 => (Field::Start, Field::End),
+                _ => (Field::End, Field::Start),
+            };
+            assert_eq!(clock.read(first, text), expected, "{text:?}");
+            assert_eq!(clock.read(second, text), expected, "{text:?}");
+            assert!(clock.read(first, "2024-01-01 00:00:00").is_some());
+            assert_eq!(clock.read(first, text), expected, "{text:?} again");
+        }
+        // Another zone, same texts: other instants.
+        let mut utc = WallClock::new(Tz::UTC);
+        assert_ne!(utc.read(Field::Start, "2024-05-06 19:07:59"), clock.read(Field::Start, "2024-05-06 19:07:59"));
+    }
 
     fn utc(tz: Tz, text: &str) -> String {
         to_utc(parse_wall_clock(text).unwrap(), tz).unwrap().to_rfc3339()

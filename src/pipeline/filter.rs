@@ -8,7 +8,7 @@
 use super::pending::Pending;
 use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
-use crate::event::{Candidate, Origin, SessionEvent};
+use crate::event::{Candidate, Origin, SessionEvent, WallClock};
 use crate::key::{EventKey, KeyRef};
 use crate::sink::EventMeta;
 use crate::source::senhasegura::model::session_id_hint;
@@ -114,6 +114,8 @@ struct Worker {
     last_known: bool,
     /// The tenant of the last event emitted, shared by the next ones of the same envelope.
     tenant: Option<Arc<str>>,
+    /// Reads the records' times in the vault's zone (remembering the last ones).
+    clock: WallClock,
 }
 
 /// Records dated in the future (a wrong `source.timezone` shifts every time).
@@ -127,6 +129,7 @@ struct Future {
 /// Run the filter until the chunk channel closes or delivery goes away.
 pub fn run(input: FilterInput) -> FilterOutcome {
     let encoders = input.encoders.len();
+    let input_zone = input.origin.timezone;
     let mut w = Worker {
         batch: Batch::new(encoders),
         input,
@@ -141,6 +144,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         future: Future::default(),
         last_known: false,
         tenant: None,
+        clock: WallClock::new(input_zone),
     };
     let mut scanner = Scanner::default().watching(RECORD_FIELDS);
     while let Some(chunk) = w.input.chunks.blocking_recv() {
@@ -360,7 +364,7 @@ impl Worker {
                 }
             },
         };
-        let candidate = match Candidate::of(&head, self.input.origin.timezone) {
+        let candidate = match Candidate::read(&head, &mut self.clock) {
             Ok(c) => c,
             Err(problem) => {
                 self.bad(&problem.to_string(), head.session_id.as_deref());
