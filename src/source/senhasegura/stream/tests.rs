@@ -281,3 +281,27 @@ fn watched_fields_whatever_the_order_of_the_keys() {
         ["-,1 false", "-,2 true"]
     );
 }
+
+#[test]
+fn quote_or_backslash_finds_what_memchr_finds() {
+    // Every position and pair of the two bytes in buffers up to 80 long, over a background
+    // of bytes that differ from them in one bit (and high bytes, where false flags hide).
+    for len in 0..80usize {
+        for background in [b'a', b'"' ^ 1, b'\\' ^ 0x80, 0xff, 0x00, 0x21, 0x5d] {
+            let base = vec![background; len];
+            assert_eq!(super::strings::quote_or_backslash(&base), memchr::memchr2(b'"', b'\\', &base));
+            for i in 0..len {
+                for first in [b'"', b'\\'] {
+                    let mut b = base.clone();
+                    b[i] = first;
+                    assert_eq!(super::strings::quote_or_backslash(&b), Some(i), "{len} {i}");
+                    for j in i + 1..len.min(i + 10) {
+                        let mut c = b.clone();
+                        c[j] = b'"';
+                        assert_eq!(super::strings::quote_or_backslash(&c), Some(i), "{len} {i} {j}");
+                    }
+                }
+            }
+        }
+    }
+}
