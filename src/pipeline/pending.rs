@@ -46,6 +46,9 @@ impl Hasher for Prehashed {
 #[derive(Default)]
 pub(super) struct Pending<S = RandomState> {
     ids: String,
+    /// Where the surviving ids are copied when some are dropped (then the two swap), so
+    /// neither is allocated again once they have grown to the listing's pace.
+    spare: String,
     slots: HashMap<u64, SmallVec<[Slot; 1]>, BuildHasherDefault<Prehashed>>,
     keys: usize,
     hasher: S,
@@ -83,7 +86,8 @@ impl<S: BuildHasher> Pending<S> {
     /// Drop the keys of batches up to `committed` (the store has them now), and the room their
     /// ids took.
     pub(super) fn retain_after(&mut self, committed: u64) {
-        let mut ids = String::with_capacity(self.ids.len());
+        let ids = &mut self.spare;
+        ids.clear();
         let mut keys = 0;
         self.slots.retain(|_, slots| {
             slots.retain(|s| s.batch > committed);
@@ -95,7 +99,7 @@ impl<S: BuildHasher> Pending<S> {
             keys += slots.len();
             !slots.is_empty()
         });
-        self.ids = ids;
+        std::mem::swap(&mut self.ids, &mut self.spare);
         self.keys = keys;
     }
 }

@@ -13,7 +13,7 @@
 //! events after the newest of them arrive, a lookup that misses under the start also looks there
 //! (`legacy_until`). An export from format 1 is imported the same way.
 
-use super::chunk::{commit_entry, entry_key, is_end, lookup_entry, time_prefix};
+use super::chunk::{commit_entry, entry_key, is_end, lookup_entry, time_prefix, CommitEntry};
 use super::tree::ChunkTree;
 use super::{bucket, Dedup, Delivered, StateError, KEY_FORMAT};
 use crate::key::KeyRef;
@@ -51,6 +51,9 @@ pub struct SledStore {
     pub(super) chunks: ChunkTree,
     /// `META_LEGACY_UNTIL`, or `i64::MIN`.
     legacy_until: AtomicI64,
+    /// A commit's entries, kept between commits (a first poll commits hundreds of lists of
+    /// thousands of entries; each would be a fresh mapping of half a megabyte).
+    commit_list: std::sync::Mutex<Vec<(CommitEntry, i64)>>,
 }
 
 /// Unix seconds a key is filed under.
@@ -104,6 +107,7 @@ impl SledStore {
             db,
             chunks,
             legacy_until: AtomicI64::new(i64::MIN),
+            commit_list: std::sync::Mutex::new(Vec::new()),
         };
         match store.db.get(META_FORMAT)? {
             None => {
@@ -288,11 +292,20 @@ impl Dedup for SledStore {
     }
 
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
-        let entries = delivered
-            .iter()
-            .map(|d| (commit_entry(filed(d.time, d.start), d.key.as_ref()), d.time.timestamp()))
-            .collect();
-        let added = self.chunks.insert_sorted(&sorted(entries))?;
+        // A poisoned lock only means an earlier commit panicked midway: the list is cleared anyway.
+        let mut list = self.commit_list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = std::mem::take(&mut *list);
+        entries.clear();
+        entries.extend(
+            delivered
+                .iter()
+                .map(|d| (commit_entry(filed(d.time, d.start), d.key.as_ref()), d.time.timestamp())),
+        );
+        let entries = sorted(entries);
+        let added = self.chunks.insert_sorted(&entries);
+        *list = entries;
+        drop(list);
+        let added = added?;
         self.count_keys(added as i64)?;
         self.db.flush()?;
         Ok(())
