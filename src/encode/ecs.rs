@@ -26,7 +26,9 @@ impl Ts {
     /// writes it).
     fn write(self, buf: &mut [u8; 32]) -> Option<usize> {
         use chrono::{Datelike, Timelike};
-        let t = self.0;
+        // The UTC fields read off the naive time (the zone's offset is zero; reading them off
+        // the zoned time adds it again for each field).
+        let t = self.0.naive_utc();
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
         let nanos = t.nanosecond();
         if nanos >= 1_000_000_000 {
@@ -95,6 +97,22 @@ const PLAIN: [bool; 256] = {
     t
 };
 
+/// Are these 8 bytes all printable ASCII other than `"` and `\\` (plain, and none of them the
+/// start of what [`put_escaped`] must look at)? Checked on the word at once.
+#[inline]
+fn plain_ascii(word: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(word);
+    let v = u64::from_le_bytes(w);
+    // Some byte is zero / below 0x20 / above 0x7e (its high bit ends up set in the result).
+    let zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    let below_space = v.wrapping_sub(LOW * 0x20) & !v & HIGH;
+    let above_tilde = (v.wrapping_add(LOW) | v) & HIGH;
+    below_space | above_tilde | zero(v ^ (LOW * u64::from(b'"'))) | zero(v ^ (LOW * u64::from(b'\\'))) == 0
+}
+
 /// `text` escaped as a JSON string's contents, as serde_json escapes it (`\"`, `\\`, the short
 /// forms of \b \f \n \r \t, `\u00XX` for the other controls), and also what JSON allows raw
 /// but some receivers take as a line break or an end of string: DEL, the C1 controls (NEL) and
@@ -105,6 +123,12 @@ fn put_escaped(out: &mut Vec<u8>, text: &str) {
     let mut done = 0;
     let mut i = 0;
     while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            if plain_ascii(word) {
+                i += 8;
+                continue;
+            }
+        }
         let b = bytes[i];
         if PLAIN[b as usize] {
             i += 1;
@@ -154,8 +178,20 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
 fn put_ip(out: &mut Vec<u8>, ip: &IpAddr) {
     use std::io::Write;
     out.push(b'"');
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{ip}");
+    match ip {
+        IpAddr::V4(v4) => {
+            // The dotted quad, as `Display` writes it, without the formatting machinery.
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(*octet).as_bytes());
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(_) => drop(write!(out, "{ip}")),
+    }
     out.push(b'"');
 }
 
@@ -423,6 +459,48 @@ mod tests {
         let mut out = Vec::new();
         Ts(t).put(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_byte_is_looked_at_wherever_it_falls_in_a_word() {
+        // Each character that needs escaping (or a non-ASCII one), at every offset of strings
+        // long enough to be read 8 bytes at a time, comes out as one at a time would write it.
+        let specials = ["\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "\u{85}", "\u{2028}", "é", "\u{ffff}", " ", "~"];
+        for len in 0..40 {
+            for at in 0..=len {
+                for s in specials {
+                    let text = format!("{}{s}{}", "a".repeat(at), "z".repeat(len - at));
+                    let mut fast = Vec::new();
+                    put_escaped(&mut fast, &text);
+                    // One byte at a time: every prefix of 7 bytes or fewer goes the slow way.
+                    let mut slow = Vec::new();
+                    for c in text.chars() {
+                        put_escaped(&mut slow, c.encode_utf8(&mut [0u8; 4]));
+                    }
+                    assert_eq!(fast, slow, "{text:?}");
+                }
+            }
+        }
+        for word in [*b"abcdefgh", *b"        ", *b"~~~~~~~~", *b"a b!#$}{"] {
+            assert!(plain_ascii(&word), "{word:?}");
+        }
+        for bad in [b'"', b'\\', 0x1f, 0x00, 0x7f, 0x80, 0xc2, 0xe2, 0xff] {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = bad;
+                assert!(!plain_ascii(&word), "{bad:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn ip_addresses_are_written_as_display_writes_them() {
+        for text in ["0.0.0.0", "10.1.2.3", "255.255.255.255", "192.168.0.10", "::1", "2001:db8::ff00:42:8329", "::ffff:10.0.0.1"] {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = Vec::new();
+            put_ip(&mut out, &ip);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("\"{ip}\""));
+        }
     }
 
     #[test]
