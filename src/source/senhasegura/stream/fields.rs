@@ -65,8 +65,8 @@ impl Watch {
     pub(super) fn key(&mut self, text: &[u8]) -> Key {
         let guess = self.follows.get(self.last).copied().unwrap_or_default();
         let found = match self.names.get(guess) {
-            Some(n) if *n == text => Some(guess),
-            _ => self.names.iter().position(|n| *n == text),
+            Some(n) if same(n, text) => Some(guess),
+            _ => self.names.iter().position(|n| same(n, text)),
         };
         match found {
             Some(i) => {
@@ -79,6 +79,25 @@ impl Watch {
             None => Key::Other,
         }
     }
+}
+
+/// `a == b` for short byte strings, compared a word at a time in place (slice equality calls
+/// `memcmp`, a call per key of every record).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        let (mut u, mut v) = ([0u8; 8], [0u8; 8]);
+        u.copy_from_slice(p);
+        v.copy_from_slice(q);
+        if u64::from_ne_bytes(u) != u64::from_ne_bytes(v) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 impl Scanner {
@@ -156,5 +175,28 @@ impl Scanner {
         }
         let fields = self.watch.fields.get(..self.watch.names.len()).unwrap_or_default();
         (fields, !self.watch.other_keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_is_slice_equality() {
+        let words: [&[u8]; 10] = [b"", b"a", b"b", b"ab", b"session_id", b"session_ie", b"start", b"prevent_purge", b"prevent_purgf", b"12345678"];
+        for a in words {
+            for b in words {
+                assert_eq!(super::same(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        // A difference at every position of strings 1 to 40 long.
+        for len in 1..40 {
+            let a = vec![b'k'; len];
+            assert!(super::same(&a, &a.clone()));
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] = b'j';
+                assert!(!super::same(&a, &b), "{len} {i}");
+            }
+        }
     }
 }
