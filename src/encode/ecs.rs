@@ -507,16 +507,19 @@ mod tests {
     fn strings_are_escaped_as_serde_json_does_and_line_breakers_too() {
         let line_breakers = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}');
         for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
-            let text = format!("a{c}b");
-            let mut out = Vec::new();
-            put_str(&mut out, &text);
-            let ours = String::from_utf8(out).unwrap();
-            if line_breakers(c) {
-                assert_eq!(ours, format!("\"a\\u{:04x}b\"", c as u32));
-            } else {
-                assert_eq!(ours, serde_json::to_string(&text).unwrap(), "U+{:04X}", c as u32);
+            // Alone between two letters, and after 9 bytes (past the 8 read at once).
+            for (before, after) in [("a", "b"), ("abcdefghi", "jklmnopqr")] {
+                let text = format!("{before}{c}{after}");
+                let mut out = Vec::new();
+                put_str(&mut out, &text);
+                let ours = String::from_utf8(out).unwrap();
+                if line_breakers(c) {
+                    assert_eq!(ours, format!("\"{before}\\u{:04x}{after}\"", c as u32));
+                } else {
+                    assert_eq!(ours, serde_json::to_string(&text).unwrap(), "U+{:04X}", c as u32);
+                }
+                assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
             }
-            assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
         }
     }
 

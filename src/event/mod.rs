@@ -14,7 +14,7 @@ mod device;
 mod time;
 
 pub use device::Device;
-pub use time::{parse_hms, parse_wall_clock, to_utc, WallClock, YEARS};
+pub use time::{parse_hms, parse_wall_clock, to_utc, TimeField, WallClock, YEARS};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -137,10 +137,10 @@ impl<'r> Candidate<'r> {
         if session_id.len() > MAX_SESSION_ID {
             return Err(RecordProblem::SessionIdTooLong(session_id.len()));
         }
-        let start = record.start.as_deref().and_then(|s| clock.read(time::Field::Start, s));
+        let start = record.start.as_deref().and_then(|s| clock.read(TimeField::Start, s));
         let end = match record.end.as_deref() {
             None => None,
-            Some(text) => match clock.read(time::Field::End, text) {
+            Some(text) => match clock.read(TimeField::End, text) {
                 Some(t) => Some(t),
                 None if text.trim().starts_with("0000") => None,
                 None => return Err(RecordProblem::BadEnd(crate::source::senhasegura::excerpt(text))),

@@ -92,7 +92,7 @@ pub fn to_utc(local: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
 }
 
 /// The vault's wall-clock texts read in its zone ([`parse_wall_clock`] then [`to_utc`]), with
-/// the last text of each of a few fields remembered with its instant: a listing comes in start
+/// the last start and the last end text remembered with their instants: a listing comes in start
 /// order, so in a dense one hundreds of records in a row share a start second, and each of them
 /// would be parsed and placed in the zone again. The same text in the same zone is the same
 /// instant, so nothing is guessed.
@@ -113,7 +113,7 @@ struct Remembered {
 
 /// Which remembered text [`WallClock::read`] compares with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub enum TimeField {
     /// A session's start.
     Start = 0,
     /// A session's end.
@@ -131,7 +131,7 @@ impl WallClock {
 
     /// `text` (a `field` value) as an instant, as `parse_wall_clock(text).and_then(|t|
     /// to_utc(t, zone))` gives it.
-    pub fn read(&mut self, field: Field, text: &str) -> Option<DateTime<Utc>> {
+    pub fn read(&mut self, field: TimeField, text: &str) -> Option<DateTime<Utc>> {
         let last = &mut self.last[field as usize];
         let bytes = text.as_bytes();
         if last.len != 0 && last.text.get(..last.len) == Some(bytes) {
@@ -187,8 +187,8 @@ mod tests {
             let expected = parse_wall_clock(text).and_then(|t| to_utc(t, tz));
             // Start and end remembered apart: read each text as both, in turns.
             let (first, second) = match i % 2 {
-                0 => (Field::Start, Field::End),
-                _ => (Field::End, Field::Start),
+                0 => (TimeField::Start, TimeField::End),
+                _ => (TimeField::End, TimeField::Start),
             };
             assert_eq!(clock.read(first, text), expected, "{text:?}");
             assert_eq!(clock.read(second, text), expected, "{text:?}");
@@ -197,7 +197,7 @@ mod tests {
         }
         // Another zone, same texts: other instants.
         let mut utc = WallClock::new(Tz::UTC);
-        assert_ne!(utc.read(Field::Start, "2024-05-06 19:07:59"), clock.read(Field::Start, "2024-05-06 19:07:59"));
+        assert_ne!(utc.read(TimeField::Start, "2024-05-06 19:07:59"), clock.read(TimeField::Start, "2024-05-06 19:07:59"));
     }
 
     fn utc(tz: Tz, text: &str) -> String {

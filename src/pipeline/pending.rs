@@ -7,6 +7,8 @@
 //! key allocates nothing once the string and the map have grown to the listing's pace (a map of
 //! boxed ids cost an allocation and a free per new event). Lookups compare the ids themselves,
 //! so two keys whose hashes collide are still told apart.
+// Input path: nothing here may panic on what came from the network, a file or the clock.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use crate::key::{KeyRef, Phase};
 use smallvec::SmallVec;
@@ -65,7 +67,7 @@ impl<S: BuildHasher> Pending<S> {
 
     pub(super) fn contains(&self, key: KeyRef<'_>) -> bool {
         self.slots.get(&self.hash(key)).is_some_and(|slots| {
-            slots.iter().any(|s| s.phase == key.phase && self.ids.get(s.at..s.at + s.len) == Some(key.session_id))
+            slots.iter().any(|s| s.phase == key.phase && self.ids.get(s.at..s.at.saturating_add(s.len)) == Some(key.session_id))
         })
     }
 
@@ -80,7 +82,7 @@ impl<S: BuildHasher> Pending<S> {
         self.ids.push_str(key.session_id);
         let h = self.hash(key);
         self.slots.entry(h).or_default().push(slot);
-        self.keys += 1;
+        self.keys = self.keys.saturating_add(1);
     }
 
     /// Drop the keys of batches up to `committed` (the store has them now), and the room their
@@ -88,15 +90,15 @@ impl<S: BuildHasher> Pending<S> {
     pub(super) fn retain_after(&mut self, committed: u64) {
         let ids = &mut self.spare;
         ids.clear();
-        let mut keys = 0;
+        let mut keys: usize = 0;
         self.slots.retain(|_, slots| {
             slots.retain(|s| s.batch > committed);
             for s in slots.iter_mut() {
                 let at = ids.len();
-                ids.push_str(self.ids.get(s.at..s.at + s.len).unwrap_or_default());
+                ids.push_str(self.ids.get(s.at..s.at.saturating_add(s.len)).unwrap_or_default());
                 s.at = at;
             }
-            keys += slots.len();
+            keys = keys.saturating_add(slots.len());
             !slots.is_empty()
         });
         std::mem::swap(&mut self.ids, &mut self.spare);
@@ -105,7 +107,7 @@ impl<S: BuildHasher> Pending<S> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -301,8 +301,10 @@ impl Dedup for SledStore {
                 .iter()
                 .map(|d| (commit_entry(filed(d.time, d.start), d.key.as_ref()), d.time.timestamp())),
         );
-        let entries = sorted(entries);
+        let mut entries = sorted(entries);
         let added = self.chunks.insert_sorted(&entries);
+        // Only the room is kept: an entry too long to sit inline owns a block of its own.
+        entries.clear();
         *list = entries;
         drop(list);
         let added = added?;

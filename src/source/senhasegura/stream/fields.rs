@@ -39,7 +39,8 @@ pub enum Field {
     Other,
 }
 
-/// Per-record watch state, reset when a record capture opens.
+/// What is watched: the names, the state of the record being read (reset when a record
+/// capture opens), and the guess of the key order carried from one record to the next.
 #[derive(Debug, Default)]
 pub(super) struct Watch {
     pub(super) names: &'static [&'static [u8]],
