@@ -77,11 +77,22 @@ fn tune_allocator() -> Vec<memory::Setting> {
     Vec::new()
 }
 
+/// glibc's `malloc_trim(0)`: the free pages of every heap back to the system (`run` calls it
+/// between polls through `memory::release_free`). True when memory was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heaps() -> bool {
+    // SAFETY: malloc_trim takes an integer, takes glibc's own arena locks and only releases
+    // pages no allocation uses.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
 fn main() -> ExitCode {
     // State, exports and anything else this process creates is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     // Before any thread starts: large buffers mapped on their own, two arenas (src/memory.rs).
     let refused = tune_allocator();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    memory::on_release(trim_heaps);
     let cli = Cli::parse();
     init_logging(&cli);
     for s in refused {

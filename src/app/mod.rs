@@ -116,6 +116,8 @@ async fn run_loop(
             tracing::info!(cycles = done, "Stopped");
             return Ok(());
         }
+        // What the poll freed goes back to the system before the wait (src/memory.rs).
+        crate::memory::release_free();
         // Between cycles: apply reloads (also those that came during the cycle), then wait.
         loop {
             if let Some(resolved) = service.take_reload() {

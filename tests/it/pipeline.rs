@@ -170,3 +170,21 @@ fn dry_run_prints_each_format_once_whatever_the_number_of_sinks() {
         "ECS once (two stdout sinks) and CEF once (syslog)"
     );
 }
+
+#[test]
+fn run_gives_freed_heap_back_between_polls_and_once_does_not_need_to() {
+    let sim = Sim::start(&["--sessions", "2000", "--grow", "5", "--now", NOW, "--history", "2h"]);
+    let setup = Setup::new(&sim.url, "interval = \"100ms\"", "");
+    let run = setup.run(&["run", "--cycles", "3", "--log-level", "senhasegura_forwarder=debug"]);
+    run.ok();
+    // After each poll but the last (then the process ends).
+    assert_eq!(
+        run.stderr.matches("Returned free heap memory to the system").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    let once = setup.run(&["once", "--log-level", "senhasegura_forwarder=debug"]);
+    once.ok();
+    assert!(!once.stderr.contains("Returned free heap memory"), "{}", once.stderr);
+}
