@@ -32,7 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 key: EventKey::new(format!("{round:08x}{i:032x}"), Phase::End),
                 time,
                 tenant: Some(std::sync::Arc::from("Segura")),
-                event_id: senhasegura_forwarder::event::event_id("https://bench", None, &format!("{round:08x}{i:032x}"), Phase::End),
+                event_id: senhasegura_forwarder::event::event_id(
+                    "https://bench",
+                    None,
+                    &format!("{round:08x}{i:032x}"),
+                    Phase::End,
+                ),
             })
             .collect();
         let payloads: Vec<String> = metas

@@ -41,7 +41,11 @@ pub fn release_free() -> Option<(u64, u64)> {
     let after = resident_kib();
     let sizes = before.zip(after);
     if let Some((before, after)) = sizes {
-        tracing::debug!(before_kib = before, after_kib = after, "Returned free heap memory to the system");
+        tracing::debug!(
+            before_kib = before,
+            after_kib = after,
+            "Returned free heap memory to the system"
+        );
     }
     sizes
 }
@@ -114,7 +118,10 @@ mod tests {
         on_release(count);
         let sizes = release_free();
         assert!(CALLS.load(Ordering::SeqCst) >= 1);
-        assert!(sizes.is_some_and(|(before, after)| before > 0 && after > 0), "{sizes:?}");
+        assert!(
+            sizes.is_some_and(|(before, after)| before > 0 && after > 0),
+            "{sizes:?}"
+        );
     }
 
     #[test]

@@ -465,7 +465,9 @@ mod tests {
     fn every_byte_is_looked_at_wherever_it_falls_in_a_word() {
         // Each character that needs escaping (or a non-ASCII one), at every offset of strings
         // long enough to be read 8 bytes at a time, comes out as one at a time would write it.
-        let specials = ["\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "\u{85}", "\u{2028}", "é", "\u{ffff}", " ", "~"];
+        let specials = [
+            "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "\u{85}", "\u{2028}", "é", "\u{ffff}", " ", "~",
+        ];
         for len in 0..40 {
             for at in 0..=len {
                 for s in specials {
@@ -495,7 +497,15 @@ mod tests {
 
     #[test]
     fn ip_addresses_are_written_as_display_writes_them() {
-        for text in ["0.0.0.0", "10.1.2.3", "255.255.255.255", "192.168.0.10", "::1", "2001:db8::ff00:42:8329", "::ffff:10.0.0.1"] {
+        for text in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "255.255.255.255",
+            "192.168.0.10",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:10.0.0.1",
+        ] {
             let ip: IpAddr = text.parse().unwrap();
             let mut out = Vec::new();
             put_ip(&mut out, &ip);

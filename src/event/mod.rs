@@ -317,7 +317,10 @@ mod tests {
         assert_ne!(a, event_id("https://v", Some("t"), "s", Phase::End));
         assert_ne!(a, event_id("https://w", Some("t"), "s", Phase::Start));
         assert_eq!(a.as_str().len(), 32);
-        assert!(a.as_str().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         // The first 16 bytes of SHA-256 over the parts, each followed by a NUL.
         let mut h = Sha256::new();
         h.update(b"https://v\0t\0s\0start\0");

@@ -197,7 +197,10 @@ mod tests {
         }
         // Another zone, same texts: other instants.
         let mut utc = WallClock::new(Tz::UTC);
-        assert_ne!(utc.read(TimeField::Start, "2024-05-06 19:07:59"), clock.read(TimeField::Start, "2024-05-06 19:07:59"));
+        assert_ne!(
+            utc.read(TimeField::Start, "2024-05-06 19:07:59"),
+            clock.read(TimeField::Start, "2024-05-06 19:07:59")
+        );
     }
 
     fn utc(tz: Tz, text: &str) -> String {

@@ -67,7 +67,9 @@ impl<S: BuildHasher> Pending<S> {
 
     pub(super) fn contains(&self, key: KeyRef<'_>) -> bool {
         self.slots.get(&self.hash(key)).is_some_and(|slots| {
-            slots.iter().any(|s| s.phase == key.phase && self.ids.get(s.at..s.at.saturating_add(s.len)) == Some(key.session_id))
+            slots
+                .iter()
+                .any(|s| s.phase == key.phase && self.ids.get(s.at..s.at.saturating_add(s.len)) == Some(key.session_id))
         })
     }
 
@@ -179,7 +181,11 @@ mod tests {
         }
         p.retain_after(50);
         for i in 0..10_000u64 {
-            assert_eq!(p.contains(KeyRef::new(&format!("s{i}"), Phase::Start)), i / 100 + 1 > 50, "s{i}");
+            assert_eq!(
+                p.contains(KeyRef::new(&format!("s{i}"), Phase::Start)),
+                i / 100 + 1 > 50,
+                "s{i}"
+            );
         }
     }
 }

@@ -97,10 +97,16 @@ mod tests {
             self.0.push(data.to_vec());
             std::task::Poll::Ready(Ok(data.len()))
         }
-        fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
-        fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
     }
@@ -120,7 +126,9 @@ mod tests {
             .collect();
         let mut out = Writes::default();
         let mut buf = Vec::new();
-        write_lines(&mut out, &mut buf, lines.iter().map(Vec::as_slice)).await.unwrap();
+        write_lines(&mut out, &mut buf, lines.iter().map(Vec::as_slice))
+            .await
+            .unwrap();
         let mut expected = Vec::new();
         for l in &lines {
             expected.extend_from_slice(l);
@@ -131,7 +139,11 @@ mod tests {
         for w in &out.0 {
             // Each write ends a line; only a piece holding one long line exceeds the size.
             assert_eq!(w.last(), Some(&b'\n'));
-            assert!(w.len() < PIECE || w.iter().filter(|&&b| b == b'\n').count() == 1, "{}", w.len());
+            assert!(
+                w.len() < PIECE || w.iter().filter(|&&b| b == b'\n').count() == 1,
+                "{}",
+                w.len()
+            );
         }
         assert!(buf.capacity() <= 2 * PIECE, "the long lines' room is let go");
         // Nothing to write: nothing but the flush.

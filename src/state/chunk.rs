@@ -150,12 +150,7 @@ pub type CommitEntry = smallvec::SmallVec<[u8; 32]>;
 
 /// The entry bytes of `key` filed at `filed`, for a commit (the same bytes as [`entry_of`]).
 pub fn commit_entry(filed: i64, key: KeyRef<'_>) -> CommitEntry {
-    let mut buf = [0u8; 32];
-    buf[..8].copy_from_slice(&time_prefix(filed));
-    match pack_to(key, &mut buf[8..]) {
-        Some(n) => CommitEntry::from_buf_and_len(buf, 8 + n),
-        None => CommitEntry::from_vec(entry_of(filed, key)),
-    }
+    inline_entry(filed, key)
 }
 
 /// An entry built for one lookup: on the stack for ids up to 55 bytes (the vault's are 40 hex
@@ -164,11 +159,20 @@ pub type LookupEntry = smallvec::SmallVec<[u8; 64]>;
 
 /// The entry bytes of `key` filed at `filed`, for a lookup (the same bytes as [`entry_of`]).
 pub fn lookup_entry(filed: i64, key: KeyRef<'_>) -> LookupEntry {
-    let mut buf = [0u8; 64];
-    buf[..8].copy_from_slice(&time_prefix(filed));
-    match pack_to(key, &mut buf[8..]) {
-        Some(n) => LookupEntry::from_buf_and_len(buf, 8 + n),
-        None => LookupEntry::from_vec(entry_of(filed, key)),
+    inline_entry(filed, key)
+}
+
+/// [`entry_of`] written into the inline room of a `SmallVec`, or on the heap when it does not fit.
+fn inline_entry<A: smallvec::Array<Item = u8>>(filed: i64, key: KeyRef<'_>) -> smallvec::SmallVec<A> {
+    let mut entry = smallvec::SmallVec::<A>::new();
+    entry.extend_from_slice(&time_prefix(filed));
+    entry.resize(A::size().max(8), 0);
+    match pack_to(key, &mut entry[8..]) {
+        Some(n) => {
+            entry.truncate(8 + n);
+            entry
+        }
+        None => smallvec::SmallVec::from_vec(entry_of(filed, key)),
     }
 }
 

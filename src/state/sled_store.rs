@@ -293,7 +293,10 @@ impl Dedup for SledStore {
 
     fn commit(&self, delivered: &[Delivered]) -> Result<(), StateError> {
         // A poisoned lock only means an earlier commit panicked midway: the list is cleared anyway.
-        let mut list = self.commit_list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut list = self
+            .commit_list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut entries = std::mem::take(&mut *list);
         entries.clear();
         entries.extend(

@@ -105,7 +105,10 @@ fn the_head_read_off_the_scan_is_the_parsed_head_or_nothing() {
         ),
         (r#"{"session_id":"ção","start":"  "}"#, true),
         // Blank in Unicode only (no-break and ideographic spaces): blank as serde's path reads it.
-        ("{\"session_id\":\"a\",\"start\":\" \u{a0}\u{3000} \",\"end\":\"\u{a0}x\"}", true),
+        (
+            "{\"session_id\":\"a\",\"start\":\" \u{a0}\u{3000} \",\"end\":\"\u{a0}x\"}",
+            true,
+        ),
         (
             r#"{"session_id":"abc","start":"2024-01-01 00:00:00","end":null-}"#,
             false,

@@ -183,7 +183,18 @@ impl Scanner {
 mod tests {
     #[test]
     fn same_is_slice_equality() {
-        let words: [&[u8]; 10] = [b"", b"a", b"b", b"ab", b"session_id", b"session_ie", b"start", b"prevent_purge", b"prevent_purgf", b"12345678"];
+        let words: [&[u8]; 10] = [
+            b"",
+            b"a",
+            b"b",
+            b"ab",
+            b"session_id",
+            b"session_ie",
+            b"start",
+            b"prevent_purge",
+            b"prevent_purgf",
+            b"12345678",
+        ];
         for a in words {
             for b in words {
                 assert_eq!(super::same(a, b), a == b, "{a:?} {b:?}");

@@ -220,7 +220,13 @@ fn watched(body: &[u8], names: &'static [&'static [u8]], chunk: usize) -> Vec<St
     let mut out = Vec::new();
     for c in body.chunks(chunk.max(1)) {
         s.feed::<()>(c, &mut |item| {
-            if let Item::Record { bytes, fields, only_watched, .. } = item {
+            if let Item::Record {
+                bytes,
+                fields,
+                only_watched,
+                ..
+            } = item
+            {
                 if fields.is_empty() {
                     out.push("unsure".to_string());
                     return Ok(());
@@ -289,7 +295,10 @@ fn quote_or_backslash_finds_what_memchr_finds() {
     for len in 0..80usize {
         for background in [b'a', b'"' ^ 1, b'\\' ^ 0x80, 0xff, 0x00, 0x21, 0x5d] {
             let base = vec![background; len];
-            assert_eq!(super::strings::quote_or_backslash(&base), memchr::memchr2(b'"', b'\\', &base));
+            assert_eq!(
+                super::strings::quote_or_backslash(&base),
+                memchr::memchr2(b'"', b'\\', &base)
+            );
             for i in 0..len {
                 for first in [b'"', b'\\'] {
                     let mut b = base.clone();
