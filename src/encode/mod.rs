@@ -3,6 +3,7 @@
 
 pub mod cef;
 pub mod ecs;
+mod json;
 
 use crate::event::SessionEvent;
 use serde::Deserialize;
