@@ -1,10 +1,11 @@
-//! How much of what sled is given it keeps in memory, whatever its `cache_capacity`: writes N
-//! values of a given size in batches (with a flush each, as a commit does) under the store's
-//! segment size and allocator setting, then prints the growth of the heap in use (glibc's
-//! `mallinfo2`) and the resident size. The README's "Measured" cites it for the all-new poll.
+//! How much of what sled is given it keeps in memory against its `cache_capacity`: writes N
+//! values of a given size in batches (with a flush each, as a commit does) with the store's
+//! settings (`state::sled_config`) and allocator setting, then prints the growth of the heap in
+//! use (glibc's `mallinfo2`) and the resident size. The README's "Measured" cites it: before the
+//! vendored one-shard page cache (vendor/PATCHES.md), sled kept nearly every value written.
 //!
-//!   cargo run --example sled_cache -- VALUES VALUE_BYTES CACHE_BYTES [PER_BATCH]
-//!   e.g. 15600 670 65536 156 against 15600 670 4194304 156 (a 1,000,000-key first poll's chunks)
+//!   cargo run --release --example sled_cache -- VALUES VALUE_BYTES CACHE_BYTES [PER_BATCH]
+//!   e.g. 15600 670 1048576 156 (a 1,000,000-key first poll's chunks, the store's cache size)
 
 use std::error::Error;
 
@@ -35,10 +36,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     // SAFETY: mallopt only changes the allocator's parameters; no other thread runs yet.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let dir = tempfile::tempdir()?;
-    let db = sled::Config::new()
-        .path(dir.path())
+    let db = senhasegura_forwarder::state::sled_config(dir.path())
         .cache_capacity(cache as u64)
-        .segment_size(128 * 1024)
         .open()?;
     let tree = db.open_tree("chunks")?;
     let value = vec![7u8; size];

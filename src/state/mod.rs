@@ -18,7 +18,7 @@ mod sled_store;
 mod tree;
 
 pub use operator::{ExportLine, Remembered, Stats};
-pub use sled_store::{SledStore, StateMeta};
+pub use sled_store::{sled_config, SledStore, StateMeta};
 
 use crate::key::{EventKey, KeyRef};
 use chrono::{DateTime, Utc};

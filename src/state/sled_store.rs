@@ -36,13 +36,23 @@ const META_ZONE: &[u8] = b"timezone";
 const META_LEGACY_UNTIL: &[u8] = b"legacy_until";
 /// How many keys the store holds, kept by every change (so the metrics need no scan).
 const META_KEYS: &[u8] = b"keys";
-/// Page cache size: small, the store is read mostly once per key per poll.
-const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Page cache size: small, the store is read mostly once per key per poll. sled holds to it
+/// only with the vendored one-shard cache (vendor/PATCHES.md); with 4 MiB a store of 100,000
+/// sessions stayed cached whole and `run`'s resident size grew with the store.
+const CACHE_BYTES: u64 = 1024 * 1024;
 /// sled's log segment (and IO buffer) size; the 512 KiB default costs ~20 MiB more peak RSS
 /// during a million-key first poll (measured with benches/e2e.sh).
 const SEGMENT_BYTES: usize = 128 * 1024;
 /// Keys sorted and inserted at once by a migration or an import.
 pub(super) const INSERT_RUN: usize = 10_000;
+
+/// sled's settings for a store at `path` (its page cache and log segment sizes).
+pub fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .segment_size(SEGMENT_BYTES)
+}
 
 /// The sled-backed store.
 pub struct SledStore {
@@ -95,12 +105,7 @@ impl SledStore {
         vault: Option<&str>,
     ) -> Result<SledStore, StateError> {
         create_private_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .segment_size(SEGMENT_BYTES)
-            .open()
-            .map_err(|e| open_error(path, e))?;
+        let db = sled_config(path).open().map_err(|e| open_error(path, e))?;
         let chunks = ChunkTree::new(db.open_tree(CHUNKS_TREE)?);
         let store = SledStore {
             path: path.to_path_buf(),

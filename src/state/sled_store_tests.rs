@@ -148,11 +148,7 @@ fn dense_hour_stays_correct() {
 
 /// Write a format-1 store the way the previous release laid it out.
 fn format_1_store(path: &Path, keys: &[(i64, &str)]) {
-    let db = sled::Config::new()
-        .path(path)
-        .segment_size(SEGMENT_BYTES)
-        .open()
-        .unwrap();
+    let db = sled_config(path).open().unwrap();
     db.insert(META_FORMAT, &1u64.to_be_bytes()).unwrap();
     db.insert(META_CREATED, &5i64.to_be_bytes()).unwrap();
     db.insert(META_FIRST_RUN, &i64::MIN.to_be_bytes()).unwrap();
