@@ -68,10 +68,10 @@ fn kept_after_writing(values: u64) -> usize {
 
 #[test]
 fn sled_cache_is_bounded_by_its_capacity() {
-    // 40,000 values, 26 MB written. sled as published keeps about 6 MiB of it with the store's
+    // 40,000 values, 26 MB written. sled as published keeps 5.4 to 6.6 MiB of it with the store's
     // 1 MiB capacity, and more as more is written (glibc counted +7.7 MB after 40,000 values and
     // +9.6 MB after 100,000, benches/sled_cache.rs); the vendored one-shard cache about 2 MiB
-    // (the capacity, up to 64 pages not yet weighed, the page table and the log's bookkeeping).
+    // (the capacity, the pages of up to 64 accesses not yet weighed, the page table, the log).
     let kept = kept_after_writing(40_000);
     assert!(kept < 4 << 20, "sled kept {} KiB of the 26 MB written", kept >> 10);
 }
