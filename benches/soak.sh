@@ -3,20 +3,22 @@
 # --grow: K running sessions end and K new ones start per listing), stdout to /dev/null. Prints
 # the agent's RSS at cycles 10, 100 and the last, the store's keys and size on disk, then the
 # time of `state prune` on a store of PRUNE_KEYS keys (30 days of history): removing the oldest
-# hour, and removing everything.
+# hour, and removing everything. `--every E` adds the RSS at every E-th cycle (the shape of the
+# curve, not only its ends). The agent inherits the environment (e.g. MALLOC_ARENA_MAX=1).
 #
-#   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M]
+#   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E]
 #     defaults: --cycles 1000 --sessions 100000 --grow 50 --prune-keys 1000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CYCLES=1000 N=100000 GROW=50 PRUNE_KEYS=1000000
+CYCLES=1000 N=100000 GROW=50 PRUNE_KEYS=1000000 EVERY=0
 while [ $# -gt 0 ]; do
   case $1 in
     --cycles) CYCLES=$2; shift 2 ;;
     --sessions) N=$2; shift 2 ;;
     --grow) GROW=$2; shift 2 ;;
     --prune-keys) PRUNE_KEYS=$2; shift 2 ;;
-    *) echo "usage: $0 [--cycles C] [--sessions N] [--grow K] [--prune-keys M]" >&2; exit 2 ;;
+    --every) EVERY=$2; shift 2 ;;
+    *) echo "usage: $0 [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E]" >&2; exit 2 ;;
   esac
 done
 cargo build --release --quiet --bin senhasegura-forwarder
@@ -36,7 +38,8 @@ sed -i 's/^\[source\]$/[source]\ninterval = "10ms"/' "$WORK/config.toml"
 AGENT=$!
 STARTED=$(date +%s.%N)
 echo "run: $N-session listing (30d), growing by $GROW sessions a cycle, $CYCLES cycles"
-for at in $( (echo 10; echo 100; echo "$CYCLES") | awk -v c="$CYCLES" '$1 <= c' | sort -nu); do
+for at in $( (echo 10; echo 100; echo "$CYCLES"; if [ "$EVERY" -gt 0 ]; then seq "$EVERY" "$EVERY" "$CYCLES"; fi) |
+  awk -v c="$CYCLES" '$1 <= c' | sort -nu); do
   while [ "$(cycles)" -lt "$at" ]; do
     kill -0 $AGENT 2>/dev/null || { echo "agent exited:" >&2; tail "$WORK/agent.err" >&2; exit 1; }
     sleep 0.05
