@@ -102,7 +102,12 @@ fn main() -> ExitCode {
             "The allocator refused a setting; its default stays"
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(memory::WORKER_THREADS)
+        .max_blocking_threads(memory::BLOCKING_THREADS)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -12,12 +12,31 @@
 //! - at most two arenas (`M_ARENA_MAX`): the agent has two busy threads (filter and
 //!   delivery), and more arenas only hold more freed memory.
 //!
+//! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
+//! [`BLOCKING_THREADS`]): each thread that allocates keeps glibc's per-thread cache of freed
+//! blocks and is tied to one of the arenas, so the same work spread over more threads holds
+//! more memory.
+//!
 //! The binary applies them (`main.rs`: the one `mallopt` call is the project's only unsafe
 //! code; the library forbids it). So that large buffers are mapped once per poll, not once per
 //! use, the pipeline reuses them: delivered batches and scanned body chunks go back to be
 //! filled again, the commit list is kept. Measured with `benches/e2e.sh` (README, "Measured"):
 //! peak RSS of a million-session poll, all new 74–86 → 48–54 MiB, all known 35–36 → 31–32
 //! MiB; the first poll's CPU time rises by up to a tenth (more pages mapped and unmapped).
+
+/// The async runtime's worker threads. The agent's async work (reading the listing, handing
+/// batches to the sinks) keeps one busy at most; tokio's default, one per core, would make the
+/// resident size depend on the host.
+pub const WORKER_THREADS: usize = 2;
+
+/// The most threads tokio's blocking pool may start. A poll needs two: the filter, which runs
+/// for the whole listing, and one for delivery's blocking work (stdout and file writes, commits
+/// to the store), which run one after the other. More threads only
+/// spread the same allocations over more caches: with tokio's default (512), a million-session
+/// first poll ran its writes and commits on three or four threads and peaked about 4 MiB
+/// higher (`benches/e2e.sh`, README "Measured"). Nothing blocking may wait for another blocking
+/// task but the filter (which waits for delivery), or it could wait for a thread forever.
+pub const BLOCKING_THREADS: usize = 2;
 
 /// Hands the allocator's free pages back to the system; installed by the binary (glibc's
 /// `malloc_trim`), nothing until then.

@@ -32,8 +32,11 @@ use tokio::sync::mpsc;
 pub use batch::Batch;
 pub use deliver::{DeliveryPolicy, SinkSet};
 
-/// Batches waiting for delivery (bounds memory).
-const BATCH_QUEUE: usize = 2;
+/// Batches waiting for delivery (bounds memory). One is enough to keep both sides busy: the
+/// filter fills the next batch while delivery sends the last, and whichever side is slower
+/// keeps the queue full or empty whatever its length. Two cost a megabyte more at the
+/// all-new peak for no measured speed (`benches/e2e.sh`).
+const BATCH_QUEUE: usize = 1;
 /// Body chunks waiting for the filter.
 const CHUNK_QUEUE: usize = 8;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending...
@@ -239,6 +242,9 @@ impl Pipeline {
             committed_batches: committed_batches.clone(),
             telemetry: self.telemetry.clone(),
         };
+        // The one blocking task that lives for the whole listing, and it waits on delivery (a
+        // full batch queue), which needs a blocking thread of its own for its writes and
+        // commits: the runtime keeps room for both (`memory::BLOCKING_THREADS`).
         let filter = tokio::task::spawn_blocking(move || filter::run(input));
         // The body's first bytes, to say what it was when it is not a listing.
         let mut head: Vec<u8> = Vec::new();
