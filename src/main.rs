@@ -63,8 +63,8 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
 /// Apply the allocator settings of `senhasegura_forwarder::memory` the operator did not choose
 /// through glibc's variables; returns those glibc refused.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() -> Vec<memory::Setting> {
-    memory::to_apply(|name| std::env::var(name).ok())
+fn tune_allocator(role: memory::Role) -> Vec<memory::Setting> {
+    memory::to_apply(role, |name| std::env::var(name).ok())
         .into_iter()
         // SAFETY: mallopt takes two integers and only changes the allocator's parameters;
         // glibc takes its own locks, and no other thread runs yet.
@@ -73,7 +73,7 @@ fn tune_allocator() -> Vec<memory::Setting> {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() -> Vec<memory::Setting> {
+fn tune_allocator(_role: memory::Role) -> Vec<memory::Setting> {
     Vec::new()
 }
 
@@ -89,11 +89,16 @@ fn trim_heaps() -> bool {
 fn main() -> ExitCode {
     // State, exports and anything else this process creates is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
-    // Before any thread starts: large buffers mapped on their own, two arenas (src/memory.rs).
-    let refused = tune_allocator();
+    let cli = Cli::parse();
+    // Before any thread starts (parsing starts none): large buffers mapped on their own, one
+    // arena for the service and two for the others (src/memory.rs).
+    let role = match cli.command {
+        Command::Run { .. } => memory::Role::Service,
+        _ => memory::Role::OneShot,
+    };
+    let refused = tune_allocator(role);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     memory::on_release(trim_heaps);
-    let cli = Cli::parse();
     init_logging(&cli);
     for s in refused {
         tracing::debug!(
