@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak benchmark: `run` over many cycles of a listing that grows between polls (the simulator's
 # --grow: K running sessions end and K new ones start per listing), stdout to /dev/null. Prints
-# the agent's RSS at cycles 10, 100 and the last, the store's keys and size on disk, then the
+# the agent's RSS at cycles 10, 100 and the last (with its anonymous and file-backed parts, from
+# /proc/PID/status), the store's keys and size on disk, then the
 # time of `state prune` on a store of PRUNE_KEYS keys (30 days of history): removing the oldest
 # hour, and removing everything. `--every E` adds the RSS at every E-th cycle (the shape of the
 # curve, not only its ends). The agent inherits the environment (e.g. MALLOC_ARENA_MAX=1).
@@ -44,7 +45,8 @@ for at in $( (echo 10; echo 100; echo "$CYCLES"; if [ "$EVERY" -gt 0 ]; then seq
     kill -0 $AGENT 2>/dev/null || { echo "agent exited:" >&2; tail "$WORK/agent.err" >&2; exit 1; }
     sleep 0.05
   done
-  printf 'cycle %5d: RSS %s MiB (peak so far %s MiB), %.0f s\n' "$at" "$(rss_mib $AGENT VmRSS)" \
+  printf 'cycle %5d: RSS %s MiB (anonymous %s, files %s; peak so far %s MiB), %.0f s\n' "$at" \
+    "$(rss_mib $AGENT VmRSS)" "$(rss_mib $AGENT RssAnon)" "$(rss_mib $AGENT RssFile)" \
     "$(rss_mib $AGENT VmHWM)" "$(echo "$(date +%s.%N) - $STARTED" | bc)"
 done
 kill -TERM $AGENT; wait $AGENT || true; AGENT=

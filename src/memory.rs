@@ -13,8 +13,8 @@
 //!   others), one for the service (`run`). The agent has two busy threads (filter and
 //!   delivery); with an arena each, a first poll of a million sessions runs about a sixth
 //!   faster than with one, but over months of polls the two arenas' free space spreads: the
-//!   resident size of `benches/soak.sh` grew 12% from cycle 10 to 1,000 with two and 3% with
-//!   one. A service's first poll happens once; its later polls (mostly known events) run as
+//!   resident size of `benches/soak.sh` grew 12% from cycle 10 to 1,000 with two and 3–8% with
+//!   one (four runs). A service's first poll happens once; its later polls (mostly known events) run as
 //!   fast with one arena.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
