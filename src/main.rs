@@ -91,12 +91,8 @@ fn main() -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     // Before any thread starts (parsing starts none): large buffers mapped on their own, one
-    // arena for the service and two for the others (src/memory.rs).
-    let role = match cli.command {
-        Command::Run { .. } => memory::Role::Service,
-        _ => memory::Role::OneShot,
-    };
-    let refused = tune_allocator(role);
+    // arena for the commands that poll again and again, two for the others (src/memory.rs).
+    let refused = tune_allocator(memory::Role::of(&cli.command));
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     memory::on_release(trim_heaps);
     init_logging(&cli);

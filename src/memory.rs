@@ -9,13 +9,14 @@
 //! - allocations of 128 KiB and more are mapped on their own and returned on free
 //!   (`M_MMAP_THRESHOLD`, which also stops the threshold from rising); the store's 128 KiB log
 //!   buffers are what this keeps out of the arenas;
-//! - few arenas (`M_ARENA_MAX`, [`Role`]): two for a command that polls once (`once` and the
-//!   others), one for the service (`run`). The agent has two busy threads (filter and
-//!   delivery); with an arena each, a first poll of a million sessions runs about a sixth
-//!   faster than with one, but over months of polls the two arenas' free space spreads: the
-//!   resident size of `benches/soak.sh` grew 12% from cycle 10 to 1,000 with two and 3–8% with
-//!   one (four runs). A service's first poll happens once; its later polls (mostly known events) run as
-//!   fast with one arena.
+//! - few arenas (`M_ARENA_MAX`, [`Role`]): one for the commands that poll again and again
+//!   (`run`, `demo`), two for the others (`once`, `check`, `state`, `simulate`). A poll has two
+//!   busy threads (filter and delivery); with an arena each, a first poll of a million sessions
+//!   ran 6–12% faster than with one (`benches/e2e.sh`, README "Measured"), but over many polls
+//!   the two arenas' free space spreads: the resident size of `benches/soak.sh` grew 5–8% from
+//!   cycle 10 to 1,000 (three runs; about 17 hours of polls at 60 s) with one arena, and 12%
+//!   with two (one run, before the runtime's threads were capped as below). A service's first
+//!   poll happens once; its later polls (mostly known events) run as fast with one arena.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
 //! [`BLOCKING_THREADS`]): each thread that allocates keeps glibc's per-thread cache of freed
@@ -29,18 +30,23 @@
 //! peak RSS of a million-session poll, all new 74–86 → 48–54 MiB, all known 35–36 → 31–32
 //! MiB; the first poll's CPU time rises by up to a tenth (more pages mapped and unmapped).
 
-/// The async runtime's worker threads. The agent's async work (reading the listing, handing
-/// batches to the sinks) keeps one busy at most; tokio's default, one per core, would make the
-/// resident size depend on the host.
+/// The async runtime's worker threads. They run tokio's I/O and timer drivers and the spawned
+/// tasks (the metrics endpoint, signal handling, the watchdog, progress reports, the demo's
+/// simulator); reading the listing and handing batches to the sinks run on the main thread
+/// (`block_on`). Two are plenty; tokio's default, one per core, would make the resident size
+/// depend on the host.
 pub const WORKER_THREADS: usize = 2;
 
-/// The most threads tokio's blocking pool may start. A poll needs two: the filter, which runs
-/// for the whole listing, and one for delivery's blocking work (stdout and file writes, commits
-/// to the store), which run one after the other. More threads only
-/// spread the same allocations over more caches: with tokio's default (512), a million-session
-/// first poll ran its writes and commits on three or four threads and peaked about 4 MiB
-/// higher (`benches/e2e.sh`, README "Measured"). Nothing blocking may wait for another blocking
-/// task but the filter (which waits for delivery), or it could wait for a thread forever.
+/// The most threads tokio's blocking pool may start. A poll keeps one busy with the filter for
+/// the whole listing; everything else blocking shares the other: delivery's writes (stdout,
+/// file) and its commits to the store, the syslog sink's name lookups, a replaced Kafka
+/// producer's flush on drop, counting the store's keys at start, the simulator's compression.
+/// Those queue for it when they meet (with several sinks, their writes wait for each other), a
+/// bounded wait: none of them waits for another blocking task, and only the filter waits (for
+/// delivery), so nothing can wait for a thread forever. More threads only spread the same
+/// allocations over more caches: with tokio's default (512), a million-session first poll ran
+/// its writes and commits on three or four threads and peaked about 4 MiB higher
+/// (`benches/e2e.sh`, README "Measured").
 pub const BLOCKING_THREADS: usize = 2;
 
 /// Hands the allocator's free pages back to the system; installed by the binary (glibc's
@@ -104,10 +110,28 @@ const M_ARENA_MAX: i32 = -8;
 /// What the process runs for: the arena count depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `run`: polls for as long as it is left running.
+    /// Polls again and again, for as long as it is left running or for `--cycles`: `run` and
+    /// `demo` (the same loop). Its memory over many polls matters more than its first poll's
+    /// speed.
     Service,
-    /// Every other command: one poll (`once`) or none.
+    /// Polls once (`once`) or not at all (`check`, `state`, the simulator, which serves the
+    /// benches and the tests).
     OneShot,
+}
+
+impl Role {
+    /// The role of the process `command` starts.
+    pub fn of(command: &crate::cli::Command) -> Role {
+        use crate::cli::Command;
+        match command {
+            Command::Run { .. } | Command::Demo { .. } => Role::Service,
+            Command::Once { .. }
+            | Command::Check { .. }
+            | Command::State { .. }
+            | Command::Simulate(_)
+            | Command::PackageAssets { .. } => Role::OneShot,
+        }
+    }
 }
 
 /// The settings the agent makes for `role`.
@@ -172,6 +196,24 @@ mod tests {
         };
         assert_eq!(arenas(Role::Service), Some(1));
         assert_eq!(arenas(Role::OneShot), Some(2));
+    }
+
+    #[test]
+    fn the_commands_that_poll_again_and_again_are_services() {
+        use clap::Parser;
+        let role = |args: &[&str]| {
+            let cli =
+                crate::cli::Cli::try_parse_from(std::iter::once("senhasegura-forwarder").chain(args.iter().copied()))
+                    .expect("a valid command line");
+            Role::of(&cli.command)
+        };
+        assert_eq!(role(&["run"]), Role::Service);
+        assert_eq!(role(&["run", "--cycles", "3"]), Role::Service);
+        assert_eq!(role(&["demo"]), Role::Service);
+        assert_eq!(role(&["once"]), Role::OneShot);
+        assert_eq!(role(&["check", "--offline"]), Role::OneShot);
+        assert_eq!(role(&["state", "--state-dir", "/tmp/x", "list"]), Role::OneShot);
+        assert_eq!(role(&["simulate"]), Role::OneShot);
     }
 
     #[test]

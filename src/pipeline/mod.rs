@@ -243,8 +243,9 @@ impl Pipeline {
             telemetry: self.telemetry.clone(),
         };
         // The one blocking task that lives for the whole listing, and it waits on delivery (a
-        // full batch queue), which needs a blocking thread of its own for its writes and
-        // commits: the runtime keeps room for both (`memory::BLOCKING_THREADS`).
+        // full batch queue), whose writes and commits need the other blocking thread (shared
+        // with the process's other short blocking work, none of which waits on the filter):
+        // the runtime keeps room for both (`memory::BLOCKING_THREADS`).
         let filter = tokio::task::spawn_blocking(move || filter::run(input));
         // The body's first bytes, to say what it was when it is not a listing.
         let mut head: Vec<u8> = Vec::new();
