@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Soak benchmark: `run` over many cycles of a listing that grows between polls (the simulator's
-# --grow: K running sessions end and K new ones start per listing), stdout to /dev/null. Prints
-# the agent's RSS at cycles 10, 100 and the last (with its anonymous and file-backed parts, from
-# /proc/PID/status), the store's keys and size on disk, then the
+# --grow: K running sessions end and K new ones start per listing), stdout to /dev/null. Prints,
+# at cycles 10, 100 and the last, the agent's resident size at two fixed points of the cycle, as
+# the agent logs them: at the end of the poll, and idle after it gave its freed memory back (what
+# a service shows between polls); then its RSS now, at whatever point of the next poll the
+# script looks (with its anonymous and file-backed parts, from /proc/PID/status); then the
+# store's keys and size on disk, then the
 # time of `state prune` on a store of PRUNE_KEYS keys (30 days of history): removing the oldest
 # hour, and removing everything. `--every E` adds the RSS at every E-th cycle (the shape of the
-# curve, not only its ends). The agent inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one).
+# curve, not only its ends). Then a new `run` on the same store and listing, at its cycles 10 and
+# 100: what the data itself costs, against what came with the long process's age. The agent inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one).
 #
 #   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E]
 #     defaults: --cycles 1000 --sessions 100000 --grow 50 --prune-keys 1000000
@@ -30,32 +34,55 @@ trap '[ -n "$AGENT" ] && kill $AGENT 2>/dev/null; [ -n "$SIM_PID" ] && kill $SIM
 . benches/sim.sh
 
 rss_mib() { awk -v f="$2" '$1 == f":" {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-cycles() { grep -c "Poll cycle done" "$WORK/agent.err" || true; }
+cycles() { grep -c "Returned free heap memory" "$LOG" || true; }
+released_mib() { # the resident size before and after the N-th poll's release, "B → A"
+  grep "Returned free heap memory" "$LOG" | sed -n "$1p" |
+    awk '{for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+          printf "%.1f → %.1f", v["before_kib"] / 1024, v["after_kib"] / 1024}'
+}
 
 start_simulator "$WORK" "$N" 30d --grow "$GROW"
 write_config "$WORK/config.toml" "$WORK/state"
 sed -i 's/^\[source\]$/[source]\ninterval = "10ms"/' "$WORK/config.toml"
-"$BIN" run -c "$WORK/config.toml" > /dev/null 2> "$WORK/agent.err" &
-AGENT=$!
-STARTED=$(date +%s.%N)
-echo "run: $N-session listing (30d), growing by $GROW sessions a cycle, $CYCLES cycles"
-for at in $( (echo 10; echo 100; echo "$CYCLES"; if [ "$EVERY" -gt 0 ]; then seq "$EVERY" "$EVERY" "$CYCLES"; fi) |
-  awk -v c="$CYCLES" '$1 <= c' | sort -nu); do
-  while [ "$(cycles)" -lt "$at" ]; do
-    kill -0 $AGENT 2>/dev/null || { echo "agent exited:" >&2; tail "$WORK/agent.err" >&2; exit 1; }
-    sleep 0.05
+start_agent() { # logging to $1; memory=debug: after each poll, the resident size once its freed
+  # memory went back (the idle size a service shows between polls, a fixed point of the cycle)
+  LOG=$1
+  "$BIN" run -c "$WORK/config.toml" --log-level info,senhasegura_forwarder::memory=debug \
+    > /dev/null 2> "$LOG" &
+  AGENT=$!
+  STARTED=$(date +%s.%N)
+}
+report() { # at each cycle of $@: the sizes at the poll's end and idle, then RSS now
+  for at in "$@"; do
+    while [ "$(cycles)" -lt "$at" ]; do
+      kill -0 $AGENT 2>/dev/null || { echo "agent exited:" >&2; tail "$LOG" >&2; exit 1; }
+      sleep 0.05
+    done
+    printf 'cycle %5d: end of poll → idle %s MiB; now RSS %s MiB (anonymous %s, files %s; peak so far %s MiB), %.0f s\n' "$at" \
+      "$(released_mib "$at")" "$(rss_mib $AGENT VmRSS)" "$(rss_mib $AGENT RssAnon)" "$(rss_mib $AGENT RssFile)" \
+      "$(rss_mib $AGENT VmHWM)" "$(echo "$(date +%s.%N) - $STARTED" | bc)"
   done
-  printf 'cycle %5d: RSS %s MiB (anonymous %s, files %s; peak so far %s MiB), %.0f s\n' "$at" \
-    "$(rss_mib $AGENT VmRSS)" "$(rss_mib $AGENT RssAnon)" "$(rss_mib $AGENT RssFile)" \
-    "$(rss_mib $AGENT VmHWM)" "$(echo "$(date +%s.%N) - $STARTED" | bc)"
-done
-kill -TERM $AGENT; wait $AGENT || true; AGENT=
+}
+stop_agent() { kill -TERM $AGENT; wait $AGENT || true; AGENT=; }
+
+start_agent "$WORK/agent.err"
+echo "run: $N-session listing (30d), growing by $GROW sessions a cycle, $CYCLES cycles"
+report $( (echo 10; echo 100; echo "$CYCLES"; if [ "$EVERY" -gt 0 ]; then seq "$EVERY" "$EVERY" "$CYCLES"; fi) |
+  awk -v c="$CYCLES" '$1 <= c' | sort -nu)
+stop_agent
 grep "Poll cycle done.*interrupted=false" "$WORK/agent.err" | tail -1 | grep -o 'new=[0-9]* delivered=[0-9]* known=[0-9]*' | sed 's/^/last cycle: /'
 "$BIN" state --state-dir "$WORK/state" stats > "$WORK/stats.json"
 KEYS=$(grep '"keys"' "$WORK/stats.json" | grep -o '[0-9]*')
 DISK=$(grep '"size_on_disk"' "$WORK/stats.json" | grep -o '[0-9]*')
 printf 'store: %d keys, sled size_on_disk %.1f MiB (%.0f bytes a key), directory %s\n' "$KEYS" \
   "$(echo "$DISK / 1048576" | bc -l)" "$(echo "$DISK / $KEYS" | bc -l)" "$(du -sh "$WORK/state" | cut -f1)"
+# What a new process needs for the store and the listing the long one ended with: what the long
+# run's RSS gained over its own first cycles, that a restart does not give back, came with the
+# data (a larger store and listing), not with the process's age.
+echo "a new run on the same store and listing (growing on):"
+start_agent "$WORK/agent2.err"
+report 10 100
+stop_agent
 kill $SIM_PID; wait $SIM_PID 2>/dev/null || true; SIM_PID=
 rm -rf "$WORK/state"
 
