@@ -13,9 +13,10 @@
 //!   (`run`, `demo`), two for the others (`once`, `check`, `state`, `simulate`). A poll has two
 //!   busy threads (filter and delivery); with an arena each, a first poll of a million sessions
 //!   ran 6–12% faster than with one (`benches/e2e.sh`, README "Measured"), but over many polls
-//!   the two arenas' free space spreads: the resident size of `benches/soak.sh` grew 5–8% from
-//!   cycle 10 to 1,000 (three runs; about 17 hours of polls at 60 s) with one arena, and 12%
-//!   with two (one run, before the runtime's threads were capped as below). A service's first
+//!   the two arenas' free space spreads: the resident size `benches/soak.sh` sampled grew
+//!   1–8% from cycle 10 to 1,000 (eight runs; about 17 hours of polls at 60 s) with one arena,
+//!   then stayed level to 3,000, and 12% with two (one run, before the runtime's threads were
+//!   capped as below). A service's first
 //!   poll happens once; its later polls (mostly known events) run as fast with one arena.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
