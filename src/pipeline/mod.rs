@@ -13,8 +13,9 @@ mod batch;
 mod deliver;
 mod filter;
 mod pending;
+mod summary;
 
-use crate::encode::{EncodeCounters, Encoder};
+use crate::encode::Encoder;
 use crate::event::Origin;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
@@ -31,6 +32,8 @@ use tokio::sync::mpsc;
 
 pub use batch::Batch;
 pub use deliver::{DeliveryPolicy, SinkSet};
+use summary::{log_summary, poll_end};
+pub use summary::{Counters, CycleSummary};
 
 /// Batches waiting for delivery (bounds memory). One is enough to keep both sides busy: the
 /// filter fills the next batch while delivery sends the last, and whichever side is slower
@@ -62,23 +65,6 @@ async fn commit_keys(store: &Arc<dyn Dedup>, keys: &mut Vec<Delivered>, telemetr
     Ok(())
 }
 
-/// Per-cycle counts, for the summary line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
-    /// Records read from the listing.
-    pub records: u64,
-    /// New events found.
-    pub new_events: u64,
-    /// Events skipped because the store knows them.
-    pub known: u64,
-    /// Events skipped because they are older than the horizon.
-    pub horizon_skipped: u64,
-    /// Records that could not be used.
-    pub bad: u64,
-    /// Events delivered and committed.
-    pub delivered: u64,
-}
-
 /// Live progress of the current listing (for the interactive progress line).
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -86,23 +72,6 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Records scanned.
     pub records: AtomicU64,
-}
-
-/// The result of one cycle.
-#[derive(Debug, Default, Clone)]
-pub struct CycleSummary {
-    /// Counts.
-    pub counters: Counters,
-    /// Encoder counts.
-    pub encode: EncodeCounters,
-    /// Body bytes read.
-    pub bytes: u64,
-    /// Wall time.
-    pub duration: Duration,
-    /// Listing attempts (1 + retries).
-    pub attempts: u32,
-    /// Shutdown interrupted the cycle.
-    pub interrupted: bool,
 }
 
 /// How the pipeline retries the source.
@@ -356,20 +325,6 @@ impl Pipeline {
     }
 }
 
-/// What the metrics need to know of a finished poll.
-fn poll_end(s: &CycleSummary, error: Option<&Error>) -> crate::telemetry::PollEnd {
-    use crate::telemetry::Failed;
-    crate::telemetry::PollEnd {
-        duration: s.duration,
-        new_events: s.counters.new_events,
-        interrupted: s.interrupted,
-        failed: error.map(|e| match e {
-            Error::Source(_) => Failed::Source,
-            _ => Failed::Other,
-        }),
-    }
-}
-
 /// How much of the body's start is kept to describe a body that is not a listing.
 const HEAD_BYTES: usize = 256;
 
@@ -393,45 +348,6 @@ fn body_error(e: &ScanError, content_type: Option<&str>, head: &[u8]) -> SourceE
         }
     }
     SourceError::Body { message, retryable }
-}
-
-fn log_summary(s: &CycleSummary, error: Option<&Error>) {
-    let c = &s.counters;
-    let fields = (c.records, c.new_events, c.delivered, c.known, c.horizon_skipped, c.bad);
-    match error {
-        None => tracing::info!(
-            records = fields.0,
-            new = fields.1,
-            delivered = fields.2,
-            known = fields.3,
-            skipped_horizon = fields.4,
-            bad = fields.5,
-            partial = s.encode.partial,
-            truncated = s.encode.truncated,
-            bytes = s.bytes,
-            attempts = s.attempts,
-            interrupted = s.interrupted,
-            duration_ms = s.duration.as_millis() as u64,
-            "Poll cycle done"
-        ),
-        // The error itself is logged once where it happens (WARN "Source down" / "Sink down",
-        // or the exit error), so an outage does not repeat a WARN every cycle.
-        Some(e) => tracing::info!(
-            records = fields.0, new = fields.1, delivered = fields.2, known = fields.3,
-            skipped_horizon = fields.4, bad = fields.5, bytes = s.bytes, attempts = s.attempts,
-            duration_ms = s.duration.as_millis() as u64, failed = %failure_kind(e),
-            "Poll cycle failed"
-        ),
-    }
-}
-
-fn failure_kind(e: &Error) -> &'static str {
-    match e {
-        Error::Source(_) => "source",
-        Error::Sink(_) => "sink",
-        Error::State(_) => "state",
-        _ => "other",
-    }
 }
 
 /// Encoders and sinks wired together.
