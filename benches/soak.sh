@@ -9,7 +9,8 @@
 # time of `state prune` on a store of PRUNE_KEYS keys (30 days of history): removing the oldest
 # hour, and removing everything. `--every E` adds the RSS at every E-th cycle (the shape of the
 # curve, not only its ends). Then a new `run` on the same store and listing, at its cycles 10 and
-# 100: what the data itself costs, against what came with the long process's age. The agent inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one).
+# 100: what the data itself costs, against what came with the long process's age. The agent
+# inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one).
 #
 #   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E]
 #     defaults: --cycles 1000 --sessions 100000 --grow 50 --prune-keys 1000000

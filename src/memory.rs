@@ -16,8 +16,8 @@
 //!   the two arenas' free space spreads: the resident size `benches/soak.sh` sampled grew
 //!   1–8% from cycle 10 to 1,000 (eight runs; about 17 hours of polls at 60 s) with one arena,
 //!   then stayed level to 3,000, and 12% with two (one run, before the runtime's threads were
-//!   capped as below). A service's first
-//!   poll happens once; its later polls (mostly known events) run as fast with one arena.
+//!   capped as below). A service's first poll happens once; its later polls (mostly known
+//!   events) run as fast with one arena.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
 //! [`BLOCKING_THREADS`]): each thread that allocates keeps glibc's per-thread cache of freed
