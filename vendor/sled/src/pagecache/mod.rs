@@ -2077,7 +2077,14 @@ impl PageCache {
 
             trace!("load_snapshot pid {} {:?}", pid, state);
 
-            let mut cache_infos = Vec::default();
+            // senhasegura-forwarder: sized to the page's fragments (see vendor/PATCHES.md).
+            // Grown from empty, each page's list took room for four entries, about 150 bytes
+            // more than a page with one fragment needs, for every page of the store while it
+            // stays open.
+            let mut cache_infos = Vec::with_capacity(match *state {
+                PageState::Present { ref frags, .. } => 1 + frags.len(),
+                _ => 1,
+            });
 
             let guard = pin();
 
