@@ -60,9 +60,11 @@ echo "== packages (release build, reused by the package tests)"
 bash packaging/build.sh
 # --- end of packaging tools
 
-echo "== format and lints"
+echo "== format, lints and API docs"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# Broken or private intra-doc links fail here, not in a reader's browser.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 echo "== tests"
 mkdir -p target

@@ -2,8 +2,8 @@
 //!
 //! Every fact an encoder needs is derived here once (device host/port split, IP or domain,
 //! duration, event id), so ECS and CEF can never derive a field differently. This module knows
-//! no output format (that is `encode`). [`time`] turns the vault's wall-clock texts into
-//! instants (with the DST rule); [`device`] splits the device text.
+//! no output format (that is `encode`). `time` turns the vault's wall-clock texts into
+//! instants (with the DST rule); `device` splits the device text.
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 

@@ -1,7 +1,7 @@
 //! The stdout sink: one event per line, written and flushed per batch. A closed pipe (the
 //! reader went away) is final: the batch is not acknowledged and the run ends cleanly.
 //!
-//! Lines are gathered into pieces of about [`PIECE`] bytes, each handed to tokio's stdout at
+//! Lines are gathered into pieces of about `PIECE` bytes, each handed to tokio's stdout at
 //! once: tokio copies what it is given into a buffer of its own (up to 2 MiB) for its blocking
 //! write, so writing a whole batch in one call kept two copies of it alive. A write that fails
 //! midway leaves the pieces before it written; the batch is not acknowledged and is sent again

@@ -22,7 +22,7 @@ pub const TOKEN_BODY_LIMIT: usize = 64 * 1024;
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The token's lifetime from the answer's `expires_in` text: seconds, clamped to
-/// [`TTL_RANGE`]; missing, unreadable, zero or negative values give [`DEFAULT_TTL`].
+/// `TTL_RANGE`; missing, unreadable, zero or negative values give `DEFAULT_TTL`.
 pub fn token_ttl(expires_in: Option<&str>) -> Duration {
     let Some(seconds) = expires_in
         .and_then(|s| s.trim().parse::<f64>().ok())
