@@ -243,6 +243,9 @@ impl Agent {
         }
         let mut old = std::mem::replace(&mut self.pipeline, pipeline);
         old.sinks.close().await;
+        // A Kafka producer purges and flushes again when dropped (for up to 500 ms when its
+        // broker is away), as in `KafkaSink::renew_producer`: not on the async runtime.
+        tokio::task::spawn_blocking(move || drop(old));
         self.retention = config.state.retention.0;
         self.interval = config.source.interval.0;
         self.backup_every = config.state.backup_every.0;

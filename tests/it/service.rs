@@ -194,6 +194,45 @@ fn sighup_applies_a_new_format_and_keeps_the_state() {
     assert_eq!(state, keys.iter().cloned().collect::<HashSet<_>>());
 }
 
+#[test]
+fn sighup_from_kafka_to_stdout_sends_each_event_once() {
+    // The old Kafka sink is flushed, then its producer is dropped (off the async runtime): the
+    // events went to Kafka before the reload and go to stdout after it, each once, and the
+    // state holds exactly those.
+    let broker = crate::broker::Broker::start();
+    broker.create_topic("pam.reload", 1);
+    let sim = Sim::start(&["--sessions", "20", "--active", "4", "--grow", "2", "--now", NOW]);
+    let kafka = format!(
+        "[[sink]]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"pam.reload\"\n",
+        broker.brokers()
+    );
+    let setup = Setup::new(&sim.url, "interval = \"300ms\"", &kafka);
+    let mut agent = Agent::spawn(&setup, &[]);
+    let first = agent.wait_log("Poll cycle done", 0);
+    write_config(&setup, &sim.url, ECS);
+    agent.signal("HUP");
+    let reloaded = agent.wait_log("Configuration reloaded", first);
+    let next = agent.wait_log("Poll cycle done", reloaded);
+    agent.wait_log("Poll cycle done", next + 1);
+    agent.signal("TERM");
+    let (code, out, err) = agent.wait_exit(WAIT);
+    assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
+
+    // Read until no message came for 3 s (the count is not known in advance).
+    let produced = broker.consume("pam.reload", usize::MAX, Duration::from_secs(3));
+    let before: Vec<String> = produced
+        .iter()
+        .map(|m| key_of(&serde_json::from_str(&m.payload).expect("an ECS document")))
+        .collect();
+    let after: Vec<String> = out.iter().map(|l| ecs_key(l)).collect();
+    assert!(before.len() >= 20, "the first cycle's events went to Kafka: {before:?}");
+    assert!(!after.is_empty(), "events after the reload went to stdout");
+    let all: Vec<String> = before.into_iter().chain(after).collect();
+    let unique: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "an event was sent twice across the reload");
+    assert_eq!(setup.state_keys(), unique);
+}
+
 /// A running agent gets `config` and a SIGHUP, refuses it, and keeps polling and delivering on
 /// its old config; returns the refusal (with the lines that follow it) and the stdout lines.
 fn reload_is_refused(config: &str) -> (Setup, String, Vec<String>) {
