@@ -50,7 +50,8 @@ pub const WORKER_THREADS: usize = 2;
 /// (`benches/e2e.sh`, README "Measured"). With two sinks that write from blocking threads
 /// (stdout and a file, a million-session first poll, two alternating runs each of two builds)
 /// the queueing cost 2–6% of the time, 4.63 / 4.62 s against 4.52 / 4.36 s with four threads,
-/// and saved 1.6–2.6 MiB of peak RSS (34.2 / 34.4 against 36.9 / 36.0 MiB).
+/// and saved 1.5–2.6 MiB of peak RSS (33.4 / 33.6 against 36.0 / 35.1 MiB; `/usr/bin/time` of
+/// `once` against `simulate --sessions 1000000 --history 30d`).
 pub const BLOCKING_THREADS: usize = 2;
 
 /// Hands the allocator's free pages back to the system; installed by the binary (glibc's

@@ -204,9 +204,8 @@ fn sighup_applies_a_new_format_and_keeps_the_state() {
 
 #[test]
 fn sighup_from_kafka_to_stdout_sends_each_event_once() {
-    // The old Kafka sink is flushed, then its producer is dropped (off the async runtime): the
-    // events went to Kafka before the reload and go to stdout after it, each once, and the
-    // state holds exactly those.
+    // The old Kafka sink is flushed and let go: the events went to Kafka before the reload and
+    // go to stdout after it, each once, and the state holds exactly those.
     let broker = crate::broker::Broker::start();
     broker.create_topic("pam.reload", 1);
     let kafka = format!(
