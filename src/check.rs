@@ -121,8 +121,9 @@ fn offline_checks(config_path: &Path, sink_lines: bool) -> Result<Resolved, Erro
     report(true, "state", &detail);
     for sink_config in &resolved.config.sinks {
         let what = format!("sink {}", sink_config.name());
-        // Validates names, reads CA and key files, and has librdkafka check the properties.
-        Sink::from_config(sink_config).map_err(|e| fail(&what, e))?;
+        // Validates names, reads CA and key files, and has librdkafka check the properties
+        // (without a broker to resolve: offline).
+        Sink::validate(sink_config).map_err(|e| fail(&what, e))?;
         if sink_lines {
             report(true, &what, "settings are valid");
         }

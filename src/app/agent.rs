@@ -73,6 +73,9 @@ pub struct Agent {
     last_prune: Option<Instant>,
     backup_every: Duration,
     mode: Mode,
+    /// `metrics.listen` as started (a change needs a restart), and what the endpoint serves.
+    listen: Option<std::net::SocketAddr>,
+    served: Option<Arc<crate::telemetry::server::Served>>,
 }
 
 fn first_run_horizon(backfill: Backfill) -> Option<chrono::DateTime<Utc>> {
@@ -121,21 +124,16 @@ fn build_pipeline(
     let (encoders, encoder_of) = encoders_for(&sink_formats, config);
     let types: Vec<&str> = sink_formats.iter().map(|(s, _)| s.name()).collect();
     let labels = crate::telemetry::sink_labels(&types);
-    // A reload keeps the telemetry (its endpoint serves it) unless the sinks changed.
-    let telemetry = match telemetry {
-        Some(t) if t.sink_names() == labels.as_slice() => t,
-        previous => {
-            if previous.is_some() {
-                tracing::warn!("The reloaded config has other sinks: their metrics start from zero, and the endpoint keeps serving the old sinks' until a restart");
-            }
-            Arc::new(Telemetry::new(
-                labels,
-                config.source.interval.0,
-                config.source.timeout.0,
-                config.log.outage_reminder.0,
-            ))
-        }
-    };
+    // A reload carries the metrics and the health over (`Telemetry::reconfigured`).
+    let (interval, timeout, reminder) = (
+        config.source.interval.0,
+        config.source.timeout.0,
+        config.log.outage_reminder.0,
+    );
+    let telemetry = Arc::new(match telemetry {
+        Some(t) => t.reconfigured(labels, interval, timeout, reminder),
+        None => Telemetry::new(labels, interval, timeout, reminder),
+    });
     let sinks = SinkSet {
         sinks: sink_formats.into_iter().map(|(s, _)| s).collect(),
         encoder_of,
@@ -203,9 +201,12 @@ impl Agent {
             None => backfill_horizon,
         };
         let pipeline = build_pipeline(resolved, dedup, mode, None)?;
-        if !dry_run {
-            crate::telemetry::start(&config.metrics, &pipeline.telemetry, store.clone())?;
-        }
+        let listen = config.metrics.address()?;
+        let served = if dry_run {
+            None
+        } else {
+            crate::telemetry::start(&config.metrics, &pipeline.telemetry, store.clone())?
+        };
         Ok(Agent {
             pipeline,
             store,
@@ -215,6 +216,8 @@ impl Agent {
             last_prune: None,
             backup_every: config.state.backup_every.0,
             mode,
+            listen,
+            served,
         })
     }
 
@@ -240,6 +243,18 @@ impl Agent {
         )?;
         if let Some(store) = &self.store {
             warn_zone_change(store, resolved)?;
+        }
+        let listen = config.metrics.address()?;
+        if listen != self.listen {
+            let shown = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "unset".to_string(), |a| a.to_string());
+            tracing::warn!(
+                serving = %shown(self.listen),
+                configured = %shown(listen),
+                "metrics.listen changed: the endpoint stays where it is until a restart"
+            );
+        }
+        if let Some(served) = &self.served {
+            served.replace(pipeline.telemetry.clone());
         }
         let mut old = std::mem::replace(&mut self.pipeline, pipeline);
         old.sinks.close().await;

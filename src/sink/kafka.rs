@@ -90,29 +90,41 @@ pub fn client_config(c: &KafkaSinkConfig) -> ClientConfig {
     cc
 }
 
+/// The producer for `config`, after the checks librdkafka does not make.
+fn producer(c: &KafkaSinkConfig, config: &ClientConfig, log: KafkaLogContext) -> Result<LoggedProducer, ConfigError> {
+    if c.brokers.0.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "sink.brokers",
+            message: "must not be empty".into(),
+        });
+    }
+    if c.topic.0.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "sink.topic",
+            message: "must not be empty".into(),
+        });
+    }
+    config.create_with_context(log).map_err(|e| ConfigError::Invalid {
+        key: "sink.properties",
+        message: format!("librdkafka refused the producer configuration: {e}"),
+    })
+}
+
 impl KafkaSink {
+    /// Validate `c` as [`KafkaSink::new`] does, with a producer that has no brokers to
+    /// resolve or connect to (`check --offline`).
+    pub fn validate(c: &KafkaSinkConfig) -> Result<(), ConfigError> {
+        let mut config = client_config(c);
+        config.remove("bootstrap.servers");
+        // librdkafka's notice that there is no broker is the point here, not news.
+        producer(c, &config, KafkaLogContext::quiet()).map(drop)
+    }
+
     /// Create the producer; librdkafka validates every property here.
     pub fn new(c: &KafkaSinkConfig) -> Result<KafkaSink, ConfigError> {
-        if c.brokers.0.trim().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "sink.brokers",
-                message: "must not be empty".into(),
-            });
-        }
-        if c.topic.0.trim().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "sink.topic",
-                message: "must not be empty".into(),
-            });
-        }
         let config = client_config(c);
         let log = KafkaLogContext::default();
-        let producer: LoggedProducer = config
-            .create_with_context(log.clone())
-            .map_err(|e| ConfigError::Invalid {
-                key: "sink.properties",
-                message: format!("librdkafka refused the producer configuration: {e}"),
-            })?;
+        let producer = producer(c, &config, log.clone())?;
         Ok(KafkaSink {
             producer,
             log,

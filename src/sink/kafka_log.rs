@@ -108,10 +108,30 @@ impl LogLimiter {
 #[derive(Debug, Clone, Default)]
 pub struct KafkaLogContext {
     limiter: Arc<LogLimiter>,
+    /// Warnings and errors only (a producer made to validate a config, `check --offline`).
+    quiet: bool,
+}
+
+impl KafkaLogContext {
+    /// A context that passes on warnings and errors only.
+    pub fn quiet() -> KafkaLogContext {
+        KafkaLogContext {
+            quiet: true,
+            ..KafkaLogContext::default()
+        }
+    }
 }
 
 impl ClientContext for KafkaLogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if self.quiet
+            && matches!(
+                level,
+                RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug
+            )
+        {
+            return;
+        }
         let text = format!("{fac}: {log_message}");
         let Some(suppressed) = self.limiter.admit(&text, Instant::now()) else {
             return;

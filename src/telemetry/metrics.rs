@@ -77,6 +77,47 @@ pub struct Metrics {
     pub state_horizon: Gauge,
     /// `state_last_commit_timestamp_seconds`.
     pub state_last_commit: Gauge,
+    /// The families of the per-sink series above, for [`Metrics::for_sinks`].
+    sink_families: SinkFamilies,
+}
+
+/// The metrics labelled by sink.
+#[derive(Clone)]
+struct SinkFamilies {
+    delivered: IntCounterVec,
+    retries: IntCounterVec,
+    up: IntGaugeVec,
+}
+
+/// The series of each sink, in order: `delivered` (`[start, end]`), `retries`, `up`.
+type SinkSeries = (Vec<[IntCounter; 2]>, Vec<IntCounter>, Vec<IntGauge>);
+
+impl SinkFamilies {
+    /// The series of `sinks`. Those not in `kept` start up (nothing failed yet), their retries
+    /// exported at 0 so that `rate()` and alerts see them before the first retry.
+    fn series(&self, sinks: &[String], kept: &[String]) -> SinkSeries {
+        let delivered = sinks
+            .iter()
+            .map(|s| {
+                [
+                    self.delivered.with_label_values(&[s.as_str(), "start"]),
+                    self.delivered.with_label_values(&[s.as_str(), "end"]),
+                ]
+            })
+            .collect();
+        let retries: Vec<IntCounter> = sinks
+            .iter()
+            .map(|s| self.retries.with_label_values(&[s.as_str()]))
+            .collect();
+        let up: Vec<IntGauge> = sinks.iter().map(|s| self.up.with_label_values(&[s.as_str()])).collect();
+        for ((name, u), r) in sinks.iter().zip(&up).zip(&retries) {
+            if !kept.contains(name) {
+                u.set(1);
+                r.inc_by(0);
+            }
+        }
+        (delivered, retries, up)
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,16 +218,14 @@ impl Metrics {
             )
             .expect("a valid constant metric name"),
         );
+        let sink_families = SinkFamilies {
+            delivered,
+            retries,
+            up: sink_up,
+        };
+        let (delivered, sink_retries, sink_up) = sink_families.series(sinks, &[]);
         let m = Metrics {
-            delivered: sinks
-                .iter()
-                .map(|s| {
-                    [
-                        delivered.with_label_values(&[s.as_str(), "start"]),
-                        delivered.with_label_values(&[s.as_str(), "end"]),
-                    ]
-                })
-                .collect(),
+            delivered,
             records_new: records.with_label_values(&["new"]),
             records_known: records.with_label_values(&["known"]),
             records_horizon: records.with_label_values(&["horizon"]),
@@ -208,8 +247,8 @@ impl Metrics {
                 &["kind"],
             ),
             source_up: int_gauge(&r, "source_up", "1 while the vault answers, 0 while it fails."),
-            sink_retries: sinks.iter().map(|s| retries.with_label_values(&[s.as_str()])).collect(),
-            sink_up: sinks.iter().map(|s| sink_up.with_label_values(&[s.as_str()])).collect(),
+            sink_retries,
+            sink_up,
             events_waiting: int_gauge(
                 &r,
                 "events_waiting",
@@ -232,19 +271,35 @@ impl Metrics {
                 "Unix time of the last commit of delivered keys (0: none since start).",
             ),
             registry: r,
+            sink_families,
         };
-        for up in &m.sink_up {
-            up.set(1);
-        }
         m.source_up.set(1);
         // Present from the start, so rate() and alerts see them before the first event.
-        for e in &m.sink_retries {
-            e.inc_by(0);
-        }
         for k in SOURCE_ERROR_KINDS {
             m.source_errors.with_label_values(&[k]).inc_by(0);
         }
         m
+    }
+
+    /// The same registry and series for another set of sinks (a reload): every metric not
+    /// labelled by sink goes on counting; a sink that stays keeps its series; a sink that is
+    /// gone leaves the scrape (Prometheus marks its series stale); a new one starts up, at 0.
+    pub fn for_sinks(&self, old: &[String], sinks: &[String]) -> Metrics {
+        let f = &self.sink_families;
+        for gone in old.iter().filter(|s| !sinks.contains(s)) {
+            for phase in ["start", "end"] {
+                let _ = f.delivered.remove_label_values(&[gone.as_str(), phase]);
+            }
+            let _ = f.retries.remove_label_values(&[gone.as_str()]);
+            let _ = f.up.remove_label_values(&[gone.as_str()]);
+        }
+        let (delivered, sink_retries, sink_up) = f.series(sinks, old);
+        Metrics {
+            delivered,
+            sink_retries,
+            sink_up,
+            ..self.clone()
+        }
     }
 
     /// The Prometheus text exposition format (0.0.4).

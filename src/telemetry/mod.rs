@@ -106,14 +106,48 @@ impl Telemetry {
         }
     }
 
+    /// The telemetry of a reloaded config: the same metrics (their series for these sinks, see
+    /// [`Metrics::for_sinks`]), and the same health: the last success, the source's outage and
+    /// the outage of every sink that stays (by label) carry over, so a reload neither resets
+    /// `/health` nor repeats a "down" line. Built between polls (nothing is in flight).
+    pub fn reconfigured(
+        &self,
+        sinks: Vec<String>,
+        interval: Duration,
+        timeout: Duration,
+        reminder: Duration,
+    ) -> Telemetry {
+        let metrics = self.metrics.for_sinks(&self.sinks, &sinks);
+        metrics.poll_interval.set(interval.as_secs_f64());
+        let st = self.status();
+        let status = Status {
+            source: st.source.clone(),
+            sinks: sinks
+                .iter()
+                .map(|s| {
+                    let old = self.sinks.iter().position(|o| o == s);
+                    old.and_then(|i| st.sinks.get(i).cloned().flatten())
+                })
+                .collect(),
+            last_success: st.last_success,
+            poll_started: None,
+        };
+        Telemetry {
+            metrics,
+            status: Mutex::new(status),
+            sinks,
+            reminder,
+            interval,
+            timeout,
+            started: self.started,
+            cycle_new: AtomicU64::new(0),
+            cycle_acked: AtomicU64::new(0),
+        }
+    }
+
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
         self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The sinks' labels, in order.
-    pub fn sink_names(&self) -> &[String] {
-        &self.sinks
     }
 
     fn waiting(&self) -> u64 {
@@ -124,16 +158,18 @@ impl Telemetry {
 }
 
 /// Start the endpoint when `[metrics] listen` is set, and read the store's kept key count
-/// for `state_keys` (then kept current by commits and prunes).
+/// for `state_keys` (then kept current by commits and prunes). Returns what the endpoint
+/// serves, to be replaced on reload.
 pub fn start(
     config: &MetricsConfig,
     telemetry: &std::sync::Arc<Telemetry>,
     store: Option<std::sync::Arc<crate::state::SledStore>>,
-) -> Result<(), crate::Error> {
+) -> Result<Option<std::sync::Arc<server::Served>>, crate::Error> {
     let Some(addr) = config.address()? else {
-        return Ok(());
+        return Ok(None);
     };
-    let bound = server::start(addr, telemetry.clone()).map_err(|e| ConfigError::Invalid {
+    let served = std::sync::Arc::new(server::Served::new(telemetry.clone()));
+    let bound = server::start(addr, served.clone()).map_err(|e| ConfigError::Invalid {
         key: "metrics.listen",
         message: format!("cannot listen on {addr}: {e}"),
     })?;
@@ -152,7 +188,7 @@ pub fn start(
             Err(e) => tracing::warn!(error = %e, "Cannot count the state's keys for the metrics"),
         });
     }
-    Ok(())
+    Ok(Some(served))
 }
 
 /// Now as Unix seconds.

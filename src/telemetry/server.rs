@@ -11,8 +11,31 @@ use std::sync::Arc;
 /// Content type of the Prometheus text exposition format.
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The telemetry the endpoint serves: the agent's current one, replaced when a reload builds
+/// another (`Agent::reload`).
+#[derive(Debug)]
+pub struct Served(std::sync::RwLock<Arc<Telemetry>>);
+
+impl Served {
+    /// Serve `telemetry`.
+    pub fn new(telemetry: Arc<Telemetry>) -> Served {
+        Served(std::sync::RwLock::new(telemetry))
+    }
+
+    /// What requests are answered from now on.
+    pub fn current(&self) -> Arc<Telemetry> {
+        // Only whole `Arc`s are stored: a panic elsewhere cannot leave a torn value.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Serve `telemetry` from the next request on.
+    pub fn replace(&self, telemetry: Arc<Telemetry>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = telemetry;
+    }
+}
+
 /// Bind `addr` and serve until the process ends; returns the bound address (port 0 picks one).
-pub fn start(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
+pub fn start(addr: SocketAddr, served: Arc<Served>) -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -27,10 +50,10 @@ pub fn start(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<Soc
                     continue;
                 }
             };
-            let telemetry = telemetry.clone();
+            let served = served.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let telemetry = telemetry.clone();
+                    let telemetry = served.current();
                     async move { Ok::<_, std::convert::Infallible>(handle(&telemetry, &req)) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

@@ -143,6 +143,30 @@ fn offline_check_refuses_a_bad_librdkafka_property() {
 }
 
 #[test]
+fn offline_check_of_kafka_resolves_no_broker_and_still_reads_the_ca() {
+    // A broker name that cannot resolve: the online producer would log resolve failures.
+    let kafka = "[[sink]]\ntype = \"kafka\"\nbrokers = \"broker.invalid:9092\"\ntopic = \"t\"\n";
+    let run = check(&setup("", kafka), &["--offline"]);
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("ok   sink kafka:"), "{}", run.stdout);
+    assert!(
+        !run.stderr.contains("librdkafka"),
+        "librdkafka spoke offline:\n{}",
+        run.stderr
+    );
+    // librdkafka still builds the producer: a CA it cannot read fails the check.
+    let ca = format!(
+        "{kafka}[sink.properties]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = \"/nonexistent/ca.pem\"\n"
+    );
+    assert_fails_once(
+        &check(&setup("", &ca), &["--offline"]),
+        2,
+        "sink kafka",
+        "ssl.ca.location",
+    );
+}
+
+#[test]
 fn offline_check_refuses_a_secret_that_is_not_a_regular_file() {
     let s = setup("", "");
     let text = std::fs::read_to_string(&s.config).unwrap().replace(

@@ -285,6 +285,69 @@ fn a_real_prometheus_scrapes_delivered_events_and_the_last_success() {
 }
 
 #[test]
+fn a_reload_moves_health_and_metrics_to_the_new_config_and_keeps_their_history() {
+    // 30 sessions, 5 running: 30 events, all delivered to stdout by the first poll. The reload
+    // then changes the interval, replaces the stdout sink by a file, and asks for another
+    // endpoint address (which needs a restart).
+    let sim = Sim::start(&["--sessions", "30", "--active", "5", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "interval = \"1s\"", metrics_config());
+    let agent = Agent::start(&setup, &[]);
+    let addr = agent.metrics_addr();
+    wait_for(Duration::from_secs(30), "30 events on stdout", || {
+        (agent.stdout_lines() == 30).then_some(())
+    });
+    let events = setup.dir.path().join("events.ndjson");
+    let config = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("interval = \"1s\"", "interval = \"60s\"")
+        .replace(
+            metrics_config(),
+            &format!(
+                "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:1\"\n",
+                events.display()
+            ),
+        );
+    std::fs::write(&setup.config, config).unwrap();
+    let polls_before = wait_for(Duration::from_secs(30), "a finished poll", || {
+        let (_, scrape) = http_get(&addr, "/metrics")?;
+        sample(&scrape, "senhasegura_forwarder_polls_total{result=\"ok\"}").filter(|n| *n >= 1.0)
+    });
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(agent.child.id().to_string())
+        .status()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the reload", || {
+        (agent.count("Configuration reloaded") == 1).then_some(())
+    });
+
+    // Health: the new interval and sinks, and still healthy (the last success carried over).
+    let (status, doc) = health(&addr);
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["interval_seconds"], 60.0, "{doc}");
+    assert_eq!(doc["sinks"].as_array().map(Vec::len), Some(1), "{doc}");
+    assert_eq!(doc["sinks"][0]["name"], "file", "{doc}");
+    assert!(doc["last_success"].is_string(), "{doc}");
+    // Metrics: the same registry goes on; the stdout sink's series leave, the file's come.
+    let (_, scrape) = http_get(&addr, "/metrics").unwrap();
+    let value = |series: &str| sample(&scrape, &format!("senhasegura_forwarder_{series}"));
+    assert_eq!(value("poll_interval_seconds"), Some(60.0), "{scrape}");
+    assert_eq!(value("records_total{outcome=\"new\"}"), Some(30.0), "{scrape}");
+    assert!(value("polls_total{result=\"ok\"}").unwrap() >= polls_before, "{scrape}");
+    assert_eq!(value("state_keys"), Some(30.0), "{scrape}");
+    assert_eq!(value("sink_up{sink=\"file\"}"), Some(1.0), "{scrape}");
+    assert_eq!(value("sink_retries_total{sink=\"file\"}"), Some(0.0), "{scrape}");
+    assert!(!scrape.contains("sink=\"stdout\""), "{scrape}");
+    let err = agent.stop();
+    assert!(
+        err.iter()
+            .any(|l| l.contains("metrics.listen changed") && l.contains("127.0.0.1:1")),
+        "{}",
+        err.join("\n")
+    );
+}
+
+#[test]
 fn promtool_checks_the_scrape_and_the_dashboard_uses_only_exported_metrics() {
     need(PROMTOOL);
     let sim = Sim::start(&["--sessions", "10", "--active", "2", "--now", NOW]);
