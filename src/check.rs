@@ -98,6 +98,12 @@ fn offline_checks(config_path: &Path, sink_lines: bool) -> Result<Resolved, Erro
     } else {
         report(true, "timezone", resolved.timezone.name());
     }
+    if let Some(host) = crate::source::senhasegura::client::cleartext_host(&resolved.base_url) {
+        warn(
+            "tls",
+            &format!("source.url is http:// to {host}: the client secret and the tokens cross the network in cleartext; use https://"),
+        );
+    }
     if resolved.config.source.insecure {
         warn("tls", "source.insecure = true turns certificate verification off");
     }

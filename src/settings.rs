@@ -15,9 +15,14 @@ use std::time::Duration;
 /// lines and error messages: at most 64 characters, control characters and quotes escaped, `…`
 /// when cut.
 pub fn excerpt(text: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
-    if text.chars().nth(MAX).is_some() {
+    printable(text, 64)
+}
+
+/// `text` with control characters and quotes escaped (no line of it can pass for a log line of
+/// its own), cut to `max` characters with `…`.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).flat_map(char::escape_debug).collect();
+    if text.chars().nth(max).is_some() {
         out.push('…');
     }
     out
@@ -129,10 +134,16 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
+            // The value is not quoted: it may be a secret.
+            let end = tail
+                .find('}')
+                .ok_or_else(|| "unclosed `${` (write `$${` for a literal `${`)".to_string())?;
             let name = &tail[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid environment variable name `{name}` in `${{{name}}}`"));
+                return Err(
+                    "`${` is followed by an invalid environment variable name (letters, digits and `_` only; write `$${` for a literal `${`)"
+                        .to_string(),
+                );
             }
             let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
             out.push_str(&value);
@@ -186,6 +197,14 @@ impl<'de> Deserialize<'de> for Secret {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_text_has_no_line_breaks_of_any_kind() {
+        // What `state list` and the vault's messages pass through.
+        let shown = printable("s16\r\n\u{85}\u{2028}x\ty\"", usize::MAX);
+        assert_eq!(shown, r#"s16\r\n\u{85}\u{2028}x\ty\""#);
+        assert_eq!(printable("abcdef", 3), "abc…");
+    }
 
     #[test]
     fn expands_variables_and_escapes() {

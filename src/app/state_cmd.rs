@@ -51,7 +51,12 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
         StateAction::List { limit } => {
             for item in store.list().take(limit.unwrap_or(usize::MAX)) {
                 let (key, time) = item?;
-                println!("{key}\t{}", time.to_rfc3339());
+                // Ids come from the vault: escaped, so that one cannot forge rows.
+                println!(
+                    "{}\t{}",
+                    crate::settings::printable(&key.to_string(), usize::MAX),
+                    time.to_rfc3339()
+                );
             }
         }
         StateAction::Forget { keys, session } => {

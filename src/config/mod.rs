@@ -32,12 +32,36 @@ pub fn config_path(explicit: Option<&Path>) -> PathBuf {
         _ => PathBuf::from(DEFAULT_CONFIG_PATH),
     }
 }
+/// Words in a key whose value is not quoted back in an error (the TOML error shows the line).
+const SECRET_WORDS: &[&str] = &["secret", "pass", "token", "key", "private", "credential", "auth"];
+
+/// The TOML error for the operator: the parser's text, with the offending line of the file,
+/// unless that line's key looks like it holds a secret (the packaged unit runs `check` before
+/// every start, into the journal): then only where, and what is wrong.
+fn parse_message(e: &toml::de::Error, text: &str) -> String {
+    let full = e.to_string().trim_end().replace("\n", "\n  ");
+    let Some(span) = e.span() else { return full };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let key = line.split('=').next().unwrap_or_default().to_ascii_lowercase();
+    if !line.contains('=') || !SECRET_WORDS.iter().any(|w| key.contains(w)) {
+        return full;
+    }
+    let column = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
+    format!(
+        "TOML parse error at line {line_no}, column {column} (the line is not shown: its key `{}` may hold a secret): {}",
+        crate::settings::excerpt(key.trim()),
+        e.message().trim_end()
+    )
+}
+
 impl Config {
     /// Parse TOML text; `origin` names the file in messages.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim_end().replace("\n", "\n  "),
+            message: parse_message(&e, text),
         })?;
         if config.sinks.is_empty() {
             config.sinks.push(tree::default_sink());

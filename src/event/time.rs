@@ -67,10 +67,14 @@ fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
     )
 }
 
-/// Convert a wall-clock time in `tz` to UTC by the module's gap/fold rule. `None` only when
-/// the time is so far from the present that the conversion would leave chrono's range, which
-/// [`parse_wall_clock`]'s year bound rules out.
+/// Convert a wall-clock time in `tz` to UTC by the module's gap/fold rule. `None` when the
+/// instant's UTC year is outside [`YEARS`] (`9999-12-31 23:59:59` east of Greenwich is in
+/// 10000 UTC; `1970-01-01 00:00:00` west of it in 1969).
 pub fn to_utc(local: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
+    to_utc_unbounded(local, tz).filter(|t| YEARS.contains(&t.year()))
+}
+
+fn to_utc_unbounded(local: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
         LocalResult::Ambiguous(earlier, _) => Some(earlier.with_timezone(&Utc)),
@@ -277,10 +281,19 @@ mod tests {
             assert_eq!(parse_wall_clock(text), None, "{text}");
         }
         assert!(parse_wall_clock("1970-01-01 00:00:00").is_some());
+        // In range on the wall clock, out of it in UTC.
+        let edge = |text: &str, tz: Tz| to_utc(parse_wall_clock(text).unwrap(), tz);
+        assert_eq!(edge("9999-12-31 23:59:59", chrono_tz::Pacific::Pago_Pago), None);
+        assert_eq!(edge("1970-01-01 00:00:00", chrono_tz::Asia::Tokyo), None);
+        assert!(edge("9999-12-31 23:59:59", chrono_tz::Asia::Tokyo).is_some());
         let far = parse_wall_clock("9999-12-31 23:59:59").unwrap();
-        for zone in ["America/Sao_Paulo", "Pacific/Kiritimati", "Etc/GMT+12"] {
+        for (zone, in_range) in [
+            ("America/Sao_Paulo", false),
+            ("Pacific/Kiritimati", true),
+            ("Etc/GMT+12", false),
+        ] {
             let tz: Tz = zone.parse().unwrap();
-            assert!(to_utc(far, tz).is_some(), "{zone}");
+            assert_eq!(to_utc(far, tz).is_some(), in_range, "{zone}");
         }
         // chrono's extremes do not panic either, whatever the zone.
         let sp: Tz = "America/Sao_Paulo".parse().unwrap();

@@ -223,11 +223,10 @@ impl Worker {
             Item::Response(bytes) => {
                 if let Ok(r) = serde_json::from_slice::<ApiResponse>(bytes) {
                     if r.is_error() {
-                        self.api_error = Some(
-                            r.message
-                                .or(r.mensagem)
-                                .unwrap_or_else(|| "error without a message".into()),
-                        );
+                        self.api_error = Some(r.message.or(r.mensagem).map_or_else(
+                            || "error without a message".into(),
+                            |m| crate::settings::printable(&m, crate::source::senhasegura::model::MESSAGE_CHARS),
+                        ));
                     }
                 }
             }

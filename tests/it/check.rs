@@ -167,6 +167,32 @@ fn offline_check_of_kafka_resolves_no_broker_and_still_reads_the_ca() {
 }
 
 #[test]
+fn a_config_error_on_a_secret_line_does_not_print_the_secret() {
+    // The packaged unit runs `check --offline` before every start: its output is in the journal.
+    for value in [
+        r#""SUPER\qSECRET-XYZ""#,
+        r#""SUPER${SECRET-XYZ""#,
+        r#""SUPER${SECRET-XYZ}""#,
+    ] {
+        let s = setup("", "");
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        std::fs::write(&s.config, text.replace(r#""simulator-secret""#, value)).unwrap();
+        let run = check(&s, &["--offline"]);
+        assert_eq!(run.code, 2, "{value}: {}{}", run.stdout, run.stderr);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains("SECRET-XYZ"), "{value} printed: {all}");
+        assert!(all.contains("client_secret") && all.contains("line "), "{all}");
+    }
+    // Elsewhere the parser's own text, with the line, stays.
+    let s = setup("", "");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace("timezone = \"UTC\"", "timezone = \"U\\qTC\"")).unwrap();
+    let run = check(&s, &["--offline"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains(r"U\qTC"), "{}", run.stdout);
+}
+
+#[test]
 fn offline_check_refuses_a_secret_that_is_not_a_regular_file() {
     let s = setup("", "");
     let text = std::fs::read_to_string(&s.config).unwrap().replace(

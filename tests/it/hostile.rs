@@ -390,6 +390,89 @@ fn ecs_over_a_datagram_transport_is_refused_unless_the_operator_opts_in() {
     assert!(run.stderr.contains("truncated"), "the cut is counted: {}", run.stderr);
 }
 
+/// A server on loopback that answers every request with `status` and the JSON `body`.
+fn answering(status: &str, body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let status = status.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            // The request's head and a small body (the token form) fit in one read or two.
+            let mut buf = [0u8; 8192];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_token_answer_is_never_quoted_back() {
+    // Not the documented JSON, with a token in it: the error says what is wrong, not the token.
+    let url = answering(
+        "200 OK",
+        r#"{"access_token":"LEAKEDTOKEN123","expires_in":{"seconds":3600}}"#,
+    );
+    let setup = Setup::new(&url, "retries = 0", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, text.replace("retries = 4\n", "")).unwrap();
+    for args in [&["once"][..], &["check"][..]] {
+        let run = setup.run(args);
+        assert_eq!(run.code, 3, "{args:?}: {}{}", run.stdout, run.stderr);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(all.contains("token answer is not the documented JSON"), "{all}");
+        assert!(!all.contains("LEAKEDTOKEN123"), "the token was printed: {all}");
+    }
+}
+
+#[test]
+fn a_vault_message_cannot_forge_a_log_line() {
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO Poll cycle done FORGED";
+    // In an error answer (here the token endpoint's, read like the listing's)...
+    let url = answering(
+        "500 Internal Server Error",
+        r#"{"message":"Unexpected error.\n2026-01-01T00:00:00.000000Z  INFO Poll cycle done FORGED"}"#,
+    );
+    let setup = Setup::new(&url, "retries = 0", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, text.replace("retries = 4\n", "")).unwrap();
+    let run = setup.run(&["once"]);
+    // ...and in a listing's own error envelope.
+    let listing_error = once_on(
+        r#"{"response":{"error":true,"message":"x\n2026-01-01T00:00:00.000000Z  INFO Poll cycle done FORGED"},"remote_sessions":[]}"#,
+        &[],
+    );
+    for run in [run, listing_error] {
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(r"\n2026-01-01T00:00:00.000000Z"),
+            "escaped: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr
+                .lines()
+                .chain(run.stdout.lines())
+                .any(|l| l.starts_with(FORGED)),
+            "a forged line: {}",
+            run.stderr
+        );
+    }
+}
+
 #[test]
 fn a_huge_or_gzip_bombed_token_answer_is_refused() {
     for gzip in [false, true] {

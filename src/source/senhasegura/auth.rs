@@ -125,9 +125,12 @@ impl TokenSource {
         if status.is_success() {
             let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| SourceError::Api {
                 status: status.as_u16(),
+                // Not the body, nor serde's text of it: a token answer holds the token.
                 message: format!(
-                    "the token answer is not the documented JSON ({e}); it starts with \"{}\"",
-                    super::body_excerpt(&body)
+                    "the token answer is not the documented JSON ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
                 ),
             })?;
             let ttl = token_ttl(parsed.expires_in.as_deref());

@@ -69,6 +69,19 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
 }
 
+/// The host of an `http://` URL that is not a loopback address or `localhost`: where the
+/// credentials would travel unencrypted. `None` for https and for this machine.
+pub fn cleartext_host(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if parsed.scheme() != "http" {
+        return None;
+    }
+    let host = parsed.host_str()?.trim_matches(['[', ']']);
+    let local =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+    (!local).then(|| host.to_string())
+}
+
 /// Build the HTTP client the settings describe.
 pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError> {
     let mut builder = reqwest::Client::builder()
@@ -92,6 +105,9 @@ pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError>
             });
         }
         builder = builder.tls_certs_only(certs);
+    }
+    if let Some(host) = cleartext_host(&src.base_url) {
+        tracing::warn!(host, "source.url is http:// to a host that is not this one: the client secret and every token cross the network in cleartext; use https://");
     }
     if src.insecure {
         tracing::warn!("TLS CERTIFICATE VERIFICATION IS OFF (source.insecure = true): anyone on the path can read the vault's answers and the credentials; use source.ca_file instead");
@@ -314,6 +330,23 @@ fn unauthorized_hint(message: &str) -> &'static str {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cleartext_is_named_only_beyond_this_machine() {
+        assert_eq!(
+            cleartext_host("http://vault.example.com"),
+            Some("vault.example.com".into())
+        );
+        assert_eq!(cleartext_host("http://10.0.0.5:8080/x"), Some("10.0.0.5".into()));
+        for here in [
+            "http://127.0.0.1:9000",
+            "http://[::1]:80",
+            "http://LOCALHOST",
+            "https://vault.example.com",
+        ] {
+            assert_eq!(cleartext_host(here), None, "{here}");
+        }
+    }
 
     #[test]
     fn every_documented_message_is_classified() {

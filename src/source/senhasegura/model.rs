@@ -304,6 +304,9 @@ pub struct ErrorBody {
     error: Option<String>,
 }
 
+/// The most characters of a vault's error message that are kept.
+pub const MESSAGE_CHARS: usize = 240;
+
 impl ErrorBody {
     /// The most specific message in an error body, if there is one.
     pub fn message_of(body: &[u8]) -> Option<String> {
@@ -314,6 +317,8 @@ impl ErrorBody {
             .flatten()
             .map(|m| m.trim().to_string())
             .find(|m| !m.is_empty() && m != "true" && m != "false")
+            // The vault's words go into errors, logs and /health: escaped, bounded.
+            .map(|m| crate::settings::printable(&m, MESSAGE_CHARS))
     }
 }
 
