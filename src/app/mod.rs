@@ -54,6 +54,19 @@ pub async fn once(resolved: &Resolved, dry_run: bool) -> Result<CycleSummary, Er
             tracing::info!(sink, message, "Output closed; stopping");
             Ok(CycleSummary::default())
         }
+        // Events a sink refused for good (each logged as it happened): the others were
+        // delivered and committed, but the command did not do all it was asked (exit 4).
+        Ok(summary) if !dry_run && !summary.interrupted && summary.counters.delivered < summary.counters.new_events => {
+            Err(crate::sink::SinkError::Rejected {
+                sink: "kafka",
+                message: format!(
+                    "{} of {} new events refused for good (logged above); they are not marked sent",
+                    summary.counters.new_events - summary.counters.delivered,
+                    summary.counters.new_events
+                ),
+            }
+            .into())
+        }
         other => other,
     }
 }

@@ -5,6 +5,7 @@
 
 use super::{backoff_delay, Batch};
 use crate::encode::Encoder;
+use crate::key::{EventKey, Phase};
 use crate::shutdown::Shutdown;
 use crate::sink::{Frame, Sink, SinkError};
 use crate::state::Delivered;
@@ -37,14 +38,22 @@ pub struct SinkSet {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
-/// The keys of a delivered batch, moved out of it (the batch is refilled next).
-pub fn take_delivered(batch: &mut Batch, into: &mut Vec<Delivered>) {
+/// The keys of a delivered batch, moved out of it (the batch is refilled next), except those a
+/// sink refused for good (`rejected`): they were not delivered.
+pub fn take_delivered(batch: &mut Batch, rejected: &[EventKey], into: &mut Vec<Delivered>) {
     let starts = batch.starts.drain(..);
-    into.extend(batch.metas.drain(..).zip(starts).map(|(m, start)| Delivered {
-        key: m.key,
-        time: m.time,
-        start,
-    }));
+    into.extend(
+        batch
+            .metas
+            .drain(..)
+            .zip(starts)
+            .filter(|(m, _)| !rejected.contains(&m.key))
+            .map(|(m, start)| Delivered {
+                key: m.key,
+                time: m.time,
+                start,
+            }),
+    );
 }
 
 impl SinkSet {
@@ -55,8 +64,10 @@ impl SinkSet {
         }
     }
 
-    /// Deliver `batch` to every sink; `Ok` once all acknowledged.
-    pub async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Result<(), Error> {
+    /// Deliver `batch` to every sink; `Ok` once all acknowledged, with the keys some sink
+    /// refused for good (each logged here; they are not delivered, so not committed, and come
+    /// again with the next poll).
+    pub async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Result<Vec<EventKey>, Error> {
         let frames: Vec<Vec<Frame<'_>>> = (0..self.encoders.len())
             .map(|e| {
                 batch
@@ -70,14 +81,11 @@ impl SinkSet {
                     .collect()
             })
             .collect();
-        let starts = batch
-            .metas
-            .iter()
-            .filter(|m| m.key.phase() == crate::key::Phase::Start)
-            .count() as u64;
+        let starts = batch.metas.iter().filter(|m| m.key.phase() == Phase::Start).count() as u64;
         let ends = batch.metas.len() as u64 - starts;
         let telemetry = self.telemetry.clone();
         let mut acked = vec![false; self.sinks.len()];
+        let mut rejected: Vec<EventKey> = Vec::new();
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -100,7 +108,24 @@ impl SinkSet {
                 match result {
                     Ok(()) => {
                         *done = true;
-                        telemetry.sink_acked(i, starts, ends);
+                        let (mut s, mut e) = (starts, ends);
+                        for (key, why) in self.sinks.get_mut(i).map(Sink::take_rejected).unwrap_or_default() {
+                            tracing::error!(
+                                sink = name,
+                                session_id = %crate::settings::excerpt(key.session_id()),
+                                phase = key.phase().as_str(),
+                                reason = %why,
+                                "Event refused by the sink for good: not delivered, not marked sent; it comes again with the next poll"
+                            );
+                            match key.phase() {
+                                Phase::Start => s = s.saturating_sub(1),
+                                Phase::End => e = e.saturating_sub(1),
+                            }
+                            if !rejected.contains(&key) {
+                                rejected.push(key);
+                            }
+                        }
+                        telemetry.sink_acked(i, s, e);
                     }
                     Err(e @ (SinkError::Closed { .. } | SinkError::Rejected { .. })) => {
                         telemetry.sink_failed(i, &e);
@@ -114,8 +139,8 @@ impl SinkSet {
                 }
             }
             let Some((name, error)) = last_error else {
-                telemetry.acked(batch.metas.len() as u64);
-                return Ok(());
+                telemetry.acked(batch.metas.len() as u64 - rejected.len() as u64);
+                return Ok(rejected);
             };
             if let Some(limit) = self.policy.give_up_after {
                 if started.elapsed() >= limit {

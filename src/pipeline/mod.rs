@@ -267,12 +267,13 @@ impl Pipeline {
                     break Ok(());
                 };
                 received += 1;
-                if let Err(e) = sinks.deliver(&batch, shutdown).await {
-                    break Err(e);
-                }
-                delivered += batch.metas.len() as u64;
+                let rejected = match sinks.deliver(&batch, shutdown).await {
+                    Ok(rejected) => rejected,
+                    Err(e) => break Err(e),
+                };
+                delivered += (batch.metas.len() - rejected.len()) as u64;
                 if commit {
-                    deliver::take_delivered(&mut batch, &mut pending);
+                    deliver::take_delivered(&mut batch, &rejected, &mut pending);
                 }
                 // Full or gone: then this one is simply dropped.
                 let _ = spent_tx.try_send(batch);

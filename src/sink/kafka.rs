@@ -66,6 +66,15 @@ pub struct KafkaSink {
     brokers: String,
     /// Keys of the current batch the broker already acknowledged.
     acked: HashSet<EventKey>,
+    /// Events of the current batch refused for good (too large for the producer or the
+    /// broker), with why: not retried, not acknowledged ([`KafkaSink::take_rejected`]).
+    rejected: Vec<(EventKey, String)>,
+}
+
+/// A refusal that no retry changes: the message is larger than the producer's or the
+/// broker's `message.max.bytes`.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -132,16 +141,22 @@ impl KafkaSink {
             topic: c.topic.0.trim().to_string(),
             brokers: c.brokers.0.trim().to_string(),
             acked: HashSet::new(),
+            rejected: Vec::new(),
         })
     }
 
     /// Produce a batch; `Ok` once every message has a successful delivery report.
     pub async fn deliver(&mut self, frames: &[Frame<'_>]) -> Result<(), SinkError> {
         if !frames.iter().any(|f| self.acked.contains(&f.meta.key)) {
-            self.acked.clear(); // a new batch
+            // A new batch.
+            self.acked.clear();
+            self.rejected.clear();
         }
         let mut pending = Vec::with_capacity(frames.len());
-        for f in frames.iter().filter(|f| !self.acked.contains(&f.meta.key)) {
+        for f in frames {
+            if self.acked.contains(&f.meta.key) {
+                continue;
+            }
             let mut headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "phase",
@@ -164,11 +179,12 @@ impl KafkaSink {
                 .timestamp(f.meta.time.timestamp_millis());
             let future = loop {
                 match self.producer.send_result(record) {
-                    Ok(future) => break future,
+                    Ok(future) => break Some(future),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
+                    Err((e, _)) if is_permanent(&e) => break None,
                     Err((e, _)) => {
                         return Err(SinkError::Failed {
                             sink: "kafka",
@@ -176,6 +192,10 @@ impl KafkaSink {
                         })
                     }
                 }
+            };
+            let Some(future) = future else {
+                self.reject(&f.meta.key, f.payload.len(), "the producer's message.max.bytes");
+                continue;
             };
             pending.push((&f.meta.key, future));
         }
@@ -185,6 +205,17 @@ impl KafkaSink {
             match future.await {
                 Ok(Ok(_)) => {
                     self.acked.insert(key.clone());
+                }
+                Ok(Err((e, _))) if is_permanent(&e) => {
+                    let size = frames
+                        .iter()
+                        .find(|f| &f.meta.key == key)
+                        .map_or(0, |f| f.payload.len());
+                    self.reject(
+                        key,
+                        size,
+                        "the broker's message.max.bytes (or the topic's max.message.bytes)",
+                    );
                 }
                 Ok(Err((e, _))) => {
                     failed += 1;
@@ -214,6 +245,18 @@ impl KafkaSink {
                 ),
             }),
         }
+    }
+
+    /// Refuse `key` for good in this batch: counted as done for its retries, and reported.
+    fn reject(&mut self, key: &EventKey, size: usize, limit: &str) {
+        self.acked.insert(key.clone());
+        self.rejected
+            .push((key.clone(), format!("a {size}-byte message is larger than {limit}")));
+    }
+
+    /// The events of the batch just acknowledged that Kafka refused for good, with why.
+    pub fn take_rejected(&mut self) -> Vec<(EventKey, String)> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Replace the producer after a failed delivery. An idempotent producer whose messages

@@ -160,6 +160,15 @@ impl Sink {
         }
     }
 
+    /// The events of the batch just acknowledged that this sink refused for good (only Kafka
+    /// does: a message over its size limit), with why. They are not delivered: not committed.
+    pub fn take_rejected(&mut self) -> Vec<(crate::key::EventKey, String)> {
+        match self {
+            Sink::Kafka(s) => s.take_rejected(),
+            Sink::Stdout(_) | Sink::Syslog(_) | Sink::File(_) => Vec::new(),
+        }
+    }
+
     /// Flush and close connections (at exit).
     pub async fn close(&mut self) {
         match self {

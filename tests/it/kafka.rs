@@ -64,6 +64,65 @@ fn once_produces_every_event_exactly_once_with_keys_and_headers() {
 }
 
 #[test]
+fn a_message_too_large_for_kafka_is_refused_alone_and_never_marked_sent() {
+    // Three finished sessions; the middle one carries a megabyte: its ECS document is over
+    // librdkafka's message.max.bytes (1,000,000). The other two go through and are committed.
+    let record = |id: &str, extra: &str| {
+        format!(
+            r#"{{"id":"1","user":"alice","origin_ip":"10.1.1.1","device":"10.2.2.2:22","protocol":"SSH","session_id":"{id}","start":"2026-01-15 10:00:00","end":"2026-01-15 10:05:00"{extra}}}"#
+        )
+    };
+    let big = format!(r#","request":"{}""#, "x".repeat(1_000_000));
+    let listing = format!(
+        r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{},{},{}]}}"#,
+        record("s-small-1", ""),
+        record("s-huge", &big),
+        record("s-small-2", "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("listing");
+    std::fs::write(&fixture, listing).unwrap();
+    let broker = Broker::start();
+    broker.create_topic("pam.big", 1);
+    let sim = Sim::start(&["--fixture", fixture.to_str().unwrap()]);
+    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.big", ""));
+    for round in 1..=2 {
+        let run = setup.run(&["once"]);
+        assert_ne!(
+            run.code, 0,
+            "round {round}: one event was not delivered:\n{}",
+            run.stderr
+        );
+        let refusals: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("Event refused by the sink for good"))
+            .collect();
+        assert_eq!(refusals.len(), 1, "round {round}:\n{}", run.stderr);
+        assert!(
+            refusals[0].contains("s-huge") && refusals[0].contains("message.max.bytes"),
+            "{}",
+            refusals[0]
+        );
+        let got: Vec<String> = broker
+            .consume("pam.big", 2, Duration::from_secs(10))
+            .iter()
+            .map(key_of)
+            .collect();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(
+            got_sorted,
+            ["s-small-1:end", "s-small-2:end"],
+            "round {round}: each small one once"
+        );
+        let state = setup.state_keys();
+        assert_eq!(state.len(), 2, "round {round}: {state:?}");
+        assert!(state.iter().all(|k| !k.contains("s-huge")), "{state:?}");
+    }
+}
+
+#[test]
 fn starts_and_ends_of_a_session_share_a_partition_in_order() {
     let broker = Broker::start();
     broker.create_topic("pam.sessions", 4);
