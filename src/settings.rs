@@ -166,6 +166,35 @@ impl<'de> Deserialize<'de> for Expanded {
     }
 }
 
+/// `${VAR}` expansion for config values kept as plain types (paths, names): the same rule as
+/// [`Expanded`], used as `#[serde(deserialize_with = "...")]`, so that `${VAR}` expands in
+/// every string of the config.
+pub mod expand {
+    use super::Expanded;
+    use serde::{Deserialize, Deserializer};
+    use std::path::PathBuf;
+
+    /// A string.
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Expanded::deserialize(d).map(|e| e.0)
+    }
+
+    /// An optional string (use with `#[serde(default)]`).
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<Expanded>::deserialize(d).map(|o| o.map(|e| e.0))
+    }
+
+    /// A path.
+    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        string(d).map(PathBuf::from)
+    }
+
+    /// An optional path (use with `#[serde(default)]`).
+    pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        opt_string(d).map(|o| o.map(PathBuf::from))
+    }
+}
+
 /// A secret: compared and used, never printed (Debug and Display show `***`).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);

@@ -124,6 +124,7 @@ pub struct SourceConfig {
     pub backfill: Backfill,
     /// Extra CA certificate(s), PEM; when set, only these roots are trusted for the vault.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_path")]
     pub ca_file: Option<PathBuf>,
     /// Turn TLS certificate verification off. Never in production; logged loudly.
     #[serde(default)]
@@ -179,6 +180,7 @@ pub struct AuthConfig {
     pub client_secret: Option<Secret>,
     /// A file holding the client (consumer) secret (trailing newline ignored); mode 0600.
     #[serde(default, alias = "consumer_secret_file")]
+    #[serde(deserialize_with = "crate::settings::expand::opt_path")]
     pub client_secret_file: Option<PathBuf>,
     /// OAuth 1.0a only: the token.
     #[serde(default)]
@@ -188,9 +190,11 @@ pub struct AuthConfig {
     pub token_secret: Option<Secret>,
     /// OAuth 1.0a only: a file holding the token secret.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_path")]
     pub token_secret_file: Option<PathBuf>,
     /// Token endpoint path (OAuth 2.0).
     #[serde(default = "default_token_path")]
+    #[serde(deserialize_with = "crate::settings::expand::string")]
     pub token_path: String,
 }
 
@@ -227,6 +231,7 @@ pub enum AuthMethod {
 pub struct StateConfig {
     /// Directory of the store (created 0700).
     #[serde(default = "default_state_path")]
+    #[serde(deserialize_with = "crate::settings::expand::path")]
     pub path: PathBuf,
     /// How long delivered keys are remembered; older events are never forwarded.
     #[serde(default = "default_retention")]

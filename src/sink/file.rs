@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The file to append to (created 0600; its directory must exist).
+    #[serde(deserialize_with = "crate::settings::expand::path")]
     pub path: PathBuf,
     /// `ecs` (default) or `cef`.
     #[serde(default = "default_format")]

@@ -188,3 +188,42 @@ fn run_gives_freed_heap_back_between_polls_and_once_does_not_need_to() {
     once.ok();
     assert!(!once.stderr.contains("Returned free heap memory"), "{}", once.stderr);
 }
+
+#[test]
+fn environment_variables_expand_in_paths_and_names_too() {
+    // `${VAR}` in every string: the state directory, a secret file, a file sink's path.
+    let sim = Sim::start(&["--sessions", "5", "--active", "1", "--now", NOW]);
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("data");
+    std::fs::create_dir(&base).unwrap();
+    let secret = base.join("secret");
+    std::fs::write(&secret, "simulator-secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\ntimezone = \"UTC\"\nbackfill = \"all\"\n\
+             [source.auth]\nclient_id = \"forwarder\"\nclient_secret_file = \"${{FWD_BASE}}/secret\"\n\
+             [state]\npath = \"${{FWD_BASE}}/state\"\nretention = \"36500d\"\n\
+             [[sink]]\ntype = \"file\"\npath = \"${{FWD_BASE}}/events.ndjson\"\n",
+            sim.url
+        ),
+    )
+    .unwrap();
+    let run: crate::support::Run = crate::support::cmd()
+        .args(["once", "-c"])
+        .arg(&config)
+        .env("FWD_BASE", &base)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        base.join("state").is_dir(),
+        "the state under the expanded path: {}",
+        run.stderr
+    );
+    let events = std::fs::read_to_string(base.join("events.ndjson")).unwrap();
+    assert_eq!(events.lines().count(), 5, "{events}");
+}

@@ -37,21 +37,27 @@ pub struct SyslogSinkConfig {
     pub format: Format,
     /// Facility name (default `authpriv`).
     #[serde(default = "default_facility")]
+    #[serde(deserialize_with = "crate::settings::expand::string")]
     pub facility: String,
     /// Severity name (default `info`).
     #[serde(default = "default_severity")]
+    #[serde(deserialize_with = "crate::settings::expand::string")]
     pub severity: String,
     /// APP-NAME (default `senhasegura-forwarder`).
     #[serde(default = "default_app_name")]
+    #[serde(deserialize_with = "crate::settings::expand::string")]
     pub app_name: String,
     /// HOSTNAME (default this host's name).
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_string")]
     pub hostname: Option<String>,
     /// MSGID of start events.
     #[serde(default = "default_msgid_start")]
+    #[serde(deserialize_with = "crate::settings::expand::string")]
     pub msgid_start: String,
     /// MSGID of end events.
     #[serde(default = "default_msgid_end")]
+    #[serde(deserialize_with = "crate::settings::expand::string")]
     pub msgid_end: String,
     /// Datagram size limit (udp, unix datagram); longer messages are truncated and counted.
     #[serde(default = "default_max_datagram")]
@@ -65,15 +71,19 @@ pub struct SyslogSinkConfig {
     pub allow_truncated_json: bool,
     /// CA certificate(s) to verify the server (default: the system's).
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_path")]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM chain) for mutual TLS.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_path")]
     pub client_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_path")]
     pub client_key: Option<PathBuf>,
     /// Name the server certificate must carry (default: the address's host).
     #[serde(default)]
+    #[serde(deserialize_with = "crate::settings::expand::opt_string")]
     pub server_name: Option<String>,
     /// Limit for connecting (and the TLS handshake).
     #[serde(default = "default_connect_timeout")]
