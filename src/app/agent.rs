@@ -235,15 +235,17 @@ impl Agent {
                 )));
             }
         }
+        // What can fail comes before the new telemetry is built: building it changes the
+        // shared metrics (the series of sinks that are gone leave the scrape).
+        if let Some(store) = &self.store {
+            warn_zone_change(store, resolved)?;
+        }
         let pipeline = build_pipeline(
             resolved,
             self.pipeline.store.clone(),
             self.mode,
             Some(self.pipeline.telemetry.clone()),
         )?;
-        if let Some(store) = &self.store {
-            warn_zone_change(store, resolved)?;
-        }
         let listen = config.metrics.address()?;
         if listen != self.listen {
             let shown = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "unset".to_string(), |a| a.to_string());

@@ -32,28 +32,34 @@ pub fn config_path(explicit: Option<&Path>) -> PathBuf {
         _ => PathBuf::from(DEFAULT_CONFIG_PATH),
     }
 }
-/// Words in a key whose value is not quoted back in an error (the TOML error shows the line).
-const SECRET_WORDS: &[&str] = &["secret", "pass", "token", "key", "private", "credential", "auth"];
-
-/// The TOML error for the operator: the parser's text, with the offending line of the file,
-/// unless that line's key looks like it holds a secret (the packaged unit runs `check` before
-/// every start, into the journal): then only where, and what is wrong.
+/// The TOML error for the operator, without any value of the file: the packaged unit runs
+/// `check` before every start, into the journal, and a value may be a secret (under a key
+/// misspelled, or inside an inline table, as well). So: line, column, the line up to its `=`
+/// (the key), and the parser's message with the value it quotes cut out.
 fn parse_message(e: &toml::de::Error, text: &str) -> String {
-    let full = e.to_string().trim_end().replace("\n", "\n  ");
-    let Some(span) = e.span() else { return full };
+    let message = without_quoted_value(e.message().trim_end());
+    let Some(span) = e.span() else { return message };
     let before = text.get(..span.start).unwrap_or(text);
     let line_no = before.matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or_default();
-    let key = line.split('=').next().unwrap_or_default().to_ascii_lowercase();
-    if !line.contains('=') || !SECRET_WORDS.iter().any(|w| key.contains(w)) {
-        return full;
-    }
     let column = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
-    format!(
-        "TOML parse error at line {line_no}, column {column} (the line is not shown: its key `{}` may hold a secret): {}",
-        crate::settings::excerpt(key.trim()),
-        e.message().trim_end()
-    )
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let key = match line.split_once('=') {
+        Some((key, _)) => format!(" (`{} = …`)", crate::settings::excerpt(key.trim())),
+        None => String::new(),
+    };
+    format!("TOML parse error at line {line_no}, column {column}{key}: {message}")
+}
+
+/// serde's "invalid type: string `…`" and "invalid value: …" quote the value: drop the quote.
+fn without_quoted_value(message: &str) -> String {
+    if !(message.starts_with("invalid type:") || message.starts_with("invalid value:")) {
+        return message.to_string();
+    }
+    let mut parts = message.splitn(3, '`');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(head), Some(_value), Some(tail)) => format!("{}{}", head.trim_end(), tail),
+        _ => message.to_string(),
+    }
 }
 
 impl Config {

@@ -139,7 +139,7 @@ impl SinkSet {
                 }
             }
             let Some((name, error)) = last_error else {
-                telemetry.acked(batch.metas.len() as u64 - rejected.len() as u64);
+                telemetry.acked(batch.metas.len().saturating_sub(rejected.len()) as u64);
                 return Ok(rejected);
             };
             if let Some(limit) = self.policy.give_up_after {

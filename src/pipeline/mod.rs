@@ -271,7 +271,7 @@ impl Pipeline {
                     Ok(rejected) => rejected,
                     Err(e) => break Err(e),
                 };
-                delivered += (batch.metas.len() - rejected.len()) as u64;
+                delivered += batch.metas.len().saturating_sub(rejected.len()) as u64;
                 if commit {
                     deliver::take_delivered(&mut batch, &rejected, &mut pending);
                 }

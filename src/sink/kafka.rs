@@ -66,13 +66,16 @@ pub struct KafkaSink {
     brokers: String,
     /// Keys of the current batch the broker already acknowledged.
     acked: HashSet<EventKey>,
-    /// Events of the current batch refused for good (too large for the producer or the
-    /// broker), with why: not retried, not acknowledged ([`KafkaSink::take_rejected`]).
+    /// Events of the current batch refused for good (larger than the producer's
+    /// `message.max.bytes`, which librdkafka checks per message), with why: not retried, not
+    /// acknowledged ([`KafkaSink::take_rejected`]). A broker's refusal of a request as too
+    /// large is not one of them: it names every message of the request, small ones too, so it
+    /// is an ordinary failure (retried, the sink reported down).
     rejected: Vec<(EventKey, String)>,
 }
 
-/// A refusal that no retry changes: the message is larger than the producer's or the
-/// broker's `message.max.bytes`.
+/// A refusal that no retry changes: at enqueue, the message is larger than the producer's
+/// `message.max.bytes`.
 fn is_permanent(e: &KafkaError) -> bool {
     matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))
 }
@@ -205,17 +208,6 @@ impl KafkaSink {
             match future.await {
                 Ok(Ok(_)) => {
                     self.acked.insert(key.clone());
-                }
-                Ok(Err((e, _))) if is_permanent(&e) => {
-                    let size = frames
-                        .iter()
-                        .find(|f| &f.meta.key == key)
-                        .map_or(0, |f| f.payload.len());
-                    self.reject(
-                        key,
-                        size,
-                        "the broker's message.max.bytes (or the topic's max.message.bytes)",
-                    );
                 }
                 Ok(Err((e, _))) => {
                     failed += 1;

@@ -183,13 +183,28 @@ fn a_config_error_on_a_secret_line_does_not_print_the_secret() {
         assert!(!all.contains("SECRET-XYZ"), "{value} printed: {all}");
         assert!(all.contains("client_secret") && all.contains("line "), "{all}");
     }
-    // Elsewhere the parser's own text, with the line, stays.
-    let s = setup("", "");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(&s.config, text.replace("timezone = \"UTC\"", "timezone = \"U\\qTC\"")).unwrap();
-    let run = check(&s, &["--offline"]);
+    // Nor under a misspelled key, inside an inline table, or quoted by a type error.
+    for (from, to) in [
+        ("client_secret = ", "client_secert = "),
+        ("client_secret = \"simulator-secret\"", "client_secret = 12345678"),
+    ] {
+        let s = setup("", "");
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        std::fs::write(&s.config, text.replace(from, to)).unwrap();
+        let run = check(&s, &["--offline"]);
+        assert_eq!(run.code, 2, "{to}: {}", run.stdout);
+        assert!(
+            !run.stdout.contains("simulator-secret") && !run.stdout.contains("12345678"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("at line 11, column "), "{}", run.stdout);
+    }
+    let kafka = "[[sink]]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"\nproperties = { \"sasl.password\" = \"SECRET-XYZ\\q\" }\n";
+    let run = check(&setup("", kafka), &["--offline"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(run.stdout.contains(r"U\qTC"), "{}", run.stdout);
+    assert!(!run.stdout.contains("SECRET-XYZ"), "{}", run.stdout);
+    assert!(run.stdout.contains("`properties = …`"), "{}", run.stdout);
 }
 
 #[test]
