@@ -53,8 +53,44 @@ pub struct FilterInput {
     pub progress: Arc<Progress>,
     /// How many of the batches sent so far have their keys committed (set by delivery).
     pub committed_batches: Arc<AtomicU64>,
+    /// Keys a sink refused for good in this listing (set by delivery).
+    pub refused: Arc<Refused>,
     /// Metrics (records by outcome, bytes), published once per chunk.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+/// The keys a sink refused for good in this listing (a Kafka message over its size limit):
+/// not committed, so not in the store, and gone from the pending keys once their batch's
+/// commit passed. The filter counts them as emitted, so a listing that repeats one does not
+/// send it again in the same poll. Few or none: a plain list, looked at only when not empty.
+#[derive(Debug, Default)]
+pub struct Refused {
+    any: std::sync::atomic::AtomicBool,
+    keys: std::sync::Mutex<Vec<crate::key::EventKey>>,
+}
+
+impl Refused {
+    /// Delivery: `keys` were refused.
+    pub fn add(&self, keys: &[crate::key::EventKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(keys);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn contains(&self, key: KeyRef<'_>) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|k| k.as_ref() == key)
+    }
 }
 
 /// What the filter thread did.
@@ -318,6 +354,9 @@ impl Worker {
 
     /// Was this key already emitted in this listing, in a batch not yet committed?
     fn emitted_in_this_listing(&mut self, key: KeyRef<'_>) -> bool {
+        if self.input.refused.contains(key) {
+            return true;
+        }
         if self.pending.is_empty() {
             return false;
         }

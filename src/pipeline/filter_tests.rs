@@ -71,6 +71,7 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
         keep_original: false,
         progress: Arc::new(Progress::default()),
         committed_batches: Arc::new(AtomicU64::new(0)),
+        refused: Arc::new(Refused::default()),
         telemetry: Arc::new(crate::telemetry::Telemetry::new(
             vec!["stdout".into()],
             std::time::Duration::from_secs(60),

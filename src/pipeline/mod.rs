@@ -188,6 +188,7 @@ impl Pipeline {
             .get(reqwest::header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let committed_batches = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(filter::Refused::default());
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         // Scanned chunk buffers come back to be filled again (see the reader below).
         let (spent_chunk_tx, mut spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_QUEUE);
@@ -209,6 +210,7 @@ impl Pipeline {
             keep_original: self.keep_original,
             progress: self.progress.clone(),
             committed_batches: committed_batches.clone(),
+            refused: refused.clone(),
             telemetry: self.telemetry.clone(),
         };
         // The one blocking task that lives for the whole listing, and it waits on delivery (a
@@ -271,6 +273,7 @@ impl Pipeline {
                     Ok(rejected) => rejected,
                     Err(e) => break Err(e),
                 };
+                refused.add(&rejected);
                 delivered += batch.metas.len().saturating_sub(rejected.len()) as u64;
                 if commit {
                     deliver::take_delivered(&mut batch, &rejected, &mut pending);

@@ -123,6 +123,42 @@ fn a_message_too_large_for_kafka_is_refused_alone_and_never_marked_sent() {
 }
 
 #[test]
+fn a_refused_event_repeated_later_in_the_listing_is_not_sent_again_in_that_poll() {
+    // The big session, 20,000 small ones (commits pass in between: the filter no longer holds
+    // the first batches' keys), then the big one again.
+    let record = |id: &str, extra: &str| {
+        format!(
+            r#"{{"id":"1","user":"alice","origin_ip":"10.1.1.1","device":"10.2.2.2:22","protocol":"SSH","session_id":"{id}","start":"2026-01-15 10:00:00","end":"2026-01-15 10:05:00"{extra}}}"#
+        )
+    };
+    let big = record("s-huge", &format!(r#","request":"{}""#, "x".repeat(1_000_000)));
+    let mut records = vec![big.clone()];
+    records.extend((0..20_000).map(|i| record(&format!("s-{i}"), "")));
+    records.push(big);
+    let listing = format!(
+        r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{}]}}"#,
+        records.join(",")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("listing");
+    std::fs::write(&fixture, listing).unwrap();
+    let broker = Broker::start();
+    broker.create_topic("pam.repeat", 1);
+    let sim = Sim::start(&["--fixture", fixture.to_str().unwrap()]);
+    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.repeat", ""));
+    let run = setup.run(&["once"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("Event refused by the sink for good").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("new=20001 delivered=20000"), "{}", run.stderr);
+    assert_eq!(setup.state_stats()["keys"], 20_000);
+}
+
+#[test]
 fn starts_and_ends_of_a_session_share_a_partition_in_order() {
     let broker = Broker::start();
     broker.create_topic("pam.sessions", 4);
