@@ -260,38 +260,45 @@ impl Pipeline {
         let telemetry = &self.telemetry;
         let sinks = &mut self.sinks;
         let deliver = async {
-            let mut delivered = 0u64;
-            let mut pending: Vec<Delivered> = Vec::new();
-            let mut since = Instant::now();
-            let mut received = 0u64;
-            let result = loop {
-                let Some(mut batch) = batch_rx.recv().await else {
-                    break Ok(());
+            let result = async {
+                let mut delivered = 0u64;
+                let mut pending: Vec<Delivered> = Vec::new();
+                let mut since = Instant::now();
+                let mut received = 0u64;
+                let result = loop {
+                    let Some(mut batch) = batch_rx.recv().await else {
+                        break Ok(());
+                    };
+                    received += 1;
+                    let rejected = match sinks.deliver(&batch, shutdown).await {
+                        Ok(rejected) => rejected,
+                        Err(e) => break Err(e),
+                    };
+                    refused.add(&rejected);
+                    delivered += batch.metas.len().saturating_sub(rejected.len()) as u64;
+                    if commit {
+                        deliver::take_delivered(&mut batch, &rejected, &mut pending);
+                    }
+                    // Full or gone: then this one is simply dropped.
+                    let _ = spent_tx.try_send(batch);
+                    if commit && (pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY) {
+                        commit_keys(&store, &mut pending, telemetry).await?;
+                        // The filter may forget these batches' keys: the store has them now.
+                        committed_batches.store(received, Ordering::Release);
+                        since = Instant::now();
+                    }
                 };
-                received += 1;
-                let rejected = match sinks.deliver(&batch, shutdown).await {
-                    Ok(rejected) => rejected,
-                    Err(e) => break Err(e),
-                };
-                refused.add(&rejected);
-                delivered += batch.metas.len().saturating_sub(rejected.len()) as u64;
-                if commit {
-                    deliver::take_delivered(&mut batch, &rejected, &mut pending);
-                }
-                // Full or gone: then this one is simply dropped.
-                let _ = spent_tx.try_send(batch);
-                if commit && (pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY) {
+                // What was acknowledged is committed even when a later batch failed.
+                if !pending.is_empty() {
                     commit_keys(&store, &mut pending, telemetry).await?;
-                    // The filter may forget these batches' keys: the store has them now.
-                    committed_batches.store(received, Ordering::Release);
-                    since = Instant::now();
                 }
-            };
-            // What was acknowledged is committed even when a later batch failed.
-            if !pending.is_empty() {
-                commit_keys(&store, &mut pending, telemetry).await?;
+                result.map(|()| delivered)
             }
-            result.map(|()| delivered)
+            .await;
+            // However delivery ended, the filter must not wait on a batch queue that nobody
+            // reads any more: closed, its next send fails and it ends (and the reader after it).
+            batch_rx.close();
+            result
         };
         let (read_result, deliver_result) = tokio::join!(read, deliver);
         let outcome = filter

@@ -490,3 +490,23 @@ fn the_file_sink_appends_fsynced_lines_and_follows_a_rotation() {
     let mode = std::fs::metadata(&events).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn sigterm_while_a_sink_is_down_mid_listing_ends_the_agent() {
+    // A listing of several batches (5,000 events, batches of 1,000) and a syslog sink nobody
+    // listens for: delivery retries the first batch while the filter waits with the next ones.
+    // SIGTERM abandons the batch; the filter, blocked on the full batch queue, must end too.
+    let sim = Sim::start(&["--sessions", "5000", "--active", "50", "--now", NOW]);
+    let port = crate::rsyslog::free_port();
+    let sink = format!(
+        "[[sink]]\ntype = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
+         [delivery]\nretry_backoff = \"100ms\"\nretry_backoff_max = \"200ms\"\n"
+    );
+    let setup = Setup::new(&sim.url, "interval = \"300ms\"", &sink);
+    let mut agent = Agent::spawn(&setup, &[]);
+    agent.wait_log("Sink down", 0);
+    agent.signal("TERM");
+    let (code, _, err) = agent.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
+    assert!(setup.state_keys().is_empty(), "nothing was acknowledged");
+}
