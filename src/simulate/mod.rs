@@ -9,7 +9,7 @@
 pub mod generate;
 mod handlers;
 pub mod hostile;
-mod tls;
+pub mod tls;
 
 use bytes::Bytes;
 use chrono::{NaiveDateTime, Utc};

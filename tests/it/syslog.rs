@@ -281,3 +281,63 @@ fn udp_messages_over_the_limit_are_truncated_and_reported() {
         );
     }
 }
+
+#[test]
+fn tls_1_3_session_tickets_are_not_the_server_closing_the_connection() {
+    // A TLS 1.3 syslog server (rustls, which sends session tickets after the handshake) that
+    // reads slowly. The agent once took the tickets for the server closing the connection: it
+    // reconnected before every batch and dropped the old socket unread, and the kernel's reset
+    // threw away what the server had not read yet.
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let (ca_pem, config) = senhasegura_forwarder::simulate::tls::generate().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let received = Arc::new(Mutex::new((0usize, Vec::<u8>::new())));
+    let server = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            server.lock().unwrap().0 += 1;
+            let (config, server) = (config.clone(), server.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    std::thread::sleep(Duration::from_millis(5));
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => server.lock().unwrap().1.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    // 3,000 events: three batches.
+    let sim = Sim::start(&["--sessions", "3000", "--active", "30", "--now", NOW]);
+    let extra = format!("ca_file = \"{}\"", ca.display());
+    let setup = Setup::new(&sim.url, "", &sink("tls", &address, &extra));
+    let run = setup.run(&["once"]);
+    run.ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let count = || {
+        String::from_utf8_lossy(&received.lock().unwrap().1)
+            .matches("CEF:0|")
+            .count()
+    };
+    while count() < 3000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        count(),
+        3000,
+        "every acknowledged event reached the server: {}",
+        run.stderr
+    );
+    assert_eq!(received.lock().unwrap().0, 1, "one connection: {}", run.stderr);
+    assert!(!run.stderr.contains("closed the connection"), "{}", run.stderr);
+}

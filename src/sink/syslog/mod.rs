@@ -261,7 +261,7 @@ impl SyslogSink {
     }
 
     async fn connection(&mut self) -> Result<&mut Conn, SinkError> {
-        if self.conn.as_ref().is_some_and(|c| !c.is_alive()) {
+        if self.conn.as_mut().is_some_and(|c| !c.is_alive()) {
             tracing::info!(target = %self.target(), "Syslog server closed the connection; reconnecting");
             self.conn = None;
         }

@@ -193,6 +193,19 @@ pub async fn connect(
     })
 }
 
+/// Whether a TLS connection is still open, read through rustls without waiting: what the
+/// server sent is TLS (after a TLS 1.3 handshake, session tickets), to be processed as such,
+/// not bytes to read off the socket (which took the tickets for data, reconnected before every
+/// batch and dropped the old socket unread: a reset, and the server lost what it had not read).
+/// Still open: nothing to read yet. Closed: end of stream (close_notify), an error, or data.
+fn tls_alive(s: &mut tokio_rustls::client::TlsStream<TcpStream>) -> bool {
+    use tokio::io::AsyncRead;
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    let mut probe = [0u8; 64];
+    let mut buf = tokio::io::ReadBuf::new(&mut probe);
+    std::pin::Pin::new(s).poll_read(&mut cx, &mut buf).is_pending()
+}
+
 impl Conn {
     /// One message per datagram, or a stream.
     pub fn is_datagram(&self) -> bool {
@@ -200,11 +213,11 @@ impl Conn {
     }
 
     /// False when the peer has closed a stream connection (or sent anything at all).
-    pub fn is_alive(&self) -> bool {
+    pub fn is_alive(&mut self) -> bool {
         let mut probe = [0u8; 64];
         let r = match self {
             Conn::Tcp(s) => s.try_read(&mut probe),
-            Conn::Tls(s) => s.get_ref().0.try_read(&mut probe),
+            Conn::Tls(s) => return tls_alive(s),
             Conn::UnixStream(s) => s.try_read(&mut probe),
             Conn::Udp(_) | Conn::UnixDatagram(_) => return true,
         };
