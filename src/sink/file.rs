@@ -33,6 +33,8 @@ pub struct FileSink {
     path: PathBuf,
     file: Option<(tokio::fs::File, u64, u64)>,
     buf: Vec<u8>,
+    /// A failed write left part of a line that could not be cut off: start with a line break.
+    torn: bool,
 }
 
 fn failed(message: String) -> SinkError {
@@ -52,6 +54,7 @@ impl FileSink {
             path: c.path.clone(),
             file: None,
             buf: Vec::with_capacity(1 << 16),
+            torn: false,
         })
     }
 
@@ -90,21 +93,37 @@ impl FileSink {
     pub async fn deliver(&mut self, frames: &[Frame<'_>]) -> Result<(), SinkError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        if self.torn {
+            buf.push(b'\n');
+        }
         for f in frames {
             buf.extend_from_slice(f.payload);
             buf.push(b'\n');
         }
         let path = self.path.clone();
+        let mut before = None;
         let result = async {
             let file = self.file().await?;
             let io = |e: std::io::Error| failed(format!("cannot write {}: {e}", path.display()));
+            before = Some(file.metadata().await.map_err(io)?.len());
             file.write_all(&buf).await.map_err(io)?;
             file.flush().await.map_err(io)?;
             file.sync_data().await.map_err(io)
         }
         .await;
+        if result.is_ok() {
+            self.torn = false;
+        }
         if result.is_err() {
-            // A partial line may be in the file; the retry reopens and writes the whole batch.
+            // Part of the batch may be in the file (a full disk writes what fits): cut it off,
+            // so the retry's first line does not land on a torn one and each failed try does
+            // not fill the disk further. The retry reopens the file and writes the whole batch.
+            if let (Some(len), Some((file, _, _))) = (before, &mut self.file) {
+                if let Err(e) = file.set_len(len).await {
+                    tracing::warn!(file = %self.path.display(), error = %e, "Cannot cut a partly written batch off the output file; the next line may follow a torn one");
+                    self.torn = true;
+                }
+            }
             self.file = None;
         }
         self.buf = buf;

@@ -510,3 +510,48 @@ fn sigterm_while_a_sink_is_down_mid_listing_ends_the_agent() {
     assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
     assert!(setup.state_keys().is_empty(), "nothing was acknowledged");
 }
+
+#[test]
+fn a_write_cut_short_leaves_no_torn_line_and_a_later_run_delivers_everything() {
+    use std::os::unix::process::CommandExt;
+    // 300 events, one batch of about 350 KB, into a file that may not grow past 100,000 bytes
+    // (RLIMIT_FSIZE, with SIGXFSZ ignored: the write is cut short, then fails, as on a full
+    // disk). What part of the batch was written must not stay in the file.
+    let sim = Sim::start(&["--sessions", "300", "--active", "30", "--now", NOW]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.ndjson");
+    let sink = format!(
+        "[[sink]]\ntype = \"file\"\npath = \"{}\"\n\
+         [delivery]\nretry_backoff = \"50ms\"\nretry_backoff_max = \"100ms\"\ngive_up_after = \"1s\"\n",
+        out.display()
+    );
+    let setup = Setup::new(&sim.url, "", &sink);
+    let mut limited = crate::support::cmd();
+    limited.args(["once", "-c"]).arg(&setup.config);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        limited.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 100_000,
+                rlim_max: 100_000,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let cut: crate::support::Run = limited.output().unwrap().into();
+    assert_eq!(cut.code, 4, "{}", cut.stderr);
+    assert!(setup.state_keys().is_empty(), "nothing acknowledged, nothing committed");
+    let lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line ({e}): {l:.120}")))
+            .collect()
+    };
+    assert!(lines(&std::fs::read_to_string(&out).unwrap_or_default()).is_empty());
+    // Without the limit, the same events arrive, each once, every line whole.
+    setup.run(&["once"]).ok();
+    let docs = lines(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(docs.len(), 300);
+    assert_eq!(setup.state_keys().len(), 300);
+}
