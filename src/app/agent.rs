@@ -308,8 +308,14 @@ impl Agent {
         if age.is_some_and(|a| a < self.backup_every) {
             return Ok(());
         }
-        let n = write_export(store, &path, "state backup")?;
-        tracing::info!(keys = n, file = %path.display(), "State backup written");
+        // A backup that cannot be written (a full disk, no file descriptor left) is worth a
+        // warning at every poll until it works, not the agent's end: the store itself is fine.
+        match write_export(store, &path, "state backup") {
+            Ok(n) => tracing::info!(keys = n, file = %path.display(), "State backup written"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "Cannot write the state backup; trying again after the next poll")
+            }
+        }
         Ok(())
     }
 

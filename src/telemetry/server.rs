@@ -34,12 +34,25 @@ impl Served {
     }
 }
 
+/// Connections served at once; one over it is closed at once. Prometheus needs one.
+const MAX_CONNECTIONS: usize = 32;
+/// A request's head must arrive within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection is closed after this, kept alive or not (a scraper reconnects).
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+/// Read buffer per connection: a scrape's request is a few hundred bytes.
+const MAX_BUF: usize = 16 * 1024;
+
 /// Bind `addr` and serve until the process ends; returns the bound address (port 0 picks one).
+/// Whoever can reach the address can connect: connections are capped, slow or idle ones
+/// closed, and requests kept small, so that no client holds the agent's file descriptors or
+/// memory (it has no authentication; it listens on loopback by default).
 pub fn start(addr: SocketAddr, served: Arc<Served>) -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -50,15 +63,24 @@ pub fn start(addr: SocketAddr, served: Arc<Served>) -> std::io::Result<SocketAdd
                     continue;
                 }
             };
+            // Over the cap: closed now rather than queued behind clients that may never speak.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let served = served.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let telemetry = served.current();
                     async move { Ok::<_, std::convert::Infallible>(handle(&telemetry, &req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_BUF)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(slot);
             });
         }
     });

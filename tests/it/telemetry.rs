@@ -348,6 +348,57 @@ fn a_reload_moves_health_and_metrics_to_the_new_config_and_keeps_their_history()
 }
 
 #[test]
+fn clients_that_never_send_a_request_cannot_hold_the_endpoint_or_the_agent() {
+    // 300 connections that send nothing (or a request head that never ends): the endpoint
+    // keeps a few, closes the rest at once and the kept ones after the header timeout (10 s);
+    // the agent keeps polling and /health answers again.
+    let sim = Sim::start(&["--sessions", "10", "--active", "2", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "interval = \"1s\"", metrics_config());
+    let agent = Agent::start(&setup, &[]);
+    let addr = agent.metrics_addr();
+    let polls = |addr: &str| {
+        let (_, scrape) = http_get(addr, "/metrics")?;
+        sample(&scrape, "senhasegura_forwarder_polls_total{result=\"ok\"}")
+    };
+    let before = wait_for(Duration::from_secs(30), "a first poll", || {
+        polls(&addr).filter(|n| *n >= 1.0)
+    });
+    let mut idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            if i % 2 == 0 {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ");
+            }
+            s
+        })
+        .collect();
+    // Within the header timeout and a little, every one of them is closed by the agent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for s in &mut idle {
+        s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        let mut b = [0u8; 64];
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)) && Instant::now() < deadline,
+            "an idle connection was kept open"
+        );
+    }
+    drop(idle);
+    let (status, _) = health(&addr);
+    assert_eq!(status, 200);
+    let after = wait_for(Duration::from_secs(30), "polls going on", || {
+        polls(&addr).filter(|n| *n > before)
+    });
+    assert!(after > before);
+    let err = agent.stop();
+    assert!(!err.iter().any(|l| l.contains("ERROR")), "{}", err.join("\n"));
+}
+
+#[test]
 fn promtool_checks_the_scrape_and_the_dashboard_uses_only_exported_metrics() {
     need(PROMTOOL);
     let sim = Sim::start(&["--sessions", "10", "--active", "2", "--now", NOW]);
