@@ -47,10 +47,10 @@ export TANSU_BIN="$TANSU_ROOT/bin/tansu"
 # cargo-generate-rpm from crates.io, built once into ~/.cache/senhasegura-forwarder/tools and
 # reused (about 3 minutes on 2 cores the first time).
 missing=""
-for tool in lintian rpmlint rpm systemd-analyze; do command -v "$tool" >/dev/null || missing=1; done
+for tool in lintian rpmlint rpm systemd-analyze logrotate; do command -v "$tool" >/dev/null || missing=1; done
 if [ -n "$missing" ]; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian rpmlint rpm systemd man-db
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian rpmlint rpm systemd man-db logrotate
 fi
 TOOLS_ROOT="$HOME/.cache/senhasegura-forwarder/tools"
 [ -x "$TOOLS_ROOT/bin/cargo-deb" ] || cargo install --locked cargo-deb@3.8.0 --root "$TOOLS_ROOT"

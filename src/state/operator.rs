@@ -177,6 +177,14 @@ impl SledStore {
                     format = meta.key_format;
                     let ours = self.meta()?.first_run_horizon;
                     if let Some(theirs) = meta.first_run_horizon {
+                        // A horizon in the future would skip every event until then, with no
+                        // command to lower it: an export never holds one.
+                        if theirs > chrono::Utc::now() {
+                            return Err(bad(format!(
+                                "first_run_horizon {} is in the future",
+                                theirs.to_rfc3339()
+                            )));
+                        }
                         if ours.is_none_or(|o| theirs > o) {
                             self.db.insert(META_FIRST_RUN, &theirs.timestamp().to_be_bytes())?;
                         }

@@ -229,3 +229,16 @@ fn second_open_is_locked() {
         other => panic!("expected Locked, got {:?}", other.err()),
     }
 }
+
+/// An import whose meta line holds a first-run horizon after now is refused, and the store's
+/// horizon stays: it would skip every event until then, with no command to lower it.
+#[test]
+fn an_import_with_a_future_horizon_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("s"), Some(t(100)), None).unwrap();
+    let future =
+        r#"{"meta":{"key_format":2,"created":"2026-01-01T00:00:00Z","first_run_horizon":"2099-01-01T00:00:00Z"}}"#;
+    let err = store.import(&mut future.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("in the future"), "{err}");
+    assert_eq!(store.meta().unwrap().first_run_horizon, Some(t(100)));
+}

@@ -276,6 +276,19 @@ fn the_deb_installs_upgrades_keeping_edits_and_purges() {
     assert_eq!(remembered, unique, "{state}");
     assert!(ok("stat -c '%U %a' /var/log/senhasegura-forwarder/events.ndjson").contains("senhasegura-forwarder 600"));
 
+    // The packaged logrotate rule rotates as the service's user (`su`), by rename, and creates
+    // the new file for it.
+    ok("logrotate --force --state /tmp/senhasegura-forwarder-logrotate.state /etc/logrotate.d/senhasegura-forwarder");
+    let rotated = ok(
+        "stat -c '%U %a' /var/log/senhasegura-forwarder/events.ndjson.1 /var/log/senhasegura-forwarder/events.ndjson",
+    );
+    assert_eq!(
+        rotated.lines().collect::<Vec<_>>(),
+        ["senhasegura-forwarder 600", "senhasegura-forwarder 600"],
+        "{rotated}"
+    );
+    assert_eq!(ok("cat /var/log/senhasegura-forwarder/events.ndjson.1"), events);
+
     // An edited conffile survives an upgrade to a newer build.
     ok("echo '# edited by the operator' >> /etc/senhasegura-forwarder/config.toml");
     let newer = tempfile::tempdir().unwrap();
