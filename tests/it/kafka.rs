@@ -63,29 +63,47 @@ fn once_produces_every_event_exactly_once_with_keys_and_headers() {
     );
 }
 
-#[test]
-fn a_message_too_large_for_kafka_is_refused_alone_and_never_marked_sent() {
-    // Three finished sessions; the middle one carries a megabyte: its ECS document is over
-    // librdkafka's message.max.bytes (1,000,000). The other two go through and are committed.
-    let record = |id: &str, extra: &str| {
-        format!(
-            r#"{{"id":"1","user":"alice","origin_ip":"10.1.1.1","device":"10.2.2.2:22","protocol":"SSH","session_id":"{id}","start":"2026-01-15 10:00:00","end":"2026-01-15 10:05:00"{extra}}}"#
-        )
-    };
-    let big = format!(r#","request":"{}""#, "x".repeat(1_000_000));
+/// A finished session record (`extra`: more fields, each after a comma).
+fn finished(id: &str, extra: &str) -> String {
+    format!(
+        r#"{{"id":"1","user":"alice","origin_ip":"10.1.1.1","device":"10.2.2.2:22","protocol":"SSH","session_id":"{id}","start":"2026-01-15 10:00:00","end":"2026-01-15 10:05:00"{extra}}}"#
+    )
+}
+
+/// A record whose ECS document is over librdkafka's message.max.bytes (1,000,000).
+fn too_large(id: &str) -> String {
+    finished(id, &format!(r#","request":"{}""#, "x".repeat(1_000_000)))
+}
+
+/// A broker with `topic` (one partition), a simulator serving `records` as its listing, and a
+/// config with a Kafka sink to them.
+fn kafka_setup_for(records: &[String], topic: &str) -> (Broker, Sim, Setup, tempfile::TempDir) {
     let listing = format!(
-        r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{},{},{}]}}"#,
-        record("s-small-1", ""),
-        record("s-huge", &big),
-        record("s-small-2", "")
+        r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{}]}}"#,
+        records.join(",")
     );
     let dir = tempfile::tempdir().unwrap();
     let fixture = dir.path().join("listing");
     std::fs::write(&fixture, listing).unwrap();
     let broker = Broker::start();
-    broker.create_topic("pam.big", 1);
+    broker.create_topic(topic, 1);
     let sim = Sim::start(&["--fixture", fixture.to_str().unwrap()]);
-    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.big", ""));
+    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), topic, ""));
+    (broker, sim, setup, dir)
+}
+
+#[test]
+fn a_message_too_large_for_kafka_is_refused_alone_and_never_marked_sent() {
+    // Three finished sessions; the middle one carries a megabyte: its ECS document is over
+    // librdkafka's message.max.bytes (1,000,000). The other two go through and are committed.
+    let (broker, _sim, setup, _dir) = kafka_setup_for(
+        &[
+            finished("s-small-1", ""),
+            too_large("s-huge"),
+            finished("s-small-2", ""),
+        ],
+        "pam.big",
+    );
     for round in 1..=2 {
         let run = setup.run(&["once"]);
         assert_ne!(
@@ -126,26 +144,10 @@ fn a_message_too_large_for_kafka_is_refused_alone_and_never_marked_sent() {
 fn a_refused_event_repeated_later_in_the_listing_is_not_sent_again_in_that_poll() {
     // The big session, 20,000 small ones (commits pass in between: the filter no longer holds
     // the first batches' keys), then the big one again.
-    let record = |id: &str, extra: &str| {
-        format!(
-            r#"{{"id":"1","user":"alice","origin_ip":"10.1.1.1","device":"10.2.2.2:22","protocol":"SSH","session_id":"{id}","start":"2026-01-15 10:00:00","end":"2026-01-15 10:05:00"{extra}}}"#
-        )
-    };
-    let big = record("s-huge", &format!(r#","request":"{}""#, "x".repeat(1_000_000)));
-    let mut records = vec![big.clone()];
-    records.extend((0..20_000).map(|i| record(&format!("s-{i}"), "")));
-    records.push(big);
-    let listing = format!(
-        r#"{{"response":{{"error":false}},"tenant":"T","remote_sessions":[{}]}}"#,
-        records.join(",")
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = dir.path().join("listing");
-    std::fs::write(&fixture, listing).unwrap();
-    let broker = Broker::start();
-    broker.create_topic("pam.repeat", 1);
-    let sim = Sim::start(&["--fixture", fixture.to_str().unwrap()]);
-    let setup = Setup::new(&sim.url, "", &kafka_sink(&broker.brokers(), "pam.repeat", ""));
+    let mut records = vec![too_large("s-huge")];
+    records.extend((0..20_000).map(|i| finished(&format!("s-{i}"), "")));
+    records.push(too_large("s-huge"));
+    let (_broker, _sim, setup, _dir) = kafka_setup_for(&records, "pam.repeat");
     let run = setup.run(&["once"]);
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert_eq!(
