@@ -20,6 +20,21 @@ fn d(key: &str, time: i64, start: Option<i64>) -> Delivered {
     }
 }
 
+/// Open `path` again in this process: sled lets go of its lock on the store when its last
+/// background job for the dropped handle ends, a moment after the drop, so a reopen at once
+/// can find it still held. Retried for up to 5 s; any other error at once.
+fn reopen(path: &Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match SledStore::open(path, None, None) {
+            Err(StateError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 #[test]
 fn the_key_count_is_kept_without_a_scan() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +53,7 @@ fn the_key_count_is_kept_without_a_scan() {
     assert_eq!(store.forget(&[k("c:end")]).unwrap(), 1);
     assert_eq!(store.key_count().unwrap(), 1);
     drop(store);
-    let store = SledStore::open(&path, None, None).unwrap();
+    let store = reopen(&path);
     assert_eq!(store.key_count().unwrap(), 1, "kept across opens");
     assert_eq!(store.stats().unwrap().keys, 1, "and true");
 }
@@ -174,7 +189,7 @@ fn format_1_is_migrated_and_still_known() {
         dir.path(),
         &[(1000, "a:end"), (100, "b:start"), (2000, "c:end"), (-30, "d:start")],
     );
-    let store = SledStore::open(dir.path(), None, None).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.stats().unwrap().keys, 4);
     assert_eq!(store.stats().unwrap().meta.key_format, 2);
     assert!(store.contains(t(100), Some(t(100)), k("b:start").as_ref()).unwrap());
@@ -187,7 +202,7 @@ fn format_1_is_migrated_and_still_known() {
     store.commit(&[d("e:end", 2500, Some(1500))]).unwrap();
     assert!(store.contains(t(2500), Some(t(1500)), k("e:end").as_ref()).unwrap());
     drop(store);
-    let store = SledStore::open(dir.path(), None, None).unwrap();
+    let store = reopen(dir.path());
     assert!(
         store.contains(t(1000), Some(t(400)), k("a:end").as_ref()).unwrap(),
         "after reopening"
