@@ -5,7 +5,7 @@
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use super::pending::Pending;
+use super::pending::{Pending, Refused};
 use super::{Batch, Counters, Progress};
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{Candidate, Origin, SessionEvent, WallClock};
@@ -57,40 +57,6 @@ pub struct FilterInput {
     pub refused: Arc<Refused>,
     /// Metrics (records by outcome, bytes), published once per chunk.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
-}
-
-/// The keys a sink refused for good in this listing (a Kafka message over its size limit):
-/// not committed, so not in the store, and gone from the pending keys once their batch's
-/// commit passed. The filter counts them as emitted, so a listing that repeats one does not
-/// send it again in the same poll. Few or none: a plain list, looked at only when not empty.
-#[derive(Debug, Default)]
-pub struct Refused {
-    any: std::sync::atomic::AtomicBool,
-    keys: std::sync::Mutex<Vec<crate::key::EventKey>>,
-}
-
-impl Refused {
-    /// Delivery: `keys` were refused.
-    pub fn add(&self, keys: &[crate::key::EventKey]) {
-        if keys.is_empty() {
-            return;
-        }
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(keys);
-        self.any.store(true, Ordering::Release);
-    }
-
-    fn contains(&self, key: KeyRef<'_>) -> bool {
-        self.any.load(Ordering::Acquire)
-            && self
-                .keys
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .any(|k| k.as_ref() == key)
-    }
 }
 
 /// What the filter thread did.

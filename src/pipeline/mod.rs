@@ -188,7 +188,7 @@ impl Pipeline {
             .get(reqwest::header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let committed_batches = Arc::new(AtomicU64::new(0));
-        let refused = Arc::new(filter::Refused::default());
+        let refused = Arc::new(pending::Refused::default());
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         // Scanned chunk buffers come back to be filled again (see the reader below).
         let (spent_chunk_tx, mut spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_QUEUE);

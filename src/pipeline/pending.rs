@@ -7,10 +7,12 @@
 //! key allocates nothing once the string and the map have grown to the listing's pace (a map of
 //! boxed ids cost an allocation and a free per new event). Lookups compare the ids themselves,
 //! so two keys whose hashes collide are still told apart.
+//!
+//! [`Refused`]: the keys of this listing a sink refused for good, which no commit will cover.
 // Input path: nothing here may panic on what came from the network, a file or the clock.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
-use crate::key::{KeyRef, Phase};
+use crate::key::{EventKey, KeyRef, Phase};
 use smallvec::SmallVec;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -105,6 +107,40 @@ impl<S: BuildHasher> Pending<S> {
         });
         std::mem::swap(&mut self.ids, &mut self.spare);
         self.keys = keys;
+    }
+}
+
+/// The keys a sink refused for good in this listing (a Kafka message over its size limit):
+/// not committed, so not in the store, and gone from the pending keys once their batch's
+/// commit passed. The filter counts them as emitted, so a listing that repeats one does not
+/// send it again in the same poll. Few or none: a plain list, looked at only when not empty.
+#[derive(Debug, Default)]
+pub struct Refused {
+    any: std::sync::atomic::AtomicBool,
+    keys: std::sync::Mutex<Vec<EventKey>>,
+}
+
+impl Refused {
+    /// Delivery: `keys` were refused.
+    pub fn add(&self, keys: &[EventKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(keys);
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(super) fn contains(&self, key: KeyRef<'_>) -> bool {
+        self.any.load(std::sync::atomic::Ordering::Acquire)
+            && self
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|k| k.as_ref() == key)
     }
 }
 

@@ -197,7 +197,7 @@ impl KafkaSink {
                 }
             };
             let Some(future) = future else {
-                self.reject(&f.meta.key, f.payload.len(), "the producer's message.max.bytes");
+                self.reject(&f.meta.key, f.payload.len());
                 continue;
             };
             pending.push((&f.meta.key, future));
@@ -239,11 +239,14 @@ impl KafkaSink {
         }
     }
 
-    /// Refuse `key` for good in this batch: counted as done for its retries, and reported.
-    fn reject(&mut self, key: &EventKey, size: usize, limit: &str) {
+    /// Refuse `key` (a `size`-byte message) for good in this batch: counted as done for its
+    /// retries, and reported.
+    fn reject(&mut self, key: &EventKey, size: usize) {
         self.acked.insert(key.clone());
-        self.rejected
-            .push((key.clone(), format!("a {size}-byte message is larger than {limit}")));
+        self.rejected.push((
+            key.clone(),
+            format!("a {size}-byte message is larger than the producer's message.max.bytes"),
+        ));
     }
 
     /// The events of the batch just acknowledged that Kafka refused for good, with why.
