@@ -10,13 +10,15 @@
 # hour, and removing everything. `--every E` adds the RSS at every E-th cycle (the shape of the
 # curve, not only its ends). Then a new `run` on the same store and listing, at its cycles 10 and
 # 100: what the data itself costs, against what came with the long process's age. The agent
-# inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one).
+# inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one) and, as the packaged
+# service runs it, the GLIBC_TUNABLES of packaging/systemd/senhasegura-forwarder.service, unless
+# GLIBC_TUNABLES is set already or --bare is given (then as `run` started by hand).
 #
-#   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E]
+#   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E] [--bare]
 #     defaults: --cycles 1000 --sessions 100000 --grow 50 --prune-keys 1000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CYCLES=1000 N=100000 GROW=50 PRUNE_KEYS=1000000 EVERY=0
+CYCLES=1000 N=100000 GROW=50 PRUNE_KEYS=1000000 EVERY=0 BARE=
 while [ $# -gt 0 ]; do
   case $1 in
     --cycles) CYCLES=$2; shift 2 ;;
@@ -24,11 +26,17 @@ while [ $# -gt 0 ]; do
     --grow) GROW=$2; shift 2 ;;
     --prune-keys) PRUNE_KEYS=$2; shift 2 ;;
     --every) EVERY=$2; shift 2 ;;
-    *) echo "usage: $0 [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E]" >&2; exit 2 ;;
+    --bare) BARE=1; shift ;;
+    *) echo "usage: $0 [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E] [--bare]" >&2; exit 2 ;;
   esac
 done
 cargo build --release --quiet --bin senhasegura-forwarder
 BIN=target/release/senhasegura-forwarder
+if [ -z "$BARE" ] && [ -z "${GLIBC_TUNABLES+set}" ]; then
+  GLIBC_TUNABLES=$(sed -n 's/^Environment=GLIBC_TUNABLES=//p' packaging/systemd/senhasegura-forwarder.service)
+  export GLIBC_TUNABLES
+fi
+echo "environment: GLIBC_TUNABLES=${GLIBC_TUNABLES:-(unset)} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-(unset)}"
 WORK=$(mktemp -d)
 SIM_PID= AGENT=
 trap '[ -n "$AGENT" ] && kill $AGENT 2>/dev/null; [ -n "$SIM_PID" ] && kill $SIM_PID 2>/dev/null; rm -rf "$WORK"' EXIT

@@ -94,6 +94,42 @@ fn units_pass_systemd_analyze_verify() {
     }
 }
 
+#[test]
+fn the_units_glibc_tunables_are_ones_this_glibc_reads() {
+    // Both units give the same value; each `name=value` in it must be a tunable glibc knows, or
+    // glibc ignores it without a word. The dynamic loader lists the tunables as it read them
+    // from the environment: the unit's value, and another value, must each show as given.
+    let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("the dynamic loader");
+    let mut values = Vec::new();
+    for unit in UNITS {
+        let shipped = std::fs::read_to_string(root().join("packaging/systemd").join(unit)).unwrap();
+        let value = shipped
+            .lines()
+            .find_map(|l| l.strip_prefix("Environment=GLIBC_TUNABLES="))
+            .unwrap_or_else(|| panic!("{unit} sets GLIBC_TUNABLES"));
+        values.push(value.to_string());
+    }
+    assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+    for pair in values[0].split(':') {
+        let (name, value) = pair.split_once('=').unwrap();
+        let value: u64 = value.parse().unwrap();
+        for v in [value, value + 7] {
+            let out = run(Command::new(loader)
+                .arg("--list-tunables")
+                .env("GLIBC_TUNABLES", format!("{name}={v}")));
+            let listed = text(&out);
+            let line = listed
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}:")))
+                .unwrap_or_else(|| panic!("glibc has no tunable {name}:\n{listed}"));
+            assert!(line.starts_with(&format!("{name}: {v:#x} ")), "{name}={v}: {line}");
+        }
+    }
+}
+
 /// `systemd-analyze verify`: exit 0 and not one warning.
 fn verify(dir: &Path, unit: &str) {
     let out = run(Command::new("systemd-analyze")
