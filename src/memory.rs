@@ -30,9 +30,9 @@
 //! poll does not age.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
-//! [`BLOCKING_THREADS`]): each thread that allocates keeps glibc's per-thread cache of freed
-//! blocks and is tied to one of the arenas, so the same work spread over more threads holds
-//! more memory.
+//! [`BLOCKING_THREADS`]): each thread that allocates is tied to one of the arenas and (unless
+//! the cache is off, as the units have it) keeps glibc's per-thread cache of freed blocks, so
+//! the same work spread over more threads holds more memory.
 //!
 //! The binary applies them (`main.rs`: the one `mallopt` call is the project's only unsafe
 //! code; the library forbids it). So that large buffers are mapped once per poll, not once per

@@ -43,10 +43,12 @@ const BATCH_QUEUE: usize = 1;
 /// Body chunks waiting for the filter.
 const CHUNK_QUEUE: usize = 8;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending... 5,000 against
-/// 10,000: a first poll of a million sessions ran faster (2.66–2.90 s against 2.81–2.93 s) and
-/// peaked 2 MiB lower (27.6–27.9 against 29.4–30.5 MiB): the commit's lists and the filter's
-/// pending keys are half as long, and a commit holds delivery up half as long; 2,500 and 1,000
-/// were slower still lower (`benches/e2e.sh`, alternating runs, README "Measured").
+/// 10,000: a first poll of a million sessions ran no slower (2.66–2.90 s against 2.81–2.93 s)
+/// and peaked 2 MiB lower (27.6–27.9 against 29.4–30.5 MiB): the commit's lists and the
+/// filter's pending keys are half as long, and a commit holds delivery up half as long; 2,500
+/// and 1,000 were slower, and lower still (`benches/e2e.sh`, alternating runs, README
+/// "Measured"). Twice the flushes to disk: nothing measurable here, ~1 s more per million keys
+/// where a flush takes 10 ms.
 const COMMIT_KEYS: usize = 5_000;
 /// ...or this long after the previous commit, whichever comes first, and at the cycle's end.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);

@@ -8,9 +8,10 @@
 //! once the three have grown to the listing's pace, and dropping the keys of committed batches
 //! moves the survivors to the front of the buffer and the list, in place. Lookups compare the
 //! ids themselves, so two keys whose hashes collide are still told apart. A key costs its id,
-//! 32 bytes in the list and about 9 bytes of table: a map from hash to a list of places cost
-//! 49 bytes a bucket and a second buffer to move the survivors into, and at the peak of a
-//! million-session first poll it held 2.9 MB (README "Measured").
+//! 32 bytes in the list (up to twice that while the list's room doubles) and a table bucket of 9
+//! bytes (10–21 a key, as full as the table is): a map from hash to a list of places cost 49
+//! bytes a bucket and a second buffer to move the survivors into, and at the peak of a
+//! million-session first poll it held 2.9 MB (heaptrack; README "Measured").
 //!
 //! [`Refused`]: the keys of this listing a sink refused for good, which no commit will cover.
 // Input path: nothing here may panic on what came from the network, a file or the clock.
