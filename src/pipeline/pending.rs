@@ -222,6 +222,68 @@ mod tests {
         assert!(p.contains(KeyRef::new("xy", Phase::End)));
     }
 
+    /// The collision test's hasher, for the model check below: every key hashes to 0.
+    #[derive(Default)]
+    struct AllZero;
+    impl BuildHasher for AllZero {
+        type Hasher = ZeroHasher;
+        fn build_hasher(&self) -> ZeroHasher {
+            ZeroHasher
+        }
+    }
+    struct ZeroHasher;
+    impl Hasher for ZeroHasher {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    /// Inserts (of keys not held yet, as the filter does) and trims in any order, with ids of
+    /// any length, shared prefixes and both phases: after every step `contains` says what a
+    /// plain map of key → batch says.
+    fn agrees_with_a_map<S: BuildHasher + Default>(ops: &[(bool, u8, u8, bool)]) {
+        let mut p = Pending::<S>::default();
+        let mut model: std::collections::HashMap<(String, Phase), u64> = Default::default();
+        let mut batch = 1u64;
+        for &(trim, id, len, end) in ops {
+            if trim {
+                let committed = batch.saturating_sub(u64::from(id % 4));
+                p.retain_after(committed);
+                model.retain(|_, b| *b > committed);
+            } else {
+                let id = format!("{id:02x}").repeat(usize::from(len % 5));
+                let phase = if end { Phase::End } else { Phase::Start };
+                if !model.contains_key(&(id.clone(), phase)) {
+                    p.insert(KeyRef::new(&id, phase), batch);
+                    model.insert((id, phase), batch);
+                }
+                batch += u64::from(len % 3 == 0);
+            }
+            for id in 0..24u8 {
+                for len in 0..5usize {
+                    let id = format!("{id:02x}").repeat(len);
+                    for phase in [Phase::Start, Phase::End] {
+                        let held = model.contains_key(&(id.clone(), phase));
+                        assert_eq!(p.contains(KeyRef::new(&id, phase)), held, "{id}:{phase:?}");
+                    }
+                }
+            }
+            assert_eq!(p.is_empty(), model.is_empty());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn inserts_and_trims_agree_with_a_map(
+            ops in proptest::collection::vec((proptest::bool::weighted(0.15), 0u8..24, 0u8..8, proptest::bool::ANY), 0..120)
+        ) {
+            agrees_with_a_map::<RandomState>(&ops);
+            agrees_with_a_map::<AllZero>(&ops);
+        }
+    }
+
     #[test]
     fn many_keys_survive_trimming_in_order() {
         let mut p = Pending::<RandomState>::default();
