@@ -12,6 +12,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
+/// How long closing a stream waits for the server to read what it was sent and close its side
+/// (`Conn::close`): at the end of `once`, at shutdown, on a reload that replaces the sink.
+pub const LINGER: Duration = Duration::from_secs(5);
+
 /// Which transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -233,14 +237,36 @@ impl Conn {
         }
     }
 
-    /// Close politely (TLS close_notify, TCP FIN).
+    /// Close politely (TLS close_notify, TCP FIN), then read and drop whatever the server still
+    /// sends until it closes its side too, for at most [`LINGER`]. A socket closed with bytes
+    /// unread (a TLS 1.3 server's session tickets, sent once it reads the handshake's end, can
+    /// come after the last batch was written) is reset by the kernel, and a reset makes the
+    /// server drop what it had not read yet: events the agent counted as delivered.
     pub async fn close(&mut self) {
         let _ = match self {
             Conn::Tcp(s) => s.shutdown().await,
             Conn::Tls(s) => s.shutdown().await,
             Conn::UnixStream(s) => s.shutdown().await,
-            Conn::Udp(_) | Conn::UnixDatagram(_) => Ok(()),
+            Conn::Udp(_) | Conn::UnixDatagram(_) => return,
         };
+        let _ = tokio::time::timeout(LINGER, self.drain()).await;
+    }
+
+    /// Read until the end of the stream or an error.
+    async fn drain(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = match self {
+                Conn::Tcp(s) => s.read(&mut buf).await,
+                Conn::Tls(s) => s.read(&mut buf).await,
+                Conn::UnixStream(s) => s.read(&mut buf).await,
+                Conn::Udp(_) | Conn::UnixDatagram(_) => return,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+        }
     }
 
     /// Write and flush bytes on a stream.
