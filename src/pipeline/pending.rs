@@ -80,9 +80,7 @@ impl<S: BuildHasher> Pending<S> {
         self.ids.extend_from_slice(key.session_id.as_bytes());
         let index = self.slots.len();
         self.slots.push(slot);
-        let slots = &self.slots;
-        self.table
-            .insert_unique(slot.hash, index, |&i| slots.get(i).map_or(0, |s| s.hash));
+        self.table.insert_unique(slot.hash, index, hash_at(&self.slots));
     }
 
     /// Drop the keys of batches up to `committed` (the store has them now), and the room their
@@ -110,12 +108,15 @@ impl<S: BuildHasher> Pending<S> {
         self.slots.truncate(kept);
         self.ids.truncate(to);
         self.table.clear();
-        let slots = &self.slots;
-        for (i, s) in slots.iter().enumerate() {
-            self.table
-                .insert_unique(s.hash, i, |&j| slots.get(j).map_or(0, |s| s.hash));
+        for (i, s) in self.slots.iter().enumerate() {
+            self.table.insert_unique(s.hash, i, hash_at(&self.slots));
         }
     }
+}
+
+/// The table's rehash function: the stored hash of the slot an index names.
+fn hash_at(slots: &[Slot]) -> impl Fn(&usize) -> u64 + '_ {
+    |&i| slots.get(i).map_or(0, |s| s.hash)
 }
 
 fn id_of<'a>(ids: &'a [u8], s: &Slot) -> Option<&'a [u8]> {

@@ -113,8 +113,7 @@ impl FileSink {
         .await;
         if result.is_ok() {
             self.torn = false;
-        }
-        if result.is_err() {
+        } else {
             // Part of the batch may be in the file (a full disk writes what fits): cut it off,
             // so the retry's first line does not land on a torn one and each failed try does
             // not fill the disk further. The retry reopens the file and writes the whole batch.
