@@ -186,3 +186,39 @@ fn link_targets_are_found_outside_code() {
     let text = "See [a](docs/a.md#x) and [b](b.md \"title\").\n```\n[c](not-a-link.md)\n```\n[ref]: ../c.md\n";
     assert_eq!(link_targets(text), ["docs/a.md#x", "b.md", "../c.md"]);
 }
+
+/// The command that README.md and the packaged config give for typing the client secret,
+/// run as written (its shell, its script) with the secret on stdin: the file must hold the
+/// secret exactly (no newline). A script with bash-only `read` flags given to `sh` fails here
+/// (Debian's sh is dash: "read: Illegal option -s").
+#[test]
+fn the_secret_prompt_command_writes_the_secret() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const TARGET: &str = "/etc/senhasegura-forwarder/client_secret";
+    for file in ["README.md", "packaging/config.toml"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("read -r") && l.contains(TARGET))
+            .unwrap_or_else(|| panic!("{file}: no secret prompt command"));
+        let cmd = line.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
+        let rest = cmd.strip_prefix("sudo ").unwrap_or_else(|| panic!("{file}: {cmd}"));
+        let (shell, script) = rest.split_once(" -c ").unwrap_or_else(|| panic!("{file}: {cmd}"));
+        let script = script.trim().strip_prefix('\'').and_then(|s| s.strip_suffix('\'')).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("client_secret");
+        let script = script.replace(TARGET, out.to_str().unwrap());
+        let mut child = Command::new(shell)
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"s3cr3t value\n").unwrap();
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "{file}: `{cmd}` failed: {}", String::from_utf8_lossy(&done.stderr));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "s3cr3t value", "{file}: `{cmd}`");
+    }
+}
