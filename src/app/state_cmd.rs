@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 
 /// `state ...`.
 pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: StateAction) -> Result<(), Error> {
+    if state_dir.is_some() && config_path.is_none() && matches!(action, StateAction::Prune) {
+        // A default retention shorter than the configured one would drop keys the agent
+        // still needs, and their events would be forwarded again.
+        return Err(Error::Usage(
+            "state prune with --state-dir needs the agent's config for its retention: add -c FILE".into(),
+        ));
+    }
     let (path, retention, metrics) = match state_dir {
         Some(dir) => match config_path {
             Some(p) => {

@@ -162,6 +162,12 @@ fn state_is_private_locked_and_manageable() {
     // The forgotten event is sent again by the next poll.
     assert_eq!(setup.run(&["once"]).ok().docs().len(), 1);
     state_cmd(&["forget", &first_key]).ok();
+    // Prune by a directory alone would use the default retention, not the agent's: refused,
+    // and the store keeps every key.
+    let prune = state_cmd(&["prune"]);
+    assert_eq!(prune.code, 2, "{}", prune.stderr);
+    assert!(prune.stderr.contains("add -c FILE"), "{}", prune.stderr);
+    assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 5);
     // What is not a key is refused by name, before the store changes.
     let bad = state_cmd(&["forget", "e7acacb6:stop"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
