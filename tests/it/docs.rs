@@ -205,7 +205,11 @@ fn the_secret_prompt_command_writes_the_secret() {
         let cmd = line.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
         let rest = cmd.strip_prefix("sudo ").unwrap_or_else(|| panic!("{file}: {cmd}"));
         let (shell, script) = rest.split_once(" -c ").unwrap_or_else(|| panic!("{file}: {cmd}"));
-        let script = script.trim().strip_prefix('\'').and_then(|s| s.strip_suffix('\'')).unwrap();
+        let script = script
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|s| s.strip_suffix('\''))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("client_secret");
         let script = script.replace(TARGET, out.to_str().unwrap());
@@ -218,7 +222,15 @@ fn the_secret_prompt_command_writes_the_secret() {
             .unwrap();
         child.stdin.take().unwrap().write_all(b"s3cr3t value\n").unwrap();
         let done = child.wait_with_output().unwrap();
-        assert!(done.status.success(), "{file}: `{cmd}` failed: {}", String::from_utf8_lossy(&done.stderr));
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "s3cr3t value", "{file}: `{cmd}`");
+        assert!(
+            done.status.success(),
+            "{file}: `{cmd}` failed: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "s3cr3t value",
+            "{file}: `{cmd}`"
+        );
     }
 }
