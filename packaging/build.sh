@@ -5,7 +5,8 @@
 #
 # Needs cargo-deb and cargo-generate-rpm on PATH or in ~/.cache/senhasegura-forwarder/tools/bin
 # (tests/run-all.sh installs them there). A release build, then the man page and shell
-# completions generated from the CLI definition (src/assets.rs), then both packages.
+# completions generated from the CLI definition (src/assets.rs), the third-party licence texts
+# (packaging/licenses.rs), then both packages.
 # Idempotent: a second run rebuilds nothing that did not change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,12 @@ rm -rf "$assets"
 mkdir -p "$assets" target/packages
 target/release/senhasegura-forwarder package-assets "$assets"
 gzip -9n "$assets"/*.1
+# The licence texts of the crates in the binary (packaging/licenses.rs says which and how).
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo tree --locked -e normal --target "$host" --prefix none -f '{p}' > "$assets/crates.txt"
+cargo metadata --format-version 1 --locked --filter-platform "$host" \
+  | cargo run --locked --quiet --example third_party_licenses -- "$assets/crates.txt" "$assets/THIRD-PARTY-LICENSES"
+gzip -9n "$assets/THIRD-PARTY-LICENSES"
 # Packages ship a stripped binary (the release profile keeps line tables for backtraces).
 strip --strip-unneeded -o "$assets/senhasegura-forwarder" target/release/senhasegura-forwarder
 

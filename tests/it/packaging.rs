@@ -196,6 +196,7 @@ fn the_rpm_holds_the_layout() {
         "/usr/share/man/man1/senhasegura-forwarder-check.1.gz",
         "/usr/share/bash-completion/completions/senhasegura-forwarder",
         "/usr/share/doc/senhasegura-forwarder/README.md",
+        "/usr/share/doc/senhasegura-forwarder/THIRD-PARTY-LICENSES.gz",
     ] {
         assert!(list.lines().any(|l| l == f), "{f} missing from the rpm:\n{list}");
     }
@@ -205,6 +206,97 @@ fn the_rpm_holds_the_layout() {
     let scripts = text(&run(Command::new("rpm").args(["-qp", "--scripts"]).arg(rpm)));
     assert!(scripts.contains("systemd-sysusers"), "{scripts}");
     assert!(scripts.contains("chmod 0750 /etc/senhasegura-forwarder"), "{scripts}");
+}
+
+/// `name-version` directories of crates.io sources named in `binary` (the panic locations and
+/// debug paths rustc leaves in it): a list of the crates whose code the binary holds, found
+/// independently of `cargo tree`.
+fn crates_named_in(binary: &[u8]) -> std::collections::BTreeSet<(String, String)> {
+    const MARK: &[u8] = b"index.crates.io-";
+    let mut found = std::collections::BTreeSet::new();
+    let mut at = 0;
+    while let Some(pos) = binary[at..].windows(MARK.len()).position(|w| w == MARK) {
+        let start = at + pos + MARK.len();
+        at = start;
+        // index.crates.io-HASH/NAME-VERSION/...
+        let Some(slash) = binary[start..].iter().take(64).position(|&b| b == b'/') else {
+            continue;
+        };
+        let dir: Vec<u8> = binary[start + slash + 1..]
+            .iter()
+            .take(128)
+            .take_while(|&&b| b != b'/' && b.is_ascii_graphic())
+            .copied()
+            .collect();
+        let dir = String::from_utf8_lossy(&dir).into_owned();
+        // The version starts at the first "-<digit>" whose rest reads as a version.
+        let split = dir.char_indices().find(|&(i, c)| {
+            c == '-'
+                && dir[i + 1..]
+                    .split(['.', '+', '-'])
+                    .take(3)
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+                && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit())
+                && dir[i + 1..].matches('.').count() >= 2
+        });
+        if let Some((i, _)) = split {
+            found.insert((dir[..i].to_string(), dir[i + 1..].to_string()));
+        }
+    }
+    found
+}
+
+/// The packages carry the licence texts of the code compiled into the binary: every crate
+/// whose sources the (unstripped) binary names is listed with its version, and the bundled C
+/// library's licence (librdkafka, inside rdkafka-sys) and the vendored sled's are there.
+#[test]
+fn the_packages_carry_the_licences_of_the_crates_in_the_binary() {
+    use std::io::Read;
+    let (deb, _) = packages();
+    let doc = root().join("usr/share/doc/senhasegura-forwarder/THIRD-PARTY-LICENSES.gz");
+    let tar = run(Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb));
+    assert!(tar.status.success(), "{}", text(&tar));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deb.tar"), &tar.stdout).unwrap();
+    let member = format!(
+        ".{}",
+        doc.strip_prefix(root()).map(|p| format!("/{}", p.display())).unwrap()
+    );
+    let gz = run(Command::new("tar")
+        .arg("-xOf")
+        .arg(dir.path().join("deb.tar"))
+        .arg(&member));
+    assert!(
+        gz.status.success() && !gz.stdout.is_empty(),
+        "{member} not in the deb: {}",
+        text(&gz)
+    );
+    let mut licences = String::new();
+    flate2::read::GzDecoder::new(&gz.stdout[..])
+        .read_to_string(&mut licences)
+        .unwrap();
+
+    let binary = std::fs::read(root().join("target/release/senhasegura-forwarder")).unwrap();
+    let crates = crates_named_in(&binary);
+    assert!(
+        crates.len() > 50,
+        "the binary names {} crates: {crates:?}",
+        crates.len()
+    );
+    for (name, version) in &crates {
+        assert!(
+            licences.contains(&format!("\n  {name} {version}: ")),
+            "{name} {version} is in the binary but not in THIRD-PARTY-LICENSES"
+        );
+    }
+    for text in [
+        "rdkafka-sys 4.10.0+2.12.1 (librdkafka/LICENSE)\n",
+        "librdkafka - Apache Kafka C driver library",
+        "\n  sled 0.34.7: ",
+        "sled 0.34.7 (LICENSE-MIT)",
+    ] {
+        assert!(licences.contains(text), "{text:?} missing from THIRD-PARTY-LICENSES");
+    }
 }
 
 const PKG: &str = "senhasegura-forwarder";
