@@ -19,11 +19,19 @@ rm -rf "$assets"
 mkdir -p "$assets" target/packages
 target/release/senhasegura-forwarder package-assets "$assets"
 gzip -9n "$assets"/*.1
-# The licence texts of the crates in the binary (packaging/licenses.rs says which and how).
+# The licence texts of the crates in the binary and of the Rust standard library
+# (packaging/licenses.rs says which and how). Built in release like the binary, so that it
+# reuses the release build's dependencies.
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo tree --locked -e normal --target "$host" --prefix none -f '{p}' > "$assets/crates.txt"
+std_notices="$(rustc --print sysroot)/share/doc/rust/COPYRIGHT-library.html"
+if [ ! -f "$std_notices" ]; then
+  echo "build.sh: $std_notices not found: the package lacks the Rust standard library's notices" >&2
+  std_notices=
+fi
+cargo tree --locked -e normal,no-proc-macro --target "$host" --prefix none -f '{p}' > "$assets/crates.txt"
 cargo metadata --format-version 1 --locked --filter-platform "$host" \
-  | cargo run --locked --quiet --example third_party_licenses -- "$assets/crates.txt" "$assets/THIRD-PARTY-LICENSES"
+  | cargo run --release --locked --quiet --example third_party_licenses -- \
+    "$assets/crates.txt" "$assets/THIRD-PARTY-LICENSES" ${std_notices:+"$std_notices"}
 gzip -9n "$assets/THIRD-PARTY-LICENSES"
 # Packages ship a stripped binary (the release profile keeps line tables for backtraces).
 strip --strip-unneeded -o "$assets/senhasegura-forwarder" target/release/senhasegura-forwarder

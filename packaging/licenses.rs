@@ -84,18 +84,30 @@ fn parse_tree(text: &str) -> Result<Vec<(String, String)>, String> {
 /// The listed crates' packages, sorted, the root package (the project) left out.
 fn shipped<'m>(meta: &'m Metadata, crates: &[(String, String)]) -> Result<Vec<&'m Package>, String> {
     let root = meta.resolve.as_ref().and_then(|r| r.root.as_deref());
-    let by_name: HashMap<(&str, &str), &Package> = meta
-        .packages
-        .iter()
-        .map(|p| ((p.name.as_str(), p.version.as_str()), p))
-        .collect();
+    let mut by_name: HashMap<(&str, &str), Vec<&Package>> = HashMap::new();
+    for p in &meta.packages {
+        by_name
+            .entry((p.name.as_str(), p.version.as_str()))
+            .or_default()
+            .push(p);
+    }
     let mut out = Vec::new();
     for (name, version) in crates {
-        let p = by_name
-            .get(&(name.as_str(), version.as_str()))
-            .ok_or_else(|| format!("{name} {version} is in the crate list but not in cargo metadata"))?;
+        let p = match by_name.get(&(name.as_str(), version.as_str())).map(Vec::as_slice) {
+            Some([p]) => *p,
+            Some(_) => {
+                return Err(format!(
+                    "{name} {version} comes from more than one source; cannot tell which one is built"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{name} {version} is in the crate list but not in cargo metadata"
+                ))
+            }
+        };
         if Some(p.id.as_str()) != root {
-            out.push(*p);
+            out.push(p);
         }
     }
     if out.is_empty() {
@@ -104,35 +116,65 @@ fn shipped<'m>(meta: &'m Metadata, crates: &[(String, String)]) -> Result<Vec<&'
     Ok(out)
 }
 
-/// The licence files of one package: (name shown, text).
-fn texts(p: &Package) -> Result<Vec<(String, String)>, String> {
+/// How deep below a `links` crate's root its bundled sources' licence files are looked for
+/// (libz-sys keeps zlib's at `src/zlib/LICENSE`).
+const BUNDLED_DEPTH: usize = 3;
+
+/// Licence files in the directories below `dir`, down to `depth` levels, sorted.
+fn bundled_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if depth == 0 {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut subdirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .collect();
+    subdirs.sort();
+    for sub in subdirs {
+        out.extend(licence_files(&sub)?);
+        bundled_files(&sub, depth - 1, out)?;
+    }
+    Ok(())
+}
+
+/// A package's licence texts, (file shown, text): its own (at its root, and its manifest's
+/// `license-file`), and those of the native sources it bundles.
+struct Texts {
+    own: Vec<(String, String)>,
+    bundled: Vec<(String, String)>,
+}
+
+/// The non-empty texts of `files`, each shown relative to `dir`.
+fn read_all(dir: &Path, files: Vec<PathBuf>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if !text.trim().is_empty() {
+            out.push((path.strip_prefix(dir).unwrap_or(&path).display().to_string(), text));
+        }
+    }
+    Ok(out)
+}
+
+fn texts(p: &Package) -> Result<Texts, String> {
     let dir = p.manifest_path.parent().ok_or("manifest path has no directory")?;
-    let mut files = licence_files(dir)?;
+    let mut own = licence_files(dir)?;
     if let Some(extra) = &p.license_file {
         let path = dir.join(extra);
-        if !files.contains(&path) {
-            files.push(path);
+        if !own.contains(&path) {
+            own.push(path);
         }
     }
+    let mut bundled = Vec::new();
     if p.links.is_some() {
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut subdirs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        subdirs.sort();
-        for sub in subdirs {
-            files.extend(licence_files(&sub)?);
-        }
+        bundled_files(dir, BUNDLED_DEPTH, &mut bundled)?;
     }
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let shown = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
-            Ok((shown, String::from_utf8_lossy(&bytes).into_owned()))
-        })
-        .collect()
+    Ok(Texts {
+        own: read_all(dir, own)?,
+        bundled: read_all(dir, bundled)?,
+    })
 }
 
 /// The whole document.
@@ -150,16 +192,14 @@ fn render(meta: &Metadata, crates: &[(String, String)]) -> Result<String, String
         let licence = p.license.as_deref().unwrap_or("(see its licence file)");
         out.push_str(&format!("  {} {}: {licence}\n", p.name, p.version));
         let found = texts(p)?;
-        if found.iter().all(|(_, t)| t.trim().is_empty()) {
+        if found.own.is_empty() {
             without.push(format!("  {} {}: {licence}\n", p.name, p.version));
         }
-        for (file, text) in found {
-            if !text.trim().is_empty() {
-                by_text
-                    .entry(text)
-                    .or_default()
-                    .push(format!("{} {} ({file})", p.name, p.version));
-            }
+        for (file, text) in found.own.into_iter().chain(found.bundled) {
+            by_text
+                .entry(text)
+                .or_default()
+                .push(format!("{} {} ({file})", p.name, p.version));
         }
     }
     if !without.is_empty() {
@@ -180,17 +220,76 @@ fn render(meta: &Metadata, crates: &[(String, String)]) -> Result<String, String
     Ok(out)
 }
 
+/// The text of an HTML document: tags dropped, the common entities decoded, runs of blank
+/// lines cut to one.
+fn html_text(html: &str) -> String {
+    let mut text = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match (in_tag, c) {
+            (false, '<') => in_tag = true,
+            (true, '>') => in_tag = false,
+            (false, c) => text.push(c),
+            (true, _) => {}
+        }
+    }
+    for (entity, c) in [
+        ("&#34;", "\""),
+        ("&#39;", "'"),
+        ("&quot;", "\""),
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&nbsp;", " "),
+    ] {
+        text = text.replace(entity, c);
+    }
+    let text = text.replace("&amp;", "&");
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0;
+    for line in text.lines() {
+        let line = line.trim_end();
+        blank = if line.is_empty() { blank + 1 } else { 0 };
+        if blank <= 1 {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The section on the Rust standard library, from the toolchain's own notices
+/// (`share/doc/rust/COPYRIGHT-library.html` under `rustc --print sysroot`).
+fn std_section(html: &str) -> String {
+    format!(
+        "\n{}\nThe Rust standard library, compiled into the binary, with the crates it is built from\n\
+         (the toolchain's COPYRIGHT-library.html):\n{}\n{}",
+        "=".repeat(78),
+        "-".repeat(78),
+        html_text(html)
+    )
+}
+
 fn main() {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let [crates, out] = args.as_slice() else {
-        eprintln!("usage: cargo metadata --format-version 1 | third_party_licenses CRATES OUT");
-        std::process::exit(2);
+    let (crates, out, std_notices) = match args.as_slice() {
+        [crates, out] => (crates, out, None),
+        [crates, out, std_notices] => (crates, out, Some(std_notices)),
+        _ => {
+            eprintln!(
+                "usage: cargo metadata --format-version 1 | third_party_licenses CRATES OUT [COPYRIGHT-library.html]"
+            );
+            std::process::exit(2);
+        }
     };
     let result = (|| -> Result<(), String> {
         let list = std::fs::read_to_string(crates).map_err(|e| format!("{}: {e}", crates.display()))?;
         let meta: Metadata = serde_json::from_reader(std::io::stdin().lock())
             .map_err(|e| format!("reading cargo metadata from stdin: {e}"))?;
-        let doc = render(&meta, &parse_tree(&list)?)?;
+        let mut doc = render(&meta, &parse_tree(&list)?)?;
+        if let Some(path) = std_notices {
+            let html = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            doc.push_str(&std_section(&String::from_utf8_lossy(&html)));
+        }
         std::fs::write(out, doc).map_err(|e| format!("{}: {e}", out.display()))
     })();
     if let Err(e) = result {
@@ -229,7 +328,7 @@ mod tests {
                 package(d, "app", false, &[("LICENSE", "our own")]),
                 package(d, "alpha", false, &[("LICENSE-MIT", "MIT text alpha"), ("LICENSE-APACHE", "Apache text"), ("README.md", "not a licence")]),
                 package(d, "beta", false, &[("LICENCE", "Apache text")]),
-                package(d, "native-sys", true, &[("bundled/LICENSE", "bundled C licence"), ("bundled/src/LICENSE", "too deep")]),
+                package(d, "native-sys", true, &[("bundled/LICENSE", "bundled C licence"), ("src/zlib/LICENSE", "zlib licence"), ("a/b/c/d/LICENSE", "too deep")]),
                 package(d, "plain", false, &[]),
                 package(d, "unlisted", false, &[("LICENSE", "unlisted licence")]),
             ],
@@ -256,15 +355,38 @@ mod tests {
         }
         assert!(doc.contains("native-sys 1.0.0 (bundled/LICENSE)\n"), "{doc}");
         assert!(doc.contains("bundled C licence"), "{doc}");
+        assert!(doc.contains("native-sys 1.0.0 (src/zlib/LICENSE)\n"), "{doc}");
+        assert!(doc.contains("zlib licence"), "{doc}");
         // The shared text once, under both crates.
         assert_eq!(doc.matches("Apache text").count(), 1, "{doc}");
         assert!(
             doc.contains("alpha 1.0.0 (LICENSE-APACHE)\nbeta 1.0.0 (LICENCE)\n"),
             "{doc}"
         );
-        let without = doc.split("without a licence file").nth(1).unwrap();
+        let without = doc
+            .split("without a licence file")
+            .nth(1)
+            .unwrap()
+            .split("=====")
+            .next()
+            .unwrap();
         assert!(without.contains("plain 1.0.0: MIT"), "{doc}");
+        // A crate with only its bundled code's texts has none of its own.
+        assert!(without.contains("native-sys 1.0.0: MIT"), "{doc}");
+        assert!(!without.contains("alpha"), "{doc}");
         assert_eq!(doc.matches("beta 1.0.0: MIT").count(), 1, "listed once:\n{doc}");
+    }
+
+    #[test]
+    fn the_standard_library_notices_read_as_text() {
+        let html = "<html><h1>Copyright notices for The Rust Standard Library</h1>\n\n\n\n<p>&#34;Object&#34; &amp; <b>more</b> &lt;x&gt;</p>\n<li>\u{1f4e6} addr2line-0.25.1</li></html>";
+        let section = std_section(html);
+        assert!(
+            section.contains("Copyright notices for The Rust Standard Library\n\n\"Object\" & more <x>\n"),
+            "{section}"
+        );
+        assert!(section.contains("\u{1f4e6} addr2line-0.25.1"), "{section}");
+        assert!(!section.contains('<') || section.contains("<x>"), "{section}");
     }
 
     #[test]

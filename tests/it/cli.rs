@@ -167,6 +167,7 @@ fn state_is_private_locked_and_manageable() {
     let prune = state_cmd(&["prune"]);
     assert_eq!(prune.code, 2, "{}", prune.stderr);
     assert!(prune.stderr.contains("add -c FILE"), "{}", prune.stderr);
+    assert!(!prune.stderr.contains("pruned"), "{}", prune.stderr);
     assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 5);
     // What is not a key is refused by name, before the store changes.
     let bad = state_cmd(&["forget", "e7acacb6:stop"]);

@@ -220,16 +220,17 @@ fn the_secret_prompt_command_writes_the_secret() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(b"s3cr3t value\n").unwrap();
+        child.stdin.take().unwrap().write_all(b" s3cr3t value\t\n").unwrap();
         let done = child.wait_with_output().unwrap();
         assert!(
             done.status.success(),
             "{file}: `{cmd}` failed: {}",
             String::from_utf8_lossy(&done.stderr)
         );
+        // Blanks around the secret are part of it.
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
-            "s3cr3t value",
+            " s3cr3t value\t",
             "{file}: `{cmd}`"
         );
     }

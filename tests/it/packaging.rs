@@ -208,42 +208,70 @@ fn the_rpm_holds_the_layout() {
     assert!(scripts.contains("chmod 0750 /etc/senhasegura-forwarder"), "{scripts}");
 }
 
-/// `name-version` directories of crates.io sources named in `binary` (the panic locations and
-/// debug paths rustc leaves in it): a list of the crates whose code the binary holds, found
-/// independently of `cargo tree`.
+/// The crates.io `NAME-VERSION` source directories named in `binary` (the source paths of panic
+/// locations and debug info that rustc leaves in it), as (name, version): a list of the crates
+/// whose code the binary holds, found independently of `cargo tree`.
 fn crates_named_in(binary: &[u8]) -> std::collections::BTreeSet<(String, String)> {
-    const MARK: &[u8] = b"index.crates.io-";
+    let mark: &[u8] = b"index.crates.io-";
     let mut found = std::collections::BTreeSet::new();
     let mut at = 0;
-    while let Some(pos) = binary[at..].windows(MARK.len()).position(|w| w == MARK) {
-        let start = at + pos + MARK.len();
+    while let Some(pos) = binary[at..].windows(mark.len()).position(|w| w == mark) {
+        let mut start = at + pos + mark.len();
         at = start;
-        // index.crates.io-HASH/NAME-VERSION/...
-        let Some(slash) = binary[start..].iter().take(64).position(|&b| b == b'/') else {
+        // index.crates.io-HASH/NAME-VERSION/...: past the registry directory's hash.
+        let Some(slash) = binary[start..]
+            .iter()
+            .take(64)
+            .take_while(|&&b| b != 0)
+            .position(|&b| b == b'/')
+        else {
             continue;
         };
-        let dir: Vec<u8> = binary[start + slash + 1..]
+        start += slash + 1;
+        let dir: String = binary[start..]
             .iter()
             .take(128)
             .take_while(|&&b| b != b'/' && b.is_ascii_graphic())
-            .copied()
+            .map(|&b| b as char)
             .collect();
-        let dir = String::from_utf8_lossy(&dir).into_owned();
-        // The version starts at the first "-<digit>" whose rest reads as a version.
-        let split = dir.char_indices().find(|&(i, c)| {
-            c == '-'
-                && dir[i + 1..]
-                    .split(['.', '+', '-'])
-                    .take(3)
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()))
-                && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit())
-                && dir[i + 1..].matches('.').count() >= 2
-        });
-        if let Some((i, _)) = split {
-            found.insert((dir[..i].to_string(), dir[i + 1..].to_string()));
+        if let Some(split) = split_name_version(&dir) {
+            found.insert(split);
         }
     }
     found
+}
+
+/// `md-5-0.10.6` → ("md-5", "0.10.6"): the name ends at the first hyphen followed by
+/// MAJOR.MINOR.PATCH and then the end, a pre-release (-) or build metadata (+).
+fn split_name_version(dir: &str) -> Option<(String, String)> {
+    let is_version = |v: &str| {
+        let core = v.split(['-', '+']).next().unwrap_or("");
+        let parts: Vec<&str> = core.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    dir.match_indices('-')
+        .map(|(i, _)| i)
+        .find(|&i| i > 0 && is_version(&dir[i + 1..]))
+        .map(|i| (dir[..i].to_string(), dir[i + 1..].to_string()))
+}
+
+#[test]
+fn source_directory_names_split_into_name_and_version() {
+    let split = |d: &str| split_name_version(d).map(|(n, v)| format!("{n} {v}"));
+    assert_eq!(split("md-5-0.10.6").as_deref(), Some("md-5 0.10.6"));
+    assert_eq!(
+        split("rdkafka-sys-4.10.0+2.12.1").as_deref(),
+        Some("rdkafka-sys 4.10.0+2.12.1")
+    );
+    assert_eq!(
+        split("x25519-dalek-2.0.0-rc.3").as_deref(),
+        Some("x25519-dalek 2.0.0-rc.3")
+    );
+    assert_eq!(split("utf-8-0.7.6").as_deref(), Some("utf-8 0.7.6"));
+    assert_eq!(split("serde"), None);
 }
 
 /// The packages carry the licence texts of the code compiled into the binary: every crate
@@ -289,6 +317,18 @@ fn the_packages_carry_the_licences_of_the_crates_in_the_binary() {
             "{name} {version} is in the binary but not in THIRD-PARTY-LICENSES"
         );
     }
+    // The standard library's notices, as its toolchain ships them (they name the crates std is
+    // built from whose licences differ from its own; the binary names some others, e.g.
+    // addr2line, that those notices leave under std's own terms).
+    let std_part = licences
+        .split("The Rust standard library, compiled into the binary")
+        .nth(1)
+        .expect("no section on the Rust standard library");
+    assert!(
+        std_part.contains("The Rust Standard Library is dual-licensed under Apache 2.0 and MIT terms."),
+        "{}",
+        &std_part[..std_part.len().min(2000)]
+    );
     for text in [
         "rdkafka-sys 4.10.0+2.12.1 (librdkafka/LICENSE)\n",
         "librdkafka - Apache Kafka C driver library",
