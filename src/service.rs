@@ -120,7 +120,9 @@ impl Service {
             }
             Err(e) => {
                 tracing::error!(error = %e, "Reload refused; still running on the previous configuration");
-                self.notifier.send(&format!("READY=1\nSTATUS=Reload refused: {e}"));
+                // One line: the error may quote a config value, and a line break in it would be a
+                // notification of its own (WATCHDOG=trigger...).
+                self.notifier.ready(&format!("Reload refused: {e}"));
             }
         }
     }

@@ -11,6 +11,19 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A `*_file` path for a message: escaped when it starts with `/` or `.` (a path), else not
+/// shown at all (it may be the secret itself, put in the wrong key).
+pub fn shown_secret_path(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    if text.starts_with('/') || text.starts_with('.') {
+        format!("`{}`", printable(&text, 256))
+    } else {
+        "(the value is not shown: it is not an absolute path; a secret itself goes in the key \
+         without `_file`)"
+            .to_string()
+    }
+}
+
 /// A short, printable excerpt of a text from outside (the vault, a file, an argument), for log
 /// lines and error messages: at most 64 characters, control characters and quotes escaped, `…`
 /// when cut.
@@ -40,8 +53,9 @@ pub enum ConfigError {
     /// A value that parsed but makes no sense.
     #[error("invalid config: {key}: {message}")]
     Invalid { key: &'static str, message: String },
-    /// A secret file that could not be read.
-    #[error("cannot read {key} `{path}`: {source}")]
+    /// A secret file that could not be read. The path is shown only when it looks like one: a
+    /// secret written into a `_file` key by mistake must not reach the journal.
+    #[error("cannot read {key} {shown}: {source}", shown = shown_secret_path(.path))]
     SecretFile {
         key: &'static str,
         path: PathBuf,

@@ -50,10 +50,17 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
     format!("TOML parse error at line {line_no}, column {column}{key}: {message}")
 }
 
-/// serde's "invalid type: string `…`" and "invalid value: …" quote the value: drop the quote.
+/// serde quotes the value in its "invalid type: …" and "invalid value: …" messages (a string
+/// in double quotes, anything else in backticks): drop it, it may be a secret.
 fn without_quoted_value(message: &str) -> String {
     if !(message.starts_with("invalid type:") || message.starts_with("invalid value:")) {
         return message.to_string();
+    }
+    // serde quotes a string value with its Debug form: `string "…", expected …`.
+    if let (Some(start), Some(end)) = (message.find("string \""), message.rfind("\", expected")) {
+        if end > start {
+            return format!("{}string{}", &message[..start], &message[end + 1..]);
+        }
     }
     let mut parts = message.splitn(3, '`');
     match (parts.next(), parts.next(), parts.next()) {
@@ -142,6 +149,40 @@ mod tests {
             err.contains("soon") && err.contains("interval") || err.contains("line 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_string_of_the_wrong_type_is_not_echoed() {
+        let text = format!(
+            "{MINIMAL}[[sink]]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"\nproperties = \"sasl.password=hunter2\"\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("line 6") && err.contains("invalid type: string, expected a map"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_zero_retry_delay_is_refused_by_name() {
+        for (section, key) in [
+            ("source", "retry_backoff"),
+            ("source", "retry_backoff_max"),
+            ("delivery", "retry_backoff"),
+            ("delivery", "retry_backoff_max"),
+        ] {
+            let text = if section == "source" {
+                MINIMAL.replace("[source.auth]", &format!("{key} = \"0s\"\n[source.auth]"))
+            } else {
+                format!("{MINIMAL}[delivery]\n{key} = \"0s\"\n")
+            };
+            let err = parse(&text).unwrap().resolve().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{section}.{key}: must be at least 10ms")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

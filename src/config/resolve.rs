@@ -117,6 +117,17 @@ impl Config {
         if self.source.idle_timeout.0 < Duration::from_secs(1) {
             return Err(invalid("source.idle_timeout", "must be at least 1s"));
         }
+        // A zero delay would retry a failing sink (forever, in `run`) or the vault in a tight loop.
+        for (key, delay) in [
+            ("source.retry_backoff", self.source.retry_backoff.0),
+            ("source.retry_backoff_max", self.source.retry_backoff_max.0),
+            ("delivery.retry_backoff", self.delivery.retry_backoff.0),
+            ("delivery.retry_backoff_max", self.delivery.retry_backoff_max.0),
+        ] {
+            if delay < MIN_RETRY_DELAY {
+                return Err(invalid(key, "must be at least 10ms"));
+            }
+        }
         self.cef.validate()?;
         self.metrics.address()?;
         if self.state.retention.0 < Duration::from_secs(3600) {
@@ -201,6 +212,9 @@ fn one_secret(
     }
     Ok(secret)
 }
+
+/// The shortest delay before a retry.
+const MIN_RETRY_DELAY: Duration = Duration::from_millis(10);
 
 /// A secret file larger than this is not a secret file.
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;

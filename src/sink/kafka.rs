@@ -118,8 +118,35 @@ fn producer(c: &KafkaSinkConfig, config: &ClientConfig, log: KafkaLogContext) ->
     }
     config.create_with_context(log).map_err(|e| ConfigError::Invalid {
         key: "sink.properties",
-        message: format!("librdkafka refused the producer configuration: {e}"),
+        message: format!("librdkafka refused the producer configuration: {}", refusal(&e)),
     })
+}
+
+/// librdkafka's refusal without the value it quotes: its text is "<description> <property>
+/// <value>", and the value may be a password. The description names properties in quotes (the
+/// canonical name, e.g. "queue.buffering.max.ms" for linger.ms) and sometimes the value as
+/// well (`Invalid value "x" for configuration property "y"`): a quoted part after "value " goes.
+fn refusal(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
+            let parts: Vec<&str> = description.split('"').collect();
+            let description: String = parts
+                .iter()
+                .enumerate()
+                .map(|(i, part)| match i % 2 {
+                    1 if parts[i - 1].ends_with("value ") => "`…`".to_string(),
+                    1 => format!("`{part}`"),
+                    _ => part.to_string(),
+                })
+                .collect();
+            format!(
+                "{} (property `{}`)",
+                crate::settings::printable(&description, 200),
+                crate::settings::excerpt(key)
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 impl KafkaSink {

@@ -38,6 +38,36 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
+    // Secrets in the wrong place are named by their key, never echoed: a secret written into a
+    // `_file` key, a Kafka password under a property librdkafka does not know, a string where
+    // a table belongs.
+    let (_d, run) = with_config(&BASE.replace("client_secret = \"b\"", "client_secret_file = \"s3cr3t-val\""));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("client_secret_file") && !run.stderr.contains("s3cr3t-val"),
+        "{}",
+        run.stderr
+    );
+    let kafka = "[[sink]]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9\"\ntopic = \"t\"\n";
+    for (sink, named) in [
+        (
+            format!("{kafka}[sink.properties]\n\"sasl.pasword\" = \"s3cr3t-val\"\n"),
+            "sasl.pasword",
+        ),
+        (
+            format!("{kafka}properties = \"sasl.password=s3cr3t-val\"\n"),
+            "invalid type: string",
+        ),
+    ] {
+        let (_d, run) = with_config(&format!("{BASE}{sink}"));
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(named) && !run.stderr.contains("s3cr3t-val"),
+            "{}",
+            run.stderr
+        );
+    }
+
     let (_d, run) = with_config(&BASE.replace("client_secret = \"b\"", "client_secret = \"${SSF_TEST_UNSET_VAR}\""));
     assert_eq!(run.code, 2);
     assert!(

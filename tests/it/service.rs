@@ -555,3 +555,60 @@ fn a_write_cut_short_leaves_no_torn_line_and_a_later_run_delivers_everything() {
     assert_eq!(docs.len(), 300);
     assert_eq!(setup.state_keys().len(), 300);
 }
+
+/// A refused reload's STATUS= quotes the config error on one line: a line break in a config
+/// value cannot become a notification of its own (here, `WATCHDOG=trigger`, which would make
+/// systemd run the unit's watchdog action).
+#[test]
+fn a_refused_reload_cannot_inject_a_notification() {
+    let sim = Sim::start(&["--sessions", "4", "--active", "1", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "interval = \"300ms\"", ECS);
+    let path = setup.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut agent = cmd()
+        .args(["run", "-c"])
+        .arg(&setup.config)
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut wait_for = |got: &mut Vec<String>, what: &str| {
+        let deadline = Instant::now() + WAIT;
+        while !got.iter().any(|m| m.contains(what)) {
+            assert!(Instant::now() < deadline, "no {what} notification; got {got:?}");
+            if let Ok(n) = socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    wait_for(&mut got, "STATUS=Last cycle");
+    let bad = std::fs::read_to_string(&setup.config).unwrap().replace(
+        ECS,
+        "[[sink]]\ntype = \"syslog\"\ntransport = \"udp\"\naddress = \"127.0.0.1:9\"\napp_name = \"a\\nWATCHDOG=trigger\"\n",
+    );
+    std::fs::write(&setup.config, bad).unwrap();
+    let pid = agent.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(&mut got, "STATUS=Reload refused");
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(agent.wait().unwrap().success());
+    let refused = got.iter().find(|m| m.contains("STATUS=Reload refused")).unwrap();
+    assert!(refused.contains("sink.app_name"), "{refused}");
+    assert_eq!(refused.lines().count(), 2, "READY=1 and one STATUS line: {refused:?}");
+    assert!(
+        got.iter().all(|m| m.lines().all(|l| l != "WATCHDOG=trigger")),
+        "{got:?}"
+    );
+}

@@ -191,7 +191,10 @@ impl SyslogSink {
             if !envelope::valid_header_field(value, max) {
                 return Err(invalid(
                     key,
-                    format!("`{value}` must be 1 to {max} printable ASCII characters without spaces"),
+                    format!(
+                        "`{}` must be 1 to {max} printable ASCII characters without spaces",
+                        crate::settings::excerpt(value)
+                    ),
                 ));
             }
         }
