@@ -186,6 +186,23 @@ mod tests {
     }
 
     #[test]
+    fn api_paths_must_start_with_a_slash() {
+        let err = parse(&MINIMAL.replace("[source.auth]", "path = \"api/session/remotesessions\"\n[source.auth]"))
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.path: must start with /"), "{err}");
+        let err = parse(&format!("{MINIMAL}token_path = \"iso/oauth2/token\"\n"))
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.auth.token_path: must start with /"), "{err}");
+        assert!(parse(MINIMAL).unwrap().resolve().is_ok());
+    }
+
+    #[test]
     fn bad_timezone_is_an_error() {
         let c = parse(&MINIMAL.replace("[source.auth]", "timezone = \"Mars/Base\"\n[source.auth]")).unwrap();
         assert!(c.resolve().unwrap_err().to_string().contains("Mars/Base"));

@@ -117,6 +117,16 @@ impl Config {
         if self.source.idle_timeout.0 < Duration::from_secs(1) {
             return Err(invalid("source.idle_timeout", "must be at least 1s"));
         }
+        // Joined to the vault's URL as they are: without the slash the host name would run on.
+        let listing_path = self.source.path.as_ref().map(|p| p.0.as_str());
+        for (key, path) in [
+            ("source.path", listing_path),
+            ("source.auth.token_path", Some(self.source.auth.token_path.as_str())),
+        ] {
+            if path.is_some_and(|p| !p.starts_with('/')) {
+                return Err(invalid(key, "must start with /"));
+            }
+        }
         // A zero delay would retry a failing sink (forever, in `run`) or the vault in a tight loop.
         for (key, delay) in [
             ("source.retry_backoff", self.source.retry_backoff.0),
