@@ -5,6 +5,13 @@ use crate::support::{Setup, Sim, NOW};
 fn with_config(text: &str) -> (tempfile::TempDir, crate::support::Run) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
+    // A state directory of its own: the default, /var/lib/senhasegura-forwarder, is the
+    // package's (a run that gets as far as opening the store would create it as root).
+    let text = if text.contains("[state]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[state]\npath = \"{}\"\n", dir.path().join("state").display())
+    };
     std::fs::write(&path, text).unwrap();
     let out = crate::support::cmd().args(["once", "-c"]).arg(&path).output().unwrap();
     (dir, out.into())
