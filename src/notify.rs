@@ -29,6 +29,14 @@ impl Notifier {
         Notifier { socket }
     }
 
+    /// To the datagram socket at `path` (tests).
+    #[cfg(test)]
+    pub(crate) fn to_path(path: &std::path::Path) -> Notifier {
+        Notifier {
+            socket: Some((UnixDatagram::unbound().unwrap(), path.display().to_string())),
+        }
+    }
+
     /// True when a service manager listens.
     pub fn enabled(&self) -> bool {
         self.socket.is_some()

@@ -169,3 +169,32 @@ pub fn warn_if_stdout_is_journal(config: &crate::config::Config) {
         tracing::warn!("A stdout sink writes into the systemd journal, which rate-limits and drops lines: events it drops are lost for good, because the agent committed them once written. Use a file, syslog or Kafka sink under systemd");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused reload's error can quote a config value with a line break; systemd reads each
+    /// line of a datagram as an assignment of its own.
+    #[test]
+    fn a_refused_reload_is_one_status_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let service = Service {
+            notifier: Arc::new(Notifier::to_path(&path)),
+            reload: Reload::never(),
+            config_path: None,
+            watchdog: None,
+        };
+        service.reloaded(&Err(Error::Usage("bad value\nWATCHDOG=trigger\nb".into())));
+        let mut buf = [0u8; 512];
+        let len = server.recv(&mut buf).unwrap();
+        let got = String::from_utf8_lossy(&buf[..len]).into_owned();
+        assert_eq!(
+            got.lines().collect::<Vec<_>>(),
+            ["READY=1", "STATUS=Reload refused: bad value WATCHDOG=trigger b"],
+            "{got:?}"
+        );
+    }
+}

@@ -11,16 +11,21 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A `*_file` path for a message: escaped when it starts with `/` or `.` (a path), else not
-/// shown at all (it may be the secret itself, put in the wrong key).
-pub fn shown_secret_path(path: &std::path::Path) -> String {
-    let text = path.to_string_lossy();
-    if text.starts_with('/') || text.starts_with('.') {
-        format!("`{}`", printable(&text, 256))
-    } else {
-        "(the value is not shown: it is not an absolute path; a secret itself goes in the key \
+/// A `*_file` path for an error message. A secret written into such a key by mistake must not
+/// reach the journal, so the value is shown only when it is evidently a path: the file exists
+/// (the error is not "not found"), or the directory it names does (and is not `/`).
+pub fn shown_secret_path(key: &str, path: &std::path::Path, error: &std::io::Error) -> String {
+    let parent_exists = path
+        .parent()
+        .is_some_and(|p| !p.as_os_str().is_empty() && p != std::path::Path::new("/") && p.is_dir());
+    if error.kind() != std::io::ErrorKind::NotFound || parent_exists {
+        format!("`{}`", printable(&path.to_string_lossy(), 256))
+    } else if key.ends_with("secret_file") {
+        "(the value is not shown: no such file or directory; the secret itself goes in the key \
          without `_file`)"
             .to_string()
+    } else {
+        "(the value is not shown: no such file or directory)".to_string()
     }
 }
 
@@ -55,7 +60,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     /// A secret file that could not be read. The path is shown only when it looks like one: a
     /// secret written into a `_file` key by mistake must not reach the journal.
-    #[error("cannot read {key} {shown}: {source}", shown = shown_secret_path(.path))]
+    #[error("cannot read {key} {shown}: {source}", shown = shown_secret_path(key, .path, .source))]
     SecretFile {
         key: &'static str,
         path: PathBuf,

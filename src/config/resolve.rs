@@ -54,12 +54,19 @@ impl Config {
     /// Validate values and resolve secrets and the time zone.
     pub fn resolve(self) -> Result<Resolved, ConfigError> {
         let url = self.source.url.0.trim().trim_end_matches('/').to_string();
-        let parsed =
-            reqwest::Url::parse(&url).map_err(|e| invalid("source.url", format!("`{url}` is not a URL: {e}")))?;
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
+            invalid(
+                "source.url",
+                format!("`{}` is not a URL: {e}", crate::settings::excerpt(&url)),
+            )
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid(
                 "source.url",
-                format!("`{url}` must start with https:// (or http://)"),
+                format!(
+                    "`{}` must start with https:// (or http://)",
+                    crate::settings::excerpt(&url)
+                ),
             ));
         }
         let vault_host = parsed

@@ -122,31 +122,46 @@ fn producer(c: &KafkaSinkConfig, config: &ClientConfig, log: KafkaLogContext) ->
     })
 }
 
-/// librdkafka's refusal without the value it quotes: its text is "<description> <property>
+/// librdkafka's refusal without the property's value: its text is "<description> <property>
 /// <value>", and the value may be a password. The description names properties in quotes (the
-/// canonical name, e.g. "queue.buffering.max.ms" for linger.ms) and sometimes the value as
-/// well (`Invalid value "x" for configuration property "y"`): a quoted part after "value " goes.
+/// canonical name, e.g. "queue.buffering.max.ms" for linger.ms) and may hold the value as well,
+/// quoted (`Invalid value "x" for configuration property "y"`) or not (`...: x`): every
+/// occurrence of the value, whole or by its comma-separated parts, is cut, and then any quoted
+/// part after "value ".
 fn refusal(e: &rdkafka::error::KafkaError) -> String {
     match e {
-        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
-            let parts: Vec<&str> = description.split('"').collect();
-            let description: String = parts
-                .iter()
-                .enumerate()
-                .map(|(i, part)| match i % 2 {
-                    1 if parts[i - 1].ends_with("value ") => "`…`".to_string(),
-                    1 => format!("`{part}`"),
-                    _ => part.to_string(),
-                })
-                .collect();
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, value) => {
             format!(
                 "{} (property `{}`)",
-                crate::settings::printable(&description, 200),
+                crate::settings::printable(&without_value(description, value), 200),
                 crate::settings::excerpt(key)
             )
         }
         other => other.to_string(),
     }
+}
+
+/// `description` with `value` (and its comma-separated parts, trimmed) cut out and any quoted
+/// part after "value " replaced by `…`.
+fn without_value(description: &str, value: &str) -> String {
+    let mut text = description.to_string();
+    let mut pieces: Vec<&str> = value.split(',').map(str::trim).collect();
+    pieces.push(value);
+    pieces.push(value.trim());
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
+        text = text.replace(piece, "…");
+    }
+    let parts: Vec<&str> = text.split('"').collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            1 if parts[i - 1].ends_with("value ") => "`…`".to_string(),
+            1 => format!("`{part}`"),
+            _ => part.to_string(),
+        })
+        .collect()
 }
 
 impl KafkaSink {
@@ -296,7 +311,7 @@ impl KafkaSink {
                 // Dropping purges and flushes for up to 500 ms: not on the async runtime.
                 tokio::task::spawn_blocking(move || drop(old));
             }
-            Err(e) => tracing::error!(error = %e, "Cannot create a new Kafka producer; keeping the old one"),
+            Err(e) => tracing::error!(error = %refusal(&e), "Cannot create a new Kafka producer; keeping the old one"),
         }
     }
 
@@ -347,5 +362,73 @@ impl KafkaSink {
     pub async fn close(&mut self) {
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+
+    fn shown(description: &str, key: &str, value: &str) -> String {
+        refusal(&KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            description.into(),
+            key.into(),
+            value.into(),
+        ))
+    }
+
+    #[test]
+    fn the_value_is_cut_from_every_shape_of_refusal() {
+        for (description, key, value) in [
+            // librdkafka's rdkafka_conf.c, the shapes rd_kafka_conf_set answers with.
+            (
+                "No such configuration property: \"sasl.pasword\"",
+                "sasl.pasword",
+                "hunter2",
+            ),
+            (
+                "Invalid value for configuration property \"sasl.mechanisms\": hun ter2",
+                "sasl.mechanism",
+                "hun ter2",
+            ),
+            (
+                "Invalid value \"hun\"ter2\" for configuration property \"security.protocol\"",
+                "security.protocol",
+                "hun\"ter2",
+            ),
+            (
+                "Unsupported value \"hunter2\" for configuration property \"x\": y",
+                "x",
+                "hunter2",
+            ),
+            (
+                "Invalid value for configuration property \"p\": a, b",
+                "p",
+                "hunter2, b",
+            ),
+            (
+                "Configuration property \"q\" value 1 is outside allowed range",
+                "q",
+                "1",
+            ),
+        ] {
+            let text = shown(description, key, value);
+            for secret in ["hunter2", "hun ter2", "ter2", "value 1 "] {
+                assert!(!text.contains(secret), "{text}");
+            }
+            assert!(text.contains(&format!("property `{key}`")), "{text}");
+        }
+        let text = shown(
+            "No such configuration property: \"sasl.pasword\"",
+            "sasl.pasword",
+            "hunter2",
+        );
+        assert_eq!(
+            text,
+            "No such configuration property: `sasl.pasword` (property `sasl.pasword`)"
+        );
     }
 }

@@ -37,10 +37,22 @@ fn bad_configs_exit_2_naming_the_problem() {
         run.stderr
     );
 
+    // A missing secret file in an existing directory is named with its path; one whose
+    // directory does not exist either may be a secret put in the wrong key: not shown.
+    let (_d, run) = with_config(&BASE.replace(
+        "client_secret = \"b\"",
+        "client_secret_file = \"/tmp/no-such-secret-file\"",
+    ));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("client_secret_file") && run.stderr.contains("/tmp/no-such-secret-file"),
+        "{}",
+        run.stderr
+    );
     let (_d, run) = with_config(&BASE.replace("client_secret = \"b\"", "client_secret_file = \"/nonexistent/secret\""));
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("client_secret_file") && run.stderr.contains("/nonexistent/secret"),
+        run.stderr.contains("client_secret_file") && !run.stderr.contains("/nonexistent/secret"),
         "{}",
         run.stderr
     );

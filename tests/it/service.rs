@@ -556,9 +556,10 @@ fn a_write_cut_short_leaves_no_torn_line_and_a_later_run_delivers_everything() {
     assert_eq!(setup.state_keys().len(), 300);
 }
 
-/// A refused reload's STATUS= quotes the config error on one line: a line break in a config
-/// value cannot become a notification of its own (here, `WATCHDOG=trigger`, which would make
-/// systemd run the unit's watchdog action).
+/// A refused reload's STATUS= quotes the config error on one line, with the value escaped: a
+/// line break in a config value cannot become a notification of its own (here
+/// `WATCHDOG=trigger`, which would make systemd run the unit's watchdog action), end to end
+/// (`service::tests` checks the one-line STATUS= alone).
 #[test]
 fn a_refused_reload_cannot_inject_a_notification() {
     let sim = Sim::start(&["--sessions", "4", "--active", "1", "--now", NOW]);
@@ -588,7 +589,7 @@ fn a_refused_reload_cannot_inject_a_notification() {
     wait_for(&mut got, "STATUS=Last cycle");
     let bad = std::fs::read_to_string(&setup.config).unwrap().replace(
         ECS,
-        "[[sink]]\ntype = \"syslog\"\ntransport = \"udp\"\naddress = \"127.0.0.1:9\"\napp_name = \"a\\nWATCHDOG=trigger\"\n",
+        "[[sink]]\ntype = \"syslog\"\ntransport = \"udp\"\naddress = \"127.0.0.1:9\"\napp_name = \"a\\nWATCHDOG=trigger\\nb\"\n",
     );
     std::fs::write(&setup.config, bad).unwrap();
     let pid = agent.id().to_string();

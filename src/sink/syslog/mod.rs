@@ -175,12 +175,18 @@ impl std::fmt::Debug for SyslogSink {
 impl SyslogSink {
     /// Validate the config and build the sink (no connection yet).
     pub fn new(c: &SyslogSinkConfig) -> Result<SyslogSink, ConfigError> {
-        let facility: syslog::Facility = c
-            .facility
-            .parse()
-            .map_err(|_| invalid("sink.facility", format!("`{}` is not a syslog facility", c.facility)))?;
-        let severity = envelope::parse_severity(&c.severity)
-            .ok_or_else(|| invalid("sink.severity", format!("`{}` is not a syslog severity", c.severity)))?;
+        let facility: syslog::Facility = c.facility.parse().map_err(|_| {
+            invalid(
+                "sink.facility",
+                format!("`{}` is not a syslog facility", crate::settings::excerpt(&c.facility)),
+            )
+        })?;
+        let severity = envelope::parse_severity(&c.severity).ok_or_else(|| {
+            invalid(
+                "sink.severity",
+                format!("`{}` is not a syslog severity", crate::settings::excerpt(&c.severity)),
+            )
+        })?;
         let hostname = c.hostname.clone().unwrap_or_else(system_hostname);
         for (key, value, max) in [
             ("sink.hostname", &hostname, 255),

@@ -77,18 +77,24 @@ pub struct TlsSettings {
     pub server_name: Option<String>,
 }
 
+/// A certificate or key path for a message, escaped and cut (a PEM pasted in place of the
+/// path would otherwise be printed whole, over many lines).
+fn shown(path: &std::path::Path) -> String {
+    crate::settings::excerpt(&path.to_string_lossy())
+}
+
 /// Build the rustls client configuration.
 pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match &s.ca_file {
         Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {}: {e}", path.display()))? {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {}: {e}", shown(path)))? {
                 roots
-                    .add(cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?)
-                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                    .add(cert.map_err(|e| format!("ca_file {}: {e}", shown(path)))?)
+                    .map_err(|e| format!("ca_file {}: {e}", shown(path)))?;
             }
             if roots.is_empty() {
-                return Err(format!("ca_file {} holds no certificate", path.display()));
+                return Err(format!("ca_file {} holds no certificate", shown(path)));
             }
         }
         None => {
@@ -110,8 +116,8 @@ pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> 
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client_key {}: {e}", key.display()))?;
+                .map_err(|e| format!("client_cert {}: {e}", shown(cert)))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client_key {}: {e}", shown(key)))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate: {e}"))?
