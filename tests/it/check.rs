@@ -117,6 +117,27 @@ fn offline_check_refuses_unreadable_ca_files() {
     );
     let run = check(&sink, &["--offline"]);
     assert_fails_once(&run, 2, "sink syslog", "siem-ca.pem");
+    // A client certificate without its key, and a key that is missing: named as the key's
+    // fault, not the CA's.
+    let tls = "[[sink]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:1\"\n";
+    let cert = s.dir.path().join("client.pem");
+    for (extra, said) in [
+        (
+            format!("client_cert = \"{}\"\n", cert.display()),
+            "sink.client_key: client_cert and client_key go together",
+        ),
+        (
+            format!(
+                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                cert.display(),
+                s.dir.path().join("client.key").display()
+            ),
+            "sink.client_cert: ",
+        ),
+    ] {
+        let run = check(&setup("", &format!("{tls}{extra}")), &["--offline"]);
+        assert_fails_once(&run, 2, "sink syslog", said);
+    }
 }
 
 #[test]

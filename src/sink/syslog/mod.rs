@@ -235,7 +235,7 @@ impl SyslogSink {
                 client_key: c.client_key.clone(),
                 server_name: c.server_name.clone(),
             };
-            let config = transport::tls_config(&settings).map_err(|e| invalid("sink.ca_file", e))?;
+            let config = transport::tls_config(&settings).map_err(|(key, e)| invalid(key, e))?;
             Some((config, settings))
         } else {
             None

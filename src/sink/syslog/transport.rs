@@ -83,18 +83,20 @@ fn shown(path: &std::path::Path) -> String {
     crate::settings::excerpt(&path.to_string_lossy())
 }
 
-/// Build the rustls client configuration.
-pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> {
+/// Build the rustls client configuration; an error names the setting at fault.
+pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, (&'static str, String)> {
     let mut roots = rustls::RootCertStore::empty();
     match &s.ca_file {
         Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {}: {e}", shown(path)))? {
+            for cert in
+                CertificateDer::pem_file_iter(path).map_err(|e| ("sink.ca_file", format!("{}: {e}", shown(path))))?
+            {
                 roots
-                    .add(cert.map_err(|e| format!("ca_file {}: {e}", shown(path)))?)
-                    .map_err(|e| format!("ca_file {}: {e}", shown(path)))?;
+                    .add(cert.map_err(|e| ("sink.ca_file", format!("{}: {e}", shown(path))))?)
+                    .map_err(|e| ("sink.ca_file", format!("{}: {e}", shown(path))))?;
             }
             if roots.is_empty() {
-                return Err(format!("ca_file {} holds no certificate", shown(path)));
+                return Err(("sink.ca_file", format!("{} holds no certificate", shown(path))));
             }
         }
         None => {
@@ -103,27 +105,28 @@ pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> 
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err("no system CA certificates found; set ca_file".into());
+                return Err(("sink.ca_file", "no system CA certificates found; set ca_file".into()));
             }
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ("sink.transport", e.to_string()))?
         .with_root_certificates(roots);
     let config = match (&s.client_cert, &s.client_key) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("client_cert {}: {e}", shown(cert)))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client_key {}: {e}", shown(key)))?;
+                .map_err(|e| ("sink.client_cert", format!("{}: {e}", shown(cert))))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| ("sink.client_key", format!("{}: {e}", shown(key))))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))?
+                .map_err(|e| ("sink.client_key", format!("does not go with client_cert: {e}")))?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => return Err("client_cert and client_key go together".into()),
+        _ => return Err(("sink.client_key", "client_cert and client_key go together".into())),
     };
     Ok(Arc::new(config))
 }
