@@ -121,8 +121,8 @@ pub enum StateAction {
         #[arg(long)]
         session: Vec<String>,
     },
-    /// Remove keys older than state.retention now (with --state-dir, -c is required: the
-    /// retention is the config's).
+    /// Remove keys older than state.retention now (with --state-dir, -c or
+    /// $SENHASEGURA_FORWARDER_CONFIG is required: the retention is the config's).
     Prune,
     /// Write the state as JSON lines (to stdout, or --output).
     Export {

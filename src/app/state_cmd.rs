@@ -12,13 +12,24 @@ use std::path::{Path, PathBuf};
 
 /// `state ...`.
 pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: StateAction) -> Result<(), Error> {
-    if state_dir.is_some() && config_path.is_none() && matches!(action, StateAction::Prune) {
-        // A default retention shorter than the configured one would drop keys the agent
-        // still needs, and their events would be forwarded again.
-        return Err(Error::Usage(
-            "state prune with --state-dir needs the agent's config for its retention: add -c FILE".into(),
-        ));
-    }
+    // Prune needs the agent's retention: a default shorter than the configured one would drop
+    // keys the agent still needs, and their events would be forwarded again. With --state-dir,
+    // the config is -c or $SENHASEGURA_FORWARDER_CONFIG, and one of them must be given.
+    let from_env = std::env::var_os(crate::config::CONFIG_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let config_path = match config_path {
+        None if state_dir.is_some() && matches!(action, StateAction::Prune) => match &from_env {
+            Some(p) => Some(p.as_path()),
+            None => {
+                return Err(Error::Usage(format!(
+                    "state prune with --state-dir needs the agent's config for its retention: add -c FILE (or set {})",
+                    crate::config::CONFIG_ENV
+                )))
+            }
+        },
+        other => other,
+    };
     let (path, retention, metrics) = match state_dir {
         Some(dir) => match config_path {
             Some(p) => {

@@ -218,6 +218,18 @@ fn state_is_private_locked_and_manageable() {
     assert!(prune.stderr.contains("add -c FILE"), "{}", prune.stderr);
     assert!(!prune.stderr.contains("pruned"), "{}", prune.stderr);
     assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 5);
+    // The config named by $SENHASEGURA_FORWARDER_CONFIG serves as well (its retention keeps all).
+    let via_env: crate::support::Run = crate::support::cmd()
+        .args(["state", "--state-dir"])
+        .arg(&state)
+        .arg("prune")
+        .env("SENHASEGURA_FORWARDER_CONFIG", &setup.config)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(via_env.code, 0, "{}", via_env.stderr);
+    assert!(via_env.stderr.contains("pruned 0 key(s)"), "{}", via_env.stderr);
+    assert_eq!(state_cmd(&["list"]).stdout.lines().count(), 5);
     // What is not a key is refused by name, before the store changes.
     let bad = state_cmd(&["forget", "e7acacb6:stop"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
