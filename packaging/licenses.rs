@@ -2,20 +2,23 @@
 //! (`/usr/share/doc/senhasegura-forwarder/THIRD-PARTY-LICENSES.gz`). `packaging/build.sh` runs:
 //!
 //! ```sh
-//! cargo tree --locked -e normal --target HOST --prefix none -f '{p}' > CRATES
+//! cargo tree --locked -e normal,no-proc-macro --target HOST --prefix none -f '{p}' > CRATES
 //! cargo metadata --format-version 1 --locked --filter-platform HOST \
-//!   | cargo run --locked --example third_party_licenses -- CRATES OUT
+//!   | cargo run --release --locked --example third_party_licenses -- CRATES OUT \
+//!       "$(rustc --print sysroot)/share/doc/rust/COPYRIGHT-library.html"
 //! ```
 //!
 //! The crates are those `cargo tree` lists for the package's normal dependencies with the
-//! features a build of the binary resolves (not dev or build dependencies, and not what only a
-//! dev-dependency's features pull in); `cargo metadata` says where each one's files are. A
-//! crate's texts are the files at its root whose names start with LICENSE, LICENCE, COPYING,
-//! NOTICE, UNLICENSE or COPYRIGHT, plus its manifest's `license-file`; for a crate that builds
-//! bundled native code (a `links` crate, such as rdkafka-sys with librdkafka), also such files
-//! one directory down, where the bundled sources keep theirs. Identical texts are written once,
-//! under the list of crates they come with. A crate that publishes no licence file is listed
-//! with the licence its manifest declares.
+//! features a build of the binary resolves (not dev or build dependencies, not procedural
+//! macros, and not what only a dev-dependency's features pull in); `cargo metadata` says where
+//! each one's files are. A crate's texts are the files at its root whose names start with
+//! LICENSE, LICENCE, COPYING, NOTICE, UNLICENSE or COPYRIGHT, plus its manifest's
+//! `license-file`; for a crate that builds bundled native code (a `links` crate, such as
+//! rdkafka-sys with librdkafka), also such files up to [`BUNDLED_DEPTH`] directories down,
+//! where the bundled sources keep theirs. Identical texts are written once, under the list of
+//! crates they come with. A crate that publishes no licence file of its own is listed with the
+//! licence its manifest declares. The last section is the Rust standard library's notices, as
+//! the toolchain ships them (optional third argument).
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -400,5 +403,19 @@ mod tests {
         assert!(parse_tree("ghost 0.1.0\n")
             .unwrap_err()
             .contains("not a `cargo tree` line"));
+    }
+
+    #[test]
+    fn one_name_and_version_from_two_sources_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = package(&dir.path().join("a"), "twin", false, &[("LICENSE", "one")]);
+        let mut git = package(&dir.path().join("b"), "twin", false, &[("LICENSE", "other")]);
+        registry["id"] = serde_json::json!("registry+https://crates.io#twin@1.0.0");
+        git["id"] = serde_json::json!("git+https://example.com/twin#twin@1.0.0");
+        let meta: Metadata =
+            serde_json::from_value(serde_json::json!({"packages": [registry, git], "resolve": {"root": null}}))
+                .unwrap();
+        let err = render(&meta, &parse_tree("twin v1.0.0\n").unwrap()).unwrap_err();
+        assert!(err.contains("twin 1.0.0 comes from more than one source"), "{err}");
     }
 }

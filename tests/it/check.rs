@@ -117,8 +117,8 @@ fn offline_check_refuses_unreadable_ca_files() {
     );
     let run = check(&sink, &["--offline"]);
     assert_fails_once(&run, 2, "sink syslog", "siem-ca.pem");
-    // A client certificate without its key, and a key that is missing: named as the key's
-    // fault, not the CA's.
+    // A client certificate without its key, then a certificate file that is missing: each
+    // named as the fault of its own setting, not the CA's.
     let tls = "[[sink]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:1\"\n";
     let cert = s.dir.path().join("client.pem");
     for (extra, said) in [
