@@ -120,9 +120,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier {
-            socket: Some((UnixDatagram::unbound().unwrap(), path.display().to_string())),
-        };
+        let n = Notifier::to_path(&path);
         n.ready("line one\nline two");
         let mut buf = [0u8; 256];
         let len = server.recv(&mut buf).unwrap();

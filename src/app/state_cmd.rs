@@ -15,9 +15,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
     // Prune needs the agent's retention: a default shorter than the configured one would drop
     // keys the agent still needs, and their events would be forwarded again. With --state-dir,
     // the config is -c or $SENHASEGURA_FORWARDER_CONFIG, and one of them must be given.
-    let from_env = std::env::var_os(crate::config::CONFIG_ENV)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
+    let from_env = crate::config::env_config_path();
     let config_path = match config_path {
         None if state_dir.is_some() && matches!(action, StateAction::Prune) => match &from_env {
             Some(p) => Some(p.as_path()),

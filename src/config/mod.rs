@@ -24,13 +24,17 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/senhasegura-forwarder/config.toml";
 pub const CONFIG_ENV: &str = "SENHASEGURA_FORWARDER_CONFIG";
 /// The config file to read: `-c`, else the environment, else the default path.
 pub fn config_path(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
+    match explicit {
+        Some(p) => p.to_path_buf(),
+        None => env_config_path().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
     }
-    match std::env::var_os(CONFIG_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_CONFIG_PATH),
-    }
+}
+
+/// The config file [`CONFIG_ENV`] names, if it names one.
+pub fn env_config_path() -> Option<PathBuf> {
+    std::env::var_os(CONFIG_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 /// The TOML error for the operator, without any value of the file: the packaged unit runs
 /// `check` before every start, into the journal, and a value may be a secret (under a key

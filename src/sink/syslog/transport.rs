@@ -88,12 +88,9 @@ pub fn tls_config(s: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, (&'stati
     let mut roots = rustls::RootCertStore::empty();
     match &s.ca_file {
         Some(path) => {
-            for cert in
-                CertificateDer::pem_file_iter(path).map_err(|e| ("sink.ca_file", format!("{}: {e}", shown(path))))?
-            {
-                roots
-                    .add(cert.map_err(|e| ("sink.ca_file", format!("{}: {e}", shown(path))))?)
-                    .map_err(|e| ("sink.ca_file", format!("{}: {e}", shown(path))))?;
+            let bad = |e: &dyn std::fmt::Display| ("sink.ca_file", format!("{}: {e}", shown(path)));
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             }
             if roots.is_empty() {
                 return Err(("sink.ca_file", format!("{} holds no certificate", shown(path))));
