@@ -20,6 +20,26 @@ fn json(status: StatusCode, body: String) -> Response<HttpBody> {
         .expect("static response parts are valid")
 }
 
+/// The answer `--fail-first` and `--fail-token-first` give: `--fail-status` (500 "Unexpected
+/// error.", the vault's own, unless another is asked for), with `--retry-after` if given.
+fn injected_failure(opts: &SimOptions) -> Response<HttpBody> {
+    let status = StatusCode::from_u16(opts.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        "Unexpected error."
+    } else {
+        status.canonical_reason().unwrap_or("Error")
+    };
+    let mut resp = api_error(status, message);
+    if let Some(value) = opts
+        .retry_after
+        .as_deref()
+        .and_then(|v| hyper::header::HeaderValue::from_str(v).ok())
+    {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, value);
+    }
+    resp
+}
+
 fn api_error(status: StatusCode, message: &str) -> Response<HttpBody> {
     let body = serde_json::json!({
         "code": status.as_u16(),
@@ -99,6 +119,9 @@ async fn token(state: Shared, req: Request<hyper::body::Incoming>) -> Response<H
     let issued = {
         let mut s = state.lock().expect("simulator state lock");
         s.stats.token_requests += 1;
+        if s.stats.token_requests <= s.opts.fail_token_first {
+            return injected_failure(&s.opts);
+        }
         let ok = !s.opts.reject_auth
             && form.get("grant_type").map(String::as_str) == Some("client_credentials")
             && form.get("client_id") == Some(&s.opts.client_id)
@@ -222,7 +245,7 @@ async fn listing(state: Shared, req: Request<hyper::body::Incoming>, path: &str)
         s.stats.listings += 1;
         let n = s.stats.listings;
         if n <= s.opts.fail_first {
-            return api_error(StatusCode::INTERNAL_SERVER_ERROR, "Unexpected error.");
+            return injected_failure(&s.opts);
         }
         if s.opts.revoke_tokens_every > 0 && n % s.opts.revoke_tokens_every == 0 {
             s.tokens.clear();

@@ -76,9 +76,18 @@ pub struct SimOptions {
     /// Serve this file verbatim as the listing instead of generated sessions.
     #[arg(long)]
     pub fixture: Option<PathBuf>,
-    /// Answer the first N listing calls with 500 "Unexpected error.".
+    /// Answer the first N listing calls with 500 "Unexpected error." (or --fail-status).
     #[arg(long, default_value_t = 0)]
     pub fail_first: u64,
+    /// Answer the first N token requests the same way.
+    #[arg(long, default_value_t = 0)]
+    pub fail_token_first: u64,
+    /// The HTTP status of those failures (e.g. 429, 503).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
+    pub fail_status: u16,
+    /// A Retry-After header on those failures, sent as given (seconds or an HTTP date).
+    #[arg(long)]
+    pub retry_after: Option<String>,
     /// Drop the connection after this many body bytes of every listing.
     #[arg(long)]
     pub truncate_at: Option<u64>,

@@ -20,6 +20,107 @@ fn fail_first_is_retried_then_succeeds() {
     assert_eq!(sim.stats()["listings"], 4);
 }
 
+/// A vault (or a proxy before it) that answers 429 with `Retry-After: 2` is left alone for
+/// those 2 s, though the agent's own first backoff is 20 ms; the message says what it asked.
+#[test]
+fn a_rate_limited_listing_is_retried_after_what_the_vault_asked() {
+    let sim = Sim::start(&[
+        "--fail-first",
+        "1",
+        "--fail-status",
+        "429",
+        "--retry-after",
+        "2",
+        "--sessions",
+        "20",
+        "--now",
+        NOW,
+    ]);
+    let setup = Setup::new(&sim.url, "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("retry_backoff_max = \"100ms\"", "retry_backoff_max = \"10s\""),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let run = setup.run(&["once", "--log-level", "debug"]);
+    let took = started.elapsed();
+    run.ok();
+    assert_eq!(run.docs().len(), 20);
+    assert!(
+        run.stderr
+            .contains("HTTP 429: Too Many Requests (it asked to wait 2 s before trying again)"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("retry_in_ms=2000"), "{}", run.stderr);
+    // A lower bound only: the retry cannot have come sooner than it waited.
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    assert_eq!(sim.stats()["listings"], 2);
+}
+
+/// An hour asked for is waited only up to `source.retry_backoff_max` (100 ms here).
+#[test]
+fn what_the_vault_asks_is_capped_at_the_longest_backoff() {
+    let sim = Sim::start(&[
+        "--fail-first",
+        "1",
+        "--fail-status",
+        "503",
+        "--retry-after",
+        "3600",
+        "--sessions",
+        "5",
+        "--now",
+        NOW,
+    ]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["once", "--log-level", "debug"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 5);
+    assert!(
+        run.stderr
+            .contains("HTTP 503: Service Unavailable (it asked to wait 3600 s"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("retry_in_ms=100\n"), "{}", run.stderr);
+}
+
+/// A token endpoint that answers 429 is busy, not refusing the credentials: retried (it was
+/// reported as rejected credentials, exit 3). A `Retry-After` date already past asks for no wait.
+#[test]
+fn a_rate_limited_token_request_is_retried_not_called_rejected() {
+    let sim = Sim::start(&[
+        "--fail-token-first",
+        "2",
+        "--fail-status",
+        "429",
+        "--retry-after",
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "--sessions",
+        "5",
+        "--now",
+        NOW,
+    ]);
+    let setup = Setup::new(&sim.url, "", "");
+    let run = setup.run(&["once"]);
+    run.ok();
+    assert_eq!(run.docs().len(), 5);
+    assert!(
+        !run.stderr.contains("rejected the client credentials"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("HTTP 429: Too Many Requests (it asked to wait 0 s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sim.stats()["token_requests"], 3);
+}
+
 #[test]
 fn rejected_credentials_exit_3_naming_the_a2a_authorization() {
     let sim = Sim::start(&["--reject-auth"]);

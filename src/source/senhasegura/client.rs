@@ -219,6 +219,7 @@ impl VaultClient {
             if status.is_redirection() {
                 return Err(super::redirect_error(&resp, "listing"));
             }
+            let asked = super::retry_after(resp.headers(), chrono::Utc::now());
             let body = read_limited(resp).await;
             let message = ErrorBody::message_of(&body)
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_string());
@@ -254,6 +255,7 @@ impl VaultClient {
                     return Err(SourceError::Server {
                         status: status.as_u16(),
                         message,
+                        retry_after: asked,
                     })
                 }
                 Answer::Other => {

@@ -12,6 +12,9 @@ pub mod stream;
 
 pub use client::VaultClient;
 
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
 /// The v3 documentation's listing path, tried first.
 pub const PATH_V3: &str = "/api/pam/session/remotesessions";
 /// The v4 documentation's listing path, the fallback on 404.
@@ -31,9 +34,14 @@ pub enum SourceError {
     /// The path does not exist on this vault.
     #[error("the listing path {path} was not found ({message}); set source.path to the path your vault version documents ({v3} or {v4})", v3 = PATH_V3, v4 = PATH_V4)]
     NotFound { path: String, message: String },
-    /// A 5xx or timeout answer from the vault.
-    #[error("the vault answered HTTP {status}: {message}")]
-    Server { status: u16, message: String },
+    /// A 5xx, 408 or 429 answer from the vault (or a proxy before it), with how long it asked
+    /// the client to wait (`Retry-After`), if it said.
+    #[error("the vault answered HTTP {status}: {message}{}", asked(*.retry_after))]
+    Server {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Another unexpected answer.
     #[error("the vault answered HTTP {status}: {message}")]
     Api { status: u16, message: String },
@@ -92,6 +100,40 @@ impl SourceError {
             _ => false,
         }
     }
+
+    /// How long the answer asked the client to wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Server { retry_after, .. } => *retry_after,
+            SourceError::Token { cause, .. } => cause.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+fn asked(retry_after: Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |d| {
+        format!(" (it asked to wait {} s before trying again)", d.as_secs())
+    })
+}
+
+/// How long an answer asks the client to wait before its next request (`Retry-After`, RFC 9110
+/// section 10.2.3): a number of seconds, or a date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37
+/// GMT`) that is `now` or later; a date already past asks for no wait. `None` when the header
+/// is absent or is neither (then the agent's own backoff alone decides).
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds: the longest wait (the caller caps it).
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let date = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        date.with_timezone(&Utc)
+            .signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The whole cause chain of an error on one line.
@@ -161,4 +203,71 @@ pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceE
         return SourceError::Tls { message };
     }
     SourceError::Network { message }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn asked_for(value: &[u8]) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_bytes(value).unwrap());
+        let now = Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap();
+        retry_after(&headers, now)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(asked_for(b"120"), Some(Duration::from_secs(120)));
+        assert_eq!(asked_for(b" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            asked_for(b"Thu, 15 Jan 2026 12:01:30 GMT"),
+            Some(Duration::from_secs(90))
+        );
+        // A date already past: no wait.
+        assert_eq!(asked_for(b"Thu, 15 Jan 2026 11:00:00 GMT"), Some(Duration::ZERO));
+        // More digits than a u64 holds: the longest wait, for the caller to cap.
+        assert_eq!(
+            asked_for(b"99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn retry_after_ignores_what_is_neither() {
+        for bad in [
+            &b""[..],
+            b"-5",
+            b"1.5",
+            b"soon",
+            b"120s",
+            b"Thursday, 99-Jan-26 12:00:00 GMT",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(asked_for(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(retry_after(&HeaderMap::new(), Utc::now()), None);
+    }
+
+    #[test]
+    fn a_server_error_says_how_long_it_asked_to_wait() {
+        let e = SourceError::Server {
+            status: 429,
+            message: "Too Many Requests".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the vault answered HTTP 429: Too Many Requests (it asked to wait 30 s before trying again)"
+        );
+        let token = SourceError::Token {
+            url: "u".into(),
+            cause: Box::new(e),
+        };
+        assert_eq!(token.retry_after(), Some(Duration::from_secs(30)));
+        assert!(token.is_retryable());
+    }
 }
