@@ -12,15 +12,22 @@ use crate::sink::Sink;
 use crate::source::senhasegura::VaultClient;
 use crate::state::StateError;
 use crate::Error;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One line of the report.
+/// Report lines go to stdout; a reader that went away (`check | head -1`) is no reason to
+/// stop checking or to panic (`println!` would): the exit code still gives the verdict.
 fn report(ok: bool, what: &str, detail: &str) {
-    println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+    let _ = writeln!(
+        std::io::stdout(),
+        "{} {what}: {detail}",
+        if ok { "ok  " } else { "FAIL" }
+    );
 }
 
 fn warn(what: &str, detail: &str) {
-    println!("warn {what}: {detail}");
+    let _ = writeln!(std::io::stdout(), "warn {what}: {detail}");
 }
 
 /// Print the failure line and pass the error on.

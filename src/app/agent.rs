@@ -274,6 +274,17 @@ impl Agent {
         self.interval
     }
 
+    /// How long a poll that ended in `e` asks the next one to hold off: what the vault asked in
+    /// `Retry-After`, up to `source.retry_backoff_max` (as for the retries within a poll).
+    pub fn vault_pause(&self, e: &Error) -> Duration {
+        match e {
+            Error::Source(se) => se
+                .retry_after()
+                .map_or(Duration::ZERO, |d| d.min(self.pipeline.retry.backoff_max)),
+            _ => Duration::ZERO,
+        }
+    }
+
     fn prune_if_due(&mut self) -> Result<(), Error> {
         let Some(store) = &self.store else {
             return Ok(());

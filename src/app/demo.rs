@@ -14,9 +14,10 @@ use std::time::Duration;
 /// `simulate`: serve until shutdown; the first stdout line is the base URL.
 pub async fn simulate(opts: SimOptions, mut shutdown: Shutdown) -> Result<(), Error> {
     let sim = Simulator::start(opts).await.map_err(Error::Usage)?;
-    println!("{}", sim.base_url);
+    // Ignored when nobody reads it: the simulator serves all the same.
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{}", sim.base_url).and_then(|()| out.flush());
     shutdown.wait().await;
     Ok(())
 }

@@ -26,7 +26,7 @@ use crate::shutdown::{Reload, Shutdown};
 use crate::Error;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Load and resolve the config file the command line names.
 pub fn load_config(path: Option<&Path>) -> Result<Resolved, Error> {
@@ -114,6 +114,9 @@ async fn run_loop(
     service.ready(agent.interval());
     loop {
         let started = Instant::now();
+        // The next poll starts an interval after this one started, or later when the vault
+        // asked for a longer pause (Retry-After) in the answer that failed this poll.
+        let mut pause = (started, Duration::ZERO);
         match agent.poll(&shutdown).await {
             Ok(summary) => service.cycle_done(&summary),
             Err(Error::Sink(crate::sink::SinkError::Closed { sink, message })) => {
@@ -122,7 +125,16 @@ async fn run_loop(
             }
             Err(e @ Error::State(_)) => return Err(e),
             Err(_) if shutdown.is_fired() => {}
-            Err(e) => service.cycle_failed(&e), // logged by the pipeline; the next cycle retries
+            Err(e) => {
+                pause = (Instant::now(), agent.vault_pause(&e));
+                if pause.1 > agent.interval().saturating_sub(started.elapsed()) {
+                    tracing::info!(
+                        wait_s = pause.1.as_secs_f64(),
+                        "Next poll later than the interval: the vault asked for that pause (Retry-After)"
+                    );
+                }
+                service.cycle_failed(&e); // logged by the pipeline; the next cycle retries
+            }
         }
         done += 1;
         if shutdown.is_fired() || cycles.is_some_and(|c| done >= c) {
@@ -140,7 +152,10 @@ async fn run_loop(
                 }
                 service.reloaded(&result);
             }
-            let wait = agent.interval().saturating_sub(started.elapsed());
+            let wait = agent
+                .interval()
+                .saturating_sub(started.elapsed())
+                .max(pause.1.saturating_sub(pause.0.elapsed()));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => break,
                 _ = shutdown.wait() => {

@@ -8,6 +8,7 @@ use crate::key::{EventKey, Phase};
 use crate::state::{SledStore, StateError};
 use crate::Error;
 use chrono::Utc;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// `state ...`.
@@ -56,23 +57,21 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
             );
         }
     })?;
+    let mut out = std::io::stdout().lock();
     match action {
         StateAction::Stats => {
             let stats = store.stats()?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&stats).map_err(|e| Error::Internal(e.to_string()))?
-            );
+            let text = serde_json::to_string_pretty(&stats).map_err(|e| Error::Internal(e.to_string()))?;
+            print_line(&mut out, format_args!("{text}"))?;
         }
         StateAction::List { limit } => {
             for item in store.list().take(limit.unwrap_or(usize::MAX)) {
                 let (key, time) = item?;
                 // Ids come from the vault: escaped, so that one cannot forge rows.
-                println!(
-                    "{}\t{}",
-                    crate::settings::printable(&key.to_string(), usize::MAX),
-                    time.to_rfc3339()
-                );
+                let key = crate::settings::printable(&key.to_string(), usize::MAX);
+                if !print_line(&mut out, format_args!("{key}\t{}", time.to_rfc3339()))? {
+                    break;
+                }
             }
         }
         StateAction::Forget { keys, session } => {
@@ -95,7 +94,11 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
         StateAction::Export { output } => {
             let n = match output {
                 Some(file) => write_export(&store, &file, "state export")?,
-                None => store.export(&mut std::io::stdout().lock())?,
+                None => match store.export(&mut out) {
+                    // The reader went away (`state export | head`): it has what it wanted.
+                    Err(StateError::Export(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other?,
+                },
             };
             eprintln!("exported {n} key(s)");
         }
@@ -114,4 +117,20 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
         }
     }
     Ok(())
+}
+
+/// One line to stdout; false when the reader went away (`state list | head`), which ends the
+/// output quietly (not a panic, as `println!` would, nor an error: the reader has what it
+/// wanted). Another failure (a full disk under a redirect) is an error.
+fn print_line(out: &mut impl Write, line: std::fmt::Arguments<'_>) -> Result<bool, Error> {
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(StateError::File {
+            what: "state output",
+            path: PathBuf::from("(stdout)"),
+            source: e,
+        }
+        .into()),
+    }
 }

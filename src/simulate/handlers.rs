@@ -30,6 +30,7 @@ fn injected_failure(opts: &SimOptions) -> Response<HttpBody> {
         status.canonical_reason().unwrap_or("Error")
     };
     let mut resp = api_error(status, message);
+    // Checked when the options were parsed.
     if let Some(value) = opts
         .retry_after
         .as_deref()

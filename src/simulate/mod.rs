@@ -86,7 +86,7 @@ pub struct SimOptions {
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
     pub fail_status: u16,
     /// A Retry-After header on those failures, sent as given (seconds or an HTTP date).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_header_value)]
     pub retry_after: Option<String>,
     /// Drop the connection after this many body bytes of every listing.
     #[arg(long)]
@@ -124,6 +124,12 @@ pub enum Paths {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_header_value(s: &str) -> Result<String, String> {
+    hyper::header::HeaderValue::from_str(s)
+        .map(|_| s.to_string())
+        .map_err(|_| "not a valid HTTP header value".to_string())
 }
 
 fn parse_wall(s: &str) -> Result<NaiveDateTime, String> {

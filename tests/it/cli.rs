@@ -382,3 +382,34 @@ fn automatic_backup_restores_a_lost_store_without_reforwarding() {
     assert_eq!(setup.state_stats()["keys"], 25);
     assert_eq!(setup.run(&["once"]).ok().stdout, "", "nothing is forwarded again");
 }
+
+/// `state list | head` and `state export | head`: the reader goes away after a line, and the
+/// command ends quietly with success (it panicked on the closed stdout, exit 101, and an export
+/// failed as a state error, exit 5).
+#[test]
+fn state_output_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let sim = Sim::start(&["--sessions", "3000", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    setup.run(&["once"]).ok();
+    for action in ["list", "export"] {
+        let mut child = crate::support::cmd()
+            .args(["state", "--state-dir"])
+            .arg(setup.state_dir())
+            .arg(action)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        // More than a pipe holds is waiting behind this line (3,000 keys, over 150 KB).
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{action}");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{action}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{action}: {stderr}");
+    }
+}

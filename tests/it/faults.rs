@@ -20,6 +20,28 @@ fn fail_first_is_retried_then_succeeds() {
     assert_eq!(sim.stats()["listings"], 4);
 }
 
+/// The delays of the agent's "retrying" debug lines (`retry_in_ms=N`).
+fn retry_delays_ms(stderr: &str) -> Vec<u64> {
+    stderr
+        .split("retry_in_ms=")
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().unwrap()
+        })
+        .collect()
+}
+
+/// A config whose source retries with these settings instead of the test defaults.
+fn with_source(setup: &Setup, retries: u32, backoff_max: &str) {
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace("retries = 4", &format!("retries = {retries}")).replace(
+        "retry_backoff_max = \"100ms\"",
+        &format!("retry_backoff_max = \"{backoff_max}\""),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+}
+
 /// A vault (or a proxy before it) that answers 429 with `Retry-After: 2` is left alone for
 /// those 2 s, though the agent's own first backoff is 20 ms; the message says what it asked.
 #[test]
@@ -37,30 +59,24 @@ fn a_rate_limited_listing_is_retried_after_what_the_vault_asked() {
         NOW,
     ]);
     let setup = Setup::new(&sim.url, "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        text.replace("retry_backoff_max = \"100ms\"", "retry_backoff_max = \"10s\""),
-    )
-    .unwrap();
+    with_source(&setup, 4, "10s");
     let started = std::time::Instant::now();
     let run = setup.run(&["once", "--log-level", "debug"]);
     let took = started.elapsed();
     run.ok();
     assert_eq!(run.docs().len(), 20);
     assert!(
-        run.stderr
-            .contains("HTTP 429: Too Many Requests (it asked to wait 2 s before trying again)"),
+        run.stderr.contains("HTTP 429: Too Many Requests (Retry-After: 2 s)"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("retry_in_ms=2000"), "{}", run.stderr);
+    assert_eq!(retry_delays_ms(&run.stderr), [2000], "{}", run.stderr);
     // A lower bound only: the retry cannot have come sooner than it waited.
     assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
     assert_eq!(sim.stats()["listings"], 2);
 }
 
-/// An hour asked for is waited only up to `source.retry_backoff_max` (100 ms here).
+/// What the vault asks is waited only up to `source.retry_backoff_max` (100 ms here).
 #[test]
 fn what_the_vault_asks_is_capped_at_the_longest_backoff() {
     let sim = Sim::start(&[
@@ -69,7 +85,7 @@ fn what_the_vault_asks_is_capped_at_the_longest_backoff() {
         "--fail-status",
         "503",
         "--retry-after",
-        "3600",
+        "30",
         "--sessions",
         "5",
         "--now",
@@ -80,45 +96,77 @@ fn what_the_vault_asks_is_capped_at_the_longest_backoff() {
     run.ok();
     assert_eq!(run.docs().len(), 5);
     assert!(
-        run.stderr
-            .contains("HTTP 503: Service Unavailable (it asked to wait 3600 s"),
+        run.stderr.contains("HTTP 503: Service Unavailable (Retry-After: 30 s)"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("retry_in_ms=100\n"), "{}", run.stderr);
+    assert_eq!(retry_delays_ms(&run.stderr), [100], "{}", run.stderr);
 }
 
-/// A token endpoint that answers 429 is busy, not refusing the credentials: retried (it was
-/// reported as rejected credentials, exit 3). A `Retry-After` date already past asks for no wait.
+/// A token endpoint that answers 429 or 408 is busy, not refusing the credentials, whatever its
+/// message: retried (both were reported as rejected credentials, exit 3). A `Retry-After` date
+/// already past (RFC 850 form) asks for no wait.
 #[test]
 fn a_rate_limited_token_request_is_retried_not_called_rejected() {
+    for (status, reason) in [("429", "Too Many Requests"), ("408", "Request Timeout")] {
+        let sim = Sim::start(&[
+            "--fail-token-first",
+            "2",
+            "--fail-status",
+            status,
+            "--retry-after",
+            "Thursday, 01-Jan-70 00:00:00 GMT",
+            "--sessions",
+            "5",
+            "--now",
+            NOW,
+        ]);
+        let setup = Setup::new(&sim.url, "", "");
+        let run = setup.run(&["once"]);
+        run.ok();
+        assert_eq!(run.docs().len(), 5);
+        assert!(
+            !run.stderr.contains("rejected the client credentials"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("HTTP {status}: {reason} (Retry-After: 0 s)")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(sim.stats()["token_requests"], 3);
+    }
+}
+
+/// A poll that failed on a 429 (no retries left) holds the next poll off for what the vault
+/// asked (2 s), though the interval is 100 ms.
+#[test]
+fn run_waits_what_the_vault_asked_before_the_next_poll() {
     let sim = Sim::start(&[
-        "--fail-token-first",
-        "2",
+        "--fail-first",
+        "1",
         "--fail-status",
         "429",
         "--retry-after",
-        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "2",
         "--sessions",
         "5",
         "--now",
         NOW,
     ]);
-    let setup = Setup::new(&sim.url, "", "");
-    let run = setup.run(&["once"]);
+    let setup = Setup::new(&sim.url, "interval = \"100ms\"", "");
+    with_source(&setup, 0, "10s");
+    let started = std::time::Instant::now();
+    let run = setup.run(&["run", "--cycles", "2"]);
+    let took = started.elapsed();
     run.ok();
     assert_eq!(run.docs().len(), 5);
-    assert!(
-        !run.stderr.contains("rejected the client credentials"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("HTTP 429: Too Many Requests (it asked to wait 0 s"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(sim.stats()["token_requests"], 3);
+    assert!(run.stderr.contains("the vault asked for that pause"), "{}", run.stderr);
+    // A lower bound only: the second poll cannot have come sooner than the pause.
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    assert_eq!(sim.stats()["listings"], 2);
 }
 
 #[test]

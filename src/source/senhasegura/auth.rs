@@ -112,7 +112,7 @@ impl TokenSource {
         if status.is_redirection() {
             return Err(redirect_error(&resp, "token endpoint"));
         }
-        let asked = super::retry_after(resp.headers(), chrono::Utc::now());
+        let asked = super::retry_after(resp.headers(), std::time::SystemTime::now());
         let body = read_capped(resp, TOKEN_BODY_LIMIT)
             .await
             .map_err(|e| token_error(&e))?
@@ -138,10 +138,12 @@ impl TokenSource {
             return Ok((Secret::new(parsed.access_token), ttl));
         }
         let message = ErrorBody::message_of(&body).unwrap_or_else(|| format!("HTTP {status}"));
-        // Overloaded or rate-limited (a proxy before the vault may answer 429 or 408), not a
-        // judgment of the credentials: retried.
-        let busy = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
-        if busy && !message.contains("authentication") {
+        // Rate-limited or timed out (a proxy before the vault may answer 429 or 408, whatever
+        // its message says, e.g. "too many authentication attempts"), or a server error that is
+        // not the vault's judgment of the credentials: retried.
+        let busy =
+            matches!(status.as_u16(), 408 | 429) || (status.is_server_error() && !message.contains("authentication"));
+        if busy {
             return Err(SourceError::Server {
                 status: status.as_u16(),
                 message,

@@ -219,7 +219,7 @@ impl VaultClient {
             if status.is_redirection() {
                 return Err(super::redirect_error(&resp, "listing"));
             }
-            let asked = super::retry_after(resp.headers(), chrono::Utc::now());
+            let asked = super::retry_after(resp.headers(), std::time::SystemTime::now());
             let body = read_limited(resp).await;
             let message = ErrorBody::message_of(&body)
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_string());

@@ -12,8 +12,7 @@ pub mod stream;
 
 pub use client::VaultClient;
 
-use chrono::{DateTime, Utc};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The v3 documentation's listing path, tried first.
 pub const PATH_V3: &str = "/api/pam/session/remotesessions";
@@ -111,29 +110,25 @@ impl SourceError {
     }
 }
 
+/// What the answer's `Retry-After` said, for the message: what was asked, not what the agent
+/// waits (that is capped, `source.retry_backoff_max`).
 fn asked(retry_after: Option<Duration>) -> String {
-    retry_after.map_or_else(String::new, |d| {
-        format!(" (it asked to wait {} s before trying again)", d.as_secs())
-    })
+    retry_after.map_or_else(String::new, |d| format!(" (Retry-After: {} s)", d.as_secs()))
 }
 
 /// How long an answer asks the client to wait before its next request (`Retry-After`, RFC 9110
-/// section 10.2.3): a number of seconds, or a date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37
-/// GMT`) that is `now` or later; a date already past asks for no wait. `None` when the header
-/// is absent or is neither (then the agent's own backoff alone decides).
-pub fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+/// section 10.2.3): a number of seconds, or an HTTP date (IMF-fixdate `Sun, 06 Nov 1994
+/// 08:49:37 GMT`, or the obsolete RFC 850 and asctime forms a recipient must also read) that is
+/// `now` or later; a date already past asks for no wait. `None` when the header is absent or is
+/// neither (then the agent's own backoff alone decides).
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds: the longest wait (the caller caps it).
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let date = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        date.with_timezone(&Utc)
-            .signed_duration_since(now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The whole cause chain of an error on one line.
@@ -206,16 +201,16 @@ pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceE
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     fn asked_for(value: &[u8]) -> Option<Duration> {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_bytes(value).unwrap());
-        let now = Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap();
+        // Thu, 15 Jan 2026 12:00:00 GMT
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_478_400);
         retry_after(&headers, now)
     }
 
@@ -223,10 +218,19 @@ mod tests {
     fn retry_after_reads_seconds_and_dates() {
         assert_eq!(asked_for(b"120"), Some(Duration::from_secs(120)));
         assert_eq!(asked_for(b" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            asked_for(b"Thu, 15 Jan 2026 12:01:30 GMT"),
-            Some(Duration::from_secs(90))
-        );
+        // The three forms of RFC 9110's HTTP-date.
+        for date in [
+            &b"Thu, 15 Jan 2026 12:01:30 GMT"[..],
+            b"Thursday, 15-Jan-26 12:01:30 GMT",
+            b"Thu Jan 15 12:01:30 2026",
+        ] {
+            assert_eq!(
+                asked_for(date),
+                Some(Duration::from_secs(90)),
+                "{:?}",
+                String::from_utf8_lossy(date)
+            );
+        }
         // A date already past: no wait.
         assert_eq!(asked_for(b"Thu, 15 Jan 2026 11:00:00 GMT"), Some(Duration::ZERO));
         // More digits than a u64 holds: the longest wait, for the caller to cap.
@@ -238,22 +242,20 @@ mod tests {
 
     #[test]
     fn retry_after_ignores_what_is_neither() {
-        for bad in [
-            &b""[..],
-            b"-5",
-            b"1.5",
-            b"soon",
-            b"120s",
-            b"Thursday, 99-Jan-26 12:00:00 GMT",
-            b"\xff\xfe",
-        ] {
+        let not_http_dates = [
+            &b"Thu, 15 Jan 2026 12:01:30 +0000"[..],
+            b"2026-01-15T12:01:30Z",
+            b"Thu, 32 Jan 2026 12:01:30 GMT",
+        ];
+        let not_numbers = [&b""[..], b"-5", b"1.5", b"soon", b"120s", b"\xff\xfe"];
+        for bad in not_numbers.into_iter().chain(not_http_dates) {
             assert_eq!(asked_for(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(retry_after(&HeaderMap::new(), Utc::now()), None);
+        assert_eq!(retry_after(&HeaderMap::new(), SystemTime::now()), None);
     }
 
     #[test]
-    fn a_server_error_says_how_long_it_asked_to_wait() {
+    fn a_server_error_says_what_it_asked() {
         let e = SourceError::Server {
             status: 429,
             message: "Too Many Requests".into(),
@@ -261,7 +263,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "the vault answered HTTP 429: Too Many Requests (it asked to wait 30 s before trying again)"
+            "the vault answered HTTP 429: Too Many Requests (Retry-After: 30 s)"
         );
         let token = SourceError::Token {
             url: "u".into(),
