@@ -344,3 +344,114 @@ fn oauth1_signed_requests_are_accepted_and_a_bad_signature_is_explained() {
     );
     assert!(!run.stderr.contains("wrong-secret"), "secrets are never printed");
 }
+
+/// A forward proxy for plain-HTTP targets: each connection's first request names its target in
+/// absolute form (`GET http://host:port/path`), and the bytes go to that target as they are,
+/// both ways. Keeps what clients sent (their requests, in the order they came).
+struct ForwardProxy {
+    addr: std::net::SocketAddr,
+    sent: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn forward_proxy() -> ForwardProxy {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = sent.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = client.read(&mut buf).unwrap_or(0);
+                let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let target = first
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|url| url.strip_prefix("http://"))
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_default()
+                    .to_string();
+                let Ok(mut server) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
+                let (mut back_from, mut back_to) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut back_from, &mut back_to));
+                let mut n = n;
+                while n > 0 {
+                    kept.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if server.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    n = client.read(&mut buf).unwrap_or(0);
+                }
+            });
+        }
+    });
+    ForwardProxy { addr, sent }
+}
+
+/// `HTTP_PROXY` (with a user and password) sends the token request and the listing through the
+/// proxy, and the log names the proxy without its password; `NO_PROXY` exempts the vault.
+#[test]
+fn the_vault_is_reached_through_the_proxy_the_environment_names() {
+    let sim = Sim::start(&["--sessions", "5", "--now", NOW]);
+    let proxy = forward_proxy();
+    let setup = Setup::new(&sim.url, "", "");
+    let once = |no_proxy: Option<&str>| {
+        let mut cmd = crate::support::cmd();
+        cmd.args(["once", "-c"])
+            .arg(&setup.config)
+            .env("HTTP_PROXY", format!("http://agent:proxy-pass@{}", proxy.addr));
+        if let Some(hosts) = no_proxy {
+            cmd.env("NO_PROXY", hosts);
+        }
+        crate::support::Run::from(cmd.output().unwrap())
+    };
+    let run = once(None);
+    run.ok();
+    assert_eq!(run.docs().len(), 5);
+    let sent = proxy.sent.lock().unwrap().to_ascii_lowercase();
+    assert!(sent.contains(&format!("post {}/iso/oauth2/token ", sim.url)), "{sent}");
+    assert!(
+        sent.contains(&format!("get {}/api/pam/session/remotesessions", sim.url)),
+        "{sent}"
+    );
+    assert!(sent.contains("proxy-authorization: basic"), "{sent}");
+    assert!(
+        run.stderr.contains(&format!("proxy=\"http://{}\"", proxy.addr)),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("proxy-pass"), "{}", run.stderr);
+
+    let through = proxy.sent.lock().unwrap().len();
+    let run = once(Some("127.0.0.1"));
+    run.ok();
+    assert!(!run.stderr.contains("through the proxy"), "{}", run.stderr);
+    assert_eq!(
+        proxy.sent.lock().unwrap().len(),
+        through,
+        "NO_PROXY: nothing through the proxy"
+    );
+    assert_eq!(sim.stats()["listings"], 2);
+
+    // A proxy that refuses: the error says the request went through it (not that the vault
+    // refused), still without the password.
+    let out = crate::support::cmd()
+        .args(["once", "-c"])
+        .arg(&setup.config)
+        .env("HTTP_PROXY", "http://agent:proxy-pass@127.0.0.1:1")
+        .output()
+        .unwrap();
+    let run = crate::support::Run::from(out);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("(through the proxy http://127.0.0.1:1, from the environment)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("proxy-pass"), "{}", run.stderr);
+}

@@ -109,6 +109,12 @@ pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError>
     if let Some(host) = cleartext_host(&src.base_url) {
         tracing::warn!(host, "source.url is http:// to a host that is not this one: the client secret and every token cross the network in cleartext; use https://");
     }
+    if let Some(proxy) = super::env_proxy(&src.base_url) {
+        tracing::info!(
+            proxy,
+            "Vault requests go through the proxy the environment names (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY; NO_PROXY exempts hosts)"
+        );
+    }
     if src.insecure {
         tracing::warn!("TLS CERTIFICATE VERIFICATION IS OFF (source.insecure = true): anyone on the path can read the vault's answers and the credentials; use source.ca_file instead");
         builder = builder.tls_danger_accept_invalid_certs(true);

@@ -185,6 +185,21 @@ pub fn body_excerpt(body: &[u8]) -> String {
     excerpt(&String::from_utf8_lossy(head).chars().take(80).collect::<String>())
 }
 
+/// The proxy the environment sends requests for `base_url` through, read as reqwest reads it
+/// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl does), for the log: its
+/// scheme, host and port only, so that a password in the variable is never shown.
+pub fn env_proxy(base_url: &str) -> Option<String> {
+    let uri: hyper::Uri = base_url.parse().ok()?;
+    let proxy = hyper_util::client::proxy::matcher::Matcher::from_system().intercept(&uri)?;
+    let at = proxy.uri();
+    let port = at.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    Some(format!(
+        "{}://{}{port}",
+        at.scheme_str().unwrap_or("http"),
+        at.host().unwrap_or("?")
+    ))
+}
+
 /// Classify a reqwest error.
 pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceError {
     let message = chain(e);
@@ -197,6 +212,11 @@ pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceE
     if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
         return SourceError::Tls { message };
     }
+    // A connection refused or reset by a proxy reads as the vault's: say which it went through.
+    let message = match e.url().and_then(|u| env_proxy(u.as_str())) {
+        Some(proxy) => format!("{message} (through the proxy {proxy}, from the environment)"),
+        None => message,
+    };
     SourceError::Network { message }
 }
 
