@@ -345,9 +345,9 @@ fn oauth1_signed_requests_are_accepted_and_a_bad_signature_is_explained() {
     assert!(!run.stderr.contains("wrong-secret"), "secrets are never printed");
 }
 
-/// A forward proxy for plain-HTTP targets: each connection's first request names its target in
-/// absolute form (`GET http://host:port/path`), and the bytes go to that target as they are,
-/// both ways. Keeps what clients sent (their requests, in the order they came).
+/// An HTTP proxy: a request in absolute form (`GET http://host:port/path`) goes to that host
+/// as it is, and `CONNECT host:port` opens a tunnel to it; then bytes go both ways as they
+/// come. Keeps what clients sent (request heads, and what follows them outside tunnels).
 struct ForwardProxy {
     addr: std::net::SocketAddr,
     sent: std::sync::Arc<std::sync::Mutex<String>>,
@@ -363,33 +363,95 @@ fn forward_proxy() -> ForwardProxy {
         for mut client in listener.incoming().flatten() {
             let kept = kept.clone();
             std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = client.read(&mut buf).unwrap_or(0);
-                let first = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let target = first
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|url| url.strip_prefix("http://"))
-                    .and_then(|rest| rest.split('/').next())
-                    .unwrap_or_default()
-                    .to_string();
-                let Ok(mut server) = std::net::TcpStream::connect(&target) else {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                kept.lock().unwrap().push_str(&text);
+                let mut words = text.split(' ');
+                let tunnel = words.next() == Some("CONNECT");
+                let target = words.next().unwrap_or_default();
+                let authority = if tunnel {
+                    target
+                } else {
+                    target
+                        .strip_prefix("http://")
+                        .and_then(|rest| rest.split('/').next())
+                        .unwrap_or_default()
+                };
+                let Ok(mut server) = std::net::TcpStream::connect(authority) else {
                     return;
                 };
+                let opened = if tunnel {
+                    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                } else {
+                    server.write_all(&head)
+                };
+                if opened.is_err() {
+                    return;
+                }
                 let (mut back_from, mut back_to) = (server.try_clone().unwrap(), client.try_clone().unwrap());
                 std::thread::spawn(move || std::io::copy(&mut back_from, &mut back_to));
-                let mut n = n;
-                while n > 0 {
-                    kept.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = client.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    if !tunnel {
+                        kept.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
                     if server.write_all(&buf[..n]).is_err() {
                         return;
                     }
-                    n = client.read(&mut buf).unwrap_or(0);
                 }
             });
         }
     });
     ForwardProxy { addr, sent }
+}
+
+/// `HTTPS_PROXY` (the packaged default's case): an `https://` vault is reached through a
+/// CONNECT tunnel, with the proxy's credentials, and TLS still verifies the vault itself.
+#[test]
+fn an_https_vault_is_reached_through_a_connect_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let sim = Sim::start(&[
+        "--tls",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+        "--sessions",
+        "5",
+        "--now",
+        NOW,
+    ]);
+    let proxy = forward_proxy();
+    let setup = Setup::new(&sim.url, &format!("ca_file = \"{}\"", ca.display()), "");
+    let out = crate::support::cmd()
+        .args(["once", "-c"])
+        .arg(&setup.config)
+        .env("HTTPS_PROXY", format!("http://agent:proxy-pass@{}", proxy.addr))
+        .output()
+        .unwrap();
+    let run = crate::support::Run::from(out);
+    run.ok();
+    assert_eq!(run.docs().len(), 5);
+    let authority = sim.url.trim_start_matches("https://");
+    let sent = proxy.sent.lock().unwrap().to_ascii_lowercase();
+    assert!(sent.starts_with(&format!("connect {authority} ")), "{sent}");
+    assert!(sent.contains("proxy-authorization: basic"), "{sent}");
+    assert!(
+        run.stderr.contains(&format!("proxy=\"http://{}\"", proxy.addr)),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("proxy-pass"), "{}", run.stderr);
 }
 
 /// `HTTP_PROXY` (with a user and password) sends the token request and the listing through the

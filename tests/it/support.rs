@@ -9,7 +9,7 @@ pub fn bin() -> &'static str {
 }
 
 /// The agent binary with proxy variables removed, so loopback traffic never goes to a proxy
-/// that the CI machine's environment might name.
+/// that the CI machine's environment might name (nor is kept from one a test names).
 pub fn cmd() -> Command {
     let mut c = Command::new(bin());
     for v in [
@@ -19,6 +19,9 @@ pub fn cmd() -> Command {
         "http_proxy",
         "https_proxy",
         "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "REQUEST_METHOD",
     ] {
         c.env_remove(v);
     }

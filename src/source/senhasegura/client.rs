@@ -114,6 +114,12 @@ pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError>
             proxy,
             "Vault requests go through the proxy the environment names (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY; NO_PROXY exempts hosts)"
         );
+        if proxy.starts_with("socks") {
+            tracing::warn!(
+                proxy,
+                "That is a SOCKS proxy, which this build does not speak: every request to the vault will fail; name an HTTP proxy (http://host:port) instead"
+            );
+        }
     }
     if src.insecure {
         tracing::warn!("TLS CERTIFICATE VERIFICATION IS OFF (source.insecure = true): anyone on the path can read the vault's answers and the credentials; use source.ca_file instead");

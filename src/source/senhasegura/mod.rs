@@ -56,8 +56,12 @@ pub enum SourceError {
     #[error("network error talking to the vault: {message}")]
     Network { message: String },
     /// The listing did not complete in time.
-    #[error("the listing did not complete within {seconds}s (source.timeout); raise it for very long listings")]
-    Timeout { seconds: u64 },
+    #[error("the listing did not complete within {seconds}s{via} (source.timeout); raise it for very long listings")]
+    Timeout {
+        seconds: u64,
+        /// " (through the proxy ...)" when the environment names one.
+        via: String,
+    },
     /// The vault stopped sending in the middle of the listing.
     #[error("the vault stopped sending the listing: no data for {seconds}s after {bytes} bytes (source.idle_timeout); the vault or a proxy in between stalled")]
     Stalled { seconds: u64, bytes: u64 },
@@ -186,37 +190,44 @@ pub fn body_excerpt(body: &[u8]) -> String {
 }
 
 /// The proxy the environment sends requests for `base_url` through, read as reqwest reads it
-/// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl does), for the log: its
-/// scheme, host and port only, so that a password in the variable is never shown.
+/// (hyper-util's matcher: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, upper case
+/// before lower, none at all when `REQUEST_METHOD` is set), for the log: its scheme, host and
+/// port only (the port it connects to when the variable gives none), so that a password in
+/// the variable is never shown.
 pub fn env_proxy(base_url: &str) -> Option<String> {
-    let uri: hyper::Uri = base_url.parse().ok()?;
+    // Parsed as reqwest parses it (a URL first), so that the same requests match.
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let uri: hyper::Uri = url.as_str().parse().ok()?;
     let proxy = hyper_util::client::proxy::matcher::Matcher::from_system().intercept(&uri)?;
     let at = proxy.uri();
-    let port = at.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    Some(format!(
-        "{}://{}{port}",
-        at.scheme_str().unwrap_or("http"),
-        at.host().unwrap_or("?")
-    ))
+    let scheme = at.scheme_str().unwrap_or("http");
+    let port = at.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Some(format!("{scheme}://{}:{port}", at.host().unwrap_or("?")))
+}
+
+/// " (through the proxy ..., from the environment)" when one applies to `url`.
+fn via_proxy(url: Option<&reqwest::Url>) -> String {
+    url.and_then(|u| env_proxy(u.as_str()))
+        .map(|proxy| format!(" (through the proxy {proxy}, from the environment)"))
+        .unwrap_or_default()
 }
 
 /// Classify a reqwest error.
 pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceError {
-    let message = chain(e);
+    // A refusal, a reset, a certificate (a TLS-inspecting proxy's) or a timeout that came from a
+    // proxy reads as the vault's: say which proxy the request went through.
+    let via = via_proxy(e.url());
     if e.is_timeout() {
         return SourceError::Timeout {
             seconds: timeout.as_secs(),
+            via,
         };
     }
+    let message = format!("{}{via}", chain(e));
     let lower = message.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
         return SourceError::Tls { message };
     }
-    // A connection refused or reset by a proxy reads as the vault's: say which it went through.
-    let message = match e.url().and_then(|u| env_proxy(u.as_str())) {
-        Some(proxy) => format!("{message} (through the proxy {proxy}, from the environment)"),
-        None => message,
-    };
     SourceError::Network { message }
 }
 
