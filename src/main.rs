@@ -4,7 +4,7 @@
 use clap::Parser;
 use senhasegura_forwarder::cli::{Cli, Command, LogFormat};
 use senhasegura_forwarder::{app, memory, shutdown, Error};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn init_logging(cli: &Cli) {
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -127,7 +127,10 @@ fn main() -> ExitCode {
             match (reported, json) {
                 (true, _) => {}
                 (false, true) => tracing::error!(error = %e, exit_code = e.exit_code(), "Exiting"),
-                (false, false) => eprintln!("error: {e}"),
+                // Not eprintln!, which panics when stderr is a closed pipe: the exit code stays.
+                (false, false) => {
+                    let _ = writeln!(std::io::stderr(), "error: {e}");
+                }
             }
             ExitCode::from(e.exit_code() as u8)
         }

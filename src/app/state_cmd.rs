@@ -84,12 +84,12 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
                 return Err(Error::Usage("state forget needs keys or --session".into()));
             }
             let n = store.forget(&all)?;
-            eprintln!("forgot {n} key(s)");
+            said(format_args!("forgot {n} key(s)"));
         }
         StateAction::Prune => {
             let cutoff = crate::state::before_now(Utc::now(), retention);
             let n = store.prune(cutoff)?;
-            eprintln!("pruned {n} key(s) older than {}", cutoff.to_rfc3339());
+            said(format_args!("pruned {n} key(s) older than {}", cutoff.to_rfc3339()));
         }
         StateAction::Export { output } => {
             let n = match output {
@@ -100,7 +100,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
                     other => other?,
                 },
             };
-            eprintln!("exported {n} key(s)");
+            said(format_args!("exported {n} key(s)"));
         }
         StateAction::Import { file } => {
             let n = if file.as_os_str() == "-" {
@@ -113,7 +113,7 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
                 })?;
                 store.import(&mut std::io::BufReader::new(f))?
             };
-            eprintln!("imported {n} key(s)");
+            said(format_args!("imported {n} key(s)"));
         }
     }
     Ok(())
@@ -133,4 +133,10 @@ fn print_line(out: &mut impl Write, line: std::fmt::Arguments<'_>) -> Result<boo
         }
         .into()),
     }
+}
+
+/// What a command did, on stderr; nobody reading it (`2>&1 | head`) is no failure and no panic
+/// (`eprintln!` panics then): the work is done and the exit code says so.
+fn said(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

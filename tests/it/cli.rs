@@ -413,3 +413,36 @@ fn state_output_into_a_closed_pipe_ends_quietly() {
         assert!(!stderr.contains("panicked"), "{action}: {stderr}");
     }
 }
+
+/// Nobody reading stderr (`2>&1 | head` after the reader left): the message is lost, the exit
+/// code is not (it was 101, a panic in `eprintln!`).
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let closed_stderr = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let status = crate::support::cmd()
+        .args(["state", "--state-dir", "/nonexistent/state", "stats"])
+        .stdout(std::process::Stdio::null())
+        .stderr(closed_stderr())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(5));
+
+    let sim = Sim::start(&["--sessions", "3", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    setup.run(&["once"]).ok();
+    let export = setup.dir.path().join("export.jsonl");
+    let status = crate::support::cmd()
+        .args(["state", "--state-dir"])
+        .arg(setup.state_dir())
+        .args(["export", "--output"])
+        .arg(&export)
+        .stderr(closed_stderr())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(std::fs::read_to_string(&export).unwrap().lines().count() > 3);
+}
