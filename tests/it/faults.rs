@@ -42,11 +42,9 @@ fn with_source(setup: &Setup, retries: u32, backoff_max: &str) {
     std::fs::write(&setup.config, text).unwrap();
 }
 
-/// A vault (or a proxy before it) that answers 429 with `Retry-After: 2` is left alone for
-/// those 2 s, though the agent's own first backoff is 20 ms; the message says what it asked.
-#[test]
-fn a_rate_limited_listing_is_retried_after_what_the_vault_asked() {
-    let sim = Sim::start(&[
+/// A simulator whose first listing answers 429 with `Retry-After: 2`.
+fn rate_limited_once(sessions: &str) -> Sim {
+    let args = [
         "--fail-first",
         "1",
         "--fail-status",
@@ -54,15 +52,26 @@ fn a_rate_limited_listing_is_retried_after_what_the_vault_asked() {
         "--retry-after",
         "2",
         "--sessions",
-        "20",
-        "--now",
-        NOW,
-    ]);
+        sessions,
+    ];
+    Sim::start(&[&args[..], &["--now", NOW]].concat())
+}
+
+/// The agent's run and how long it took (tests use it as a lower bound only).
+fn timed(setup: &Setup, args: &[&str]) -> (crate::support::Run, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let run = setup.run(args);
+    (run, started.elapsed())
+}
+
+/// A vault (or a proxy before it) that answers 429 with `Retry-After: 2` is left alone for
+/// those 2 s, though the agent's own first backoff is 20 ms; the message says what it asked.
+#[test]
+fn a_rate_limited_listing_is_retried_after_what_the_vault_asked() {
+    let sim = rate_limited_once("20");
     let setup = Setup::new(&sim.url, "", "");
     with_source(&setup, 4, "10s");
-    let started = std::time::Instant::now();
-    let run = setup.run(&["once", "--log-level", "debug"]);
-    let took = started.elapsed();
+    let (run, took) = timed(&setup, &["once", "--log-level", "debug"]);
     run.ok();
     assert_eq!(run.docs().len(), 20);
     assert!(
@@ -144,23 +153,10 @@ fn a_rate_limited_token_request_is_retried_not_called_rejected() {
 /// asked (2 s), though the interval is 100 ms.
 #[test]
 fn run_waits_what_the_vault_asked_before_the_next_poll() {
-    let sim = Sim::start(&[
-        "--fail-first",
-        "1",
-        "--fail-status",
-        "429",
-        "--retry-after",
-        "2",
-        "--sessions",
-        "5",
-        "--now",
-        NOW,
-    ]);
+    let sim = rate_limited_once("5");
     let setup = Setup::new(&sim.url, "interval = \"100ms\"", "");
     with_source(&setup, 0, "10s");
-    let started = std::time::Instant::now();
-    let run = setup.run(&["run", "--cycles", "2"]);
-    let took = started.elapsed();
+    let (run, took) = timed(&setup, &["run", "--cycles", "2"]);
     run.ok();
     assert_eq!(run.docs().len(), 5);
     assert!(run.stderr.contains("the vault asked for that pause"), "{}", run.stderr);
@@ -261,9 +257,9 @@ fn truncated_listing_exits_3_and_a_rerun_delivers_the_rest() {
     assert_eq!(repeats, 0, "committed events are not sent again");
 }
 
-#[test]
-fn tls_works_with_the_ca_file_and_fails_without() {
-    let dir = tempfile::tempdir().unwrap();
+/// A simulator serving HTTPS (5 sessions), and the file in `dir` with the CA its certificate
+/// verifies with.
+fn tls_sim(dir: &tempfile::TempDir) -> (Sim, std::path::PathBuf) {
     let ca = dir.path().join("ca.pem");
     let sim = Sim::start(&[
         "--tls",
@@ -274,6 +270,13 @@ fn tls_works_with_the_ca_file_and_fails_without() {
         "--now",
         NOW,
     ]);
+    (sim, ca)
+}
+
+#[test]
+fn tls_works_with_the_ca_file_and_fails_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca) = tls_sim(&dir);
     assert!(sim.url.starts_with("https://"));
     let without = Setup::new(&sim.url, "", "");
     let run = without.run(&["once"]);
@@ -421,16 +424,7 @@ fn forward_proxy() -> ForwardProxy {
 #[test]
 fn an_https_vault_is_reached_through_a_connect_tunnel() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    let sim = Sim::start(&[
-        "--tls",
-        "--tls-ca-out",
-        ca.to_str().unwrap(),
-        "--sessions",
-        "5",
-        "--now",
-        NOW,
-    ]);
+    let (sim, ca) = tls_sim(&dir);
     let proxy = forward_proxy();
     let setup = Setup::new(&sim.url, &format!("ca_file = \"{}\"", ca.display()), "");
     let out = crate::support::cmd()
