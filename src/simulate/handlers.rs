@@ -21,13 +21,14 @@ fn json(status: StatusCode, body: String) -> Response<HttpBody> {
 }
 
 /// The answer `--fail-first` and `--fail-token-first` give: `--fail-status` (500 "Unexpected
-/// error.", the vault's own, unless another is asked for), with `--retry-after` if given.
+/// error.", the vault's own, unless another is asked for) with `--fail-message` if given, and
+/// `--retry-after` if given.
 fn injected_failure(opts: &SimOptions) -> Response<HttpBody> {
     let status = StatusCode::from_u16(opts.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        "Unexpected error."
-    } else {
-        status.canonical_reason().unwrap_or("Error")
+    let message = match &opts.fail_message {
+        Some(m) => m.as_str(),
+        None if status == StatusCode::INTERNAL_SERVER_ERROR => "Unexpected error.",
+        None => status.canonical_reason().unwrap_or("Error"),
     };
     let mut resp = api_error(status, message);
     // Checked when the options were parsed.

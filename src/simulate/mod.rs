@@ -85,6 +85,10 @@ pub struct SimOptions {
     /// The HTTP status of those failures (e.g. 429, 503).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
     pub fail_status: u16,
+    /// The message of those failures (default: "Unexpected error." for 500, else the status's
+    /// standard reason).
+    #[arg(long)]
+    pub fail_message: Option<String>,
     /// A Retry-After header on those failures, sent as given (seconds or an HTTP date).
     #[arg(long, value_parser = parse_header_value)]
     pub retry_after: Option<String>,

@@ -113,16 +113,19 @@ fn what_the_vault_asks_is_capped_at_the_longest_backoff() {
 }
 
 /// A token endpoint that answers 429 or 408 is busy, not refusing the credentials, whatever its
-/// message: retried (both were reported as rejected credentials, exit 3). A `Retry-After` date
+/// message says: retried (both were reported as rejected credentials, exit 3). A `Retry-After` date
 /// already past (RFC 850 form) asks for no wait.
 #[test]
 fn a_rate_limited_token_request_is_retried_not_called_rejected() {
-    for (status, reason) in [("429", "Too Many Requests"), ("408", "Request Timeout")] {
+    // A rate limiter's message may well speak of authentication; it judges nothing.
+    for (status, reason) in [("429", "Too many authentication attempts"), ("408", "Request Timeout")] {
         let sim = Sim::start(&[
             "--fail-token-first",
             "2",
             "--fail-status",
             status,
+            "--fail-message",
+            reason,
             "--retry-after",
             "Thursday, 01-Jan-70 00:00:00 GMT",
             "--sessions",
@@ -510,4 +513,20 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
         run.stderr
     );
     assert!(!run.stderr.contains("proxy-pass"), "{}", run.stderr);
+
+    // A SOCKS proxy, which this build does not speak: said at start, not left to the errors.
+    let out = crate::support::cmd()
+        .args(["once", "-c"])
+        .arg(&setup.config)
+        .env("ALL_PROXY", "socks5h://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let run = crate::support::Run::from(out);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("That is a SOCKS proxy, which this build does not speak"),
+        "{}",
+        run.stderr
+    );
 }
