@@ -15,8 +15,7 @@ use crate::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// One line of the report.
-/// Report lines go to stdout; a reader that went away (`check | head -1`) is no reason to
+/// One line of the report, on stdout; a reader that went away (`check | head -1`) is no reason to
 /// stop checking or to panic (`println!` would): the exit code still gives the verdict.
 fn report(ok: bool, what: &str, detail: &str) {
     let _ = writeln!(

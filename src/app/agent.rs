@@ -275,12 +275,10 @@ impl Agent {
     }
 
     /// How long a poll that ended in `e` asks the next one to hold off: what the vault asked in
-    /// `Retry-After`, up to `source.retry_backoff_max` (as for the retries within a poll).
+    /// `Retry-After`, capped as the retries within a poll are.
     pub fn vault_pause(&self, e: &Error) -> Duration {
         match e {
-            Error::Source(se) => se
-                .retry_after()
-                .map_or(Duration::ZERO, |d| d.min(self.pipeline.retry.backoff_max)),
+            Error::Source(se) => self.pipeline.retry.asked(se),
             _ => Duration::ZERO,
         }
     }

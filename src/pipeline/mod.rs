@@ -13,6 +13,7 @@ mod batch;
 mod deliver;
 mod filter;
 mod pending;
+mod retry;
 mod summary;
 
 use crate::encode::Encoder;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 
 pub use batch::Batch;
 pub use deliver::{DeliveryPolicy, SinkSet};
+pub use retry::{backoff_delay, RetryPolicy};
 use summary::{log_summary, poll_end};
 pub use summary::{Counters, CycleSummary};
 
@@ -80,34 +82,6 @@ pub struct Progress {
     pub records: AtomicU64,
 }
 
-/// How the pipeline retries the source.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub retries: u32,
-    /// First delay.
-    pub backoff: Duration,
-    /// Longest delay.
-    pub backoff_max: Duration,
-}
-
-/// Exponential backoff with full jitter in [d/2, d].
-pub fn backoff_delay(attempt: u32, first: Duration, max: Duration) -> Duration {
-    let exp = first.saturating_mul(1u32 << attempt.min(20)).min(max);
-    let half = exp / 2;
-    half + half.mul_f64(rand::random::<f64>())
-}
-
-/// How long to wait before retrying after `e`: the backoff, or longer when the vault (or a
-/// proxy before it) asked for longer (`Retry-After`, as RFC 9110 has it: at least that long),
-/// but never beyond `backoff_max`: a vault that asks for an hour does not hold a poll up for
-/// an hour (raise `source.retry_backoff_max` to wait as long as it asks).
-fn retry_delay(e: &crate::source::senhasegura::SourceError, attempt: u32, policy: &RetryPolicy) -> Duration {
-    let delay = backoff_delay(attempt, policy.backoff, policy.backoff_max);
-    e.retry_after()
-        .map_or(delay, |asked| delay.max(asked.min(policy.backoff_max)))
-}
-
 /// Everything one cycle needs.
 pub struct Pipeline {
     /// The vault client.
@@ -154,7 +128,7 @@ impl Pipeline {
             match result {
                 Ok(()) => break,
                 Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() => {
-                    let delay = retry_delay(&e, attempt, &self.retry);
+                    let delay = self.retry.delay(&e, attempt);
                     self.telemetry.source_failed(&e);
                     tracing::debug!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Vault request failed; retrying");
                     let mut sd = shutdown.clone();
@@ -399,53 +373,4 @@ pub fn encoders_for(
         cef: config.cef.options(),
     };
     (formats.into_iter().map(|f| Encoder::new(f, &options)).collect(), index)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::source::senhasegura::SourceError;
-
-    fn busy(retry_after: Option<Duration>) -> SourceError {
-        SourceError::Server {
-            status: 429,
-            message: "Too Many Requests".into(),
-            retry_after,
-        }
-    }
-
-    #[test]
-    fn a_retry_waits_as_long_as_the_vault_asked_up_to_the_longest_backoff() {
-        let policy = RetryPolicy {
-            retries: 5,
-            backoff: Duration::from_millis(10),
-            backoff_max: Duration::from_secs(60),
-        };
-        for attempt in 0..6 {
-            // Without Retry-After: the backoff alone, within [d/2, d] of 10 ms doubling.
-            let own = retry_delay(&busy(None), attempt, &policy);
-            assert!(own <= Duration::from_millis(10 << attempt), "{own:?}");
-            assert_eq!(
-                retry_delay(&busy(Some(Duration::from_secs(2))), attempt, &policy),
-                Duration::from_secs(2)
-            );
-            // Capped at the longest backoff.
-            assert_eq!(
-                retry_delay(&busy(Some(Duration::from_secs(3600))), attempt, &policy),
-                Duration::from_secs(60)
-            );
-            assert_eq!(
-                retry_delay(&busy(Some(Duration::MAX)), attempt, &policy),
-                Duration::from_secs(60)
-            );
-        }
-        // Asking for less than the backoff does not shorten it.
-        let slow = RetryPolicy {
-            retries: 5,
-            backoff: Duration::from_secs(4),
-            backoff_max: Duration::from_secs(60),
-        };
-        assert!(retry_delay(&busy(Some(Duration::ZERO)), 0, &slow) >= Duration::from_secs(2));
-    }
 }

@@ -422,6 +422,17 @@ fn forward_proxy() -> ForwardProxy {
     ForwardProxy { addr, sent }
 }
 
+/// `once` on `setup`'s config with these environment variables (proxy variables the test does
+/// not set are cleared, `support::cmd`).
+fn once_with_env(setup: &Setup, vars: &[(&str, &str)]) -> crate::support::Run {
+    let mut cmd = crate::support::cmd();
+    cmd.args(["once", "-c"]).arg(&setup.config);
+    for (name, value) in vars {
+        cmd.env(name, value);
+    }
+    crate::support::Run::from(cmd.output().unwrap())
+}
+
 /// `HTTPS_PROXY` (the packaged default's case): an `https://` vault is reached through a
 /// CONNECT tunnel, with the proxy's credentials, and TLS still verifies the vault itself.
 #[test]
@@ -430,13 +441,8 @@ fn an_https_vault_is_reached_through_a_connect_tunnel() {
     let (sim, ca) = tls_sim(&dir);
     let proxy = forward_proxy();
     let setup = Setup::new(&sim.url, &format!("ca_file = \"{}\"", ca.display()), "");
-    let out = crate::support::cmd()
-        .args(["once", "-c"])
-        .arg(&setup.config)
-        .env("HTTPS_PROXY", format!("http://agent:proxy-pass@{}", proxy.addr))
-        .output()
-        .unwrap();
-    let run = crate::support::Run::from(out);
+    let proxy_url = format!("http://agent:proxy-pass@{}", proxy.addr);
+    let run = once_with_env(&setup, &[("HTTPS_PROXY", &proxy_url)]);
     run.ok();
     assert_eq!(run.docs().len(), 5);
     let authority = sim.url.trim_start_matches("https://");
@@ -458,17 +464,8 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
     let sim = Sim::start(&["--sessions", "5", "--now", NOW]);
     let proxy = forward_proxy();
     let setup = Setup::new(&sim.url, "", "");
-    let once = |no_proxy: Option<&str>| {
-        let mut cmd = crate::support::cmd();
-        cmd.args(["once", "-c"])
-            .arg(&setup.config)
-            .env("HTTP_PROXY", format!("http://agent:proxy-pass@{}", proxy.addr));
-        if let Some(hosts) = no_proxy {
-            cmd.env("NO_PROXY", hosts);
-        }
-        crate::support::Run::from(cmd.output().unwrap())
-    };
-    let run = once(None);
+    let proxy_url = format!("http://agent:proxy-pass@{}", proxy.addr);
+    let run = once_with_env(&setup, &[("HTTP_PROXY", &proxy_url)]);
     run.ok();
     assert_eq!(run.docs().len(), 5);
     let sent = proxy.sent.lock().unwrap().to_ascii_lowercase();
@@ -486,7 +483,7 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
     assert!(!run.stderr.contains("proxy-pass"), "{}", run.stderr);
 
     let through = proxy.sent.lock().unwrap().len();
-    let run = once(Some("127.0.0.1"));
+    let run = once_with_env(&setup, &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
     run.ok();
     assert!(!run.stderr.contains("through the proxy"), "{}", run.stderr);
     assert_eq!(
@@ -498,13 +495,7 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
 
     // A proxy that refuses: the error says the request went through it (not that the vault
     // refused), still without the password.
-    let out = crate::support::cmd()
-        .args(["once", "-c"])
-        .arg(&setup.config)
-        .env("HTTP_PROXY", "http://agent:proxy-pass@127.0.0.1:1")
-        .output()
-        .unwrap();
-    let run = crate::support::Run::from(out);
+    let run = once_with_env(&setup, &[("HTTP_PROXY", "http://agent:proxy-pass@127.0.0.1:1")]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.stderr
@@ -515,13 +506,7 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
     assert!(!run.stderr.contains("proxy-pass"), "{}", run.stderr);
 
     // A SOCKS proxy, which this build does not speak: said at start, not left to the errors.
-    let out = crate::support::cmd()
-        .args(["once", "-c"])
-        .arg(&setup.config)
-        .env("ALL_PROXY", "socks5h://127.0.0.1:1")
-        .output()
-        .unwrap();
-    let run = crate::support::Run::from(out);
+    let run = once_with_env(&setup, &[("ALL_PROXY", "socks5h://127.0.0.1:1")]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.stderr
