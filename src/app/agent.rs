@@ -46,7 +46,8 @@ impl Mode {
     }
 }
 
-/// A store that knows nothing and remembers nothing (`--dry-run` without a state directory).
+/// A store that knows nothing and remembers nothing (`--dry-run` where no store is yet: a
+/// dry run must not create one, which would fix the first-run horizon at the preview's time).
 struct EmptyStore;
 
 impl Dedup for EmptyStore {
@@ -186,7 +187,7 @@ impl Agent {
         }
         let backfill_horizon = first_run_horizon(config.source.backfill);
         let state_path = &config.state.path;
-        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) = if dry_run && !state_path.exists() {
+        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) = if dry_run && !crate::state::store_exists(state_path) {
             (None, Arc::new(EmptyStore))
         } else {
             let vault = (!dry_run).then_some(resolved.base_url.as_str());

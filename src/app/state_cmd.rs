@@ -42,12 +42,8 @@ pub fn state(config_path: Option<&Path>, state_dir: Option<PathBuf>, action: Sta
             (config.state.path, config.state.retention.0, config.metrics.listen)
         }
     };
-    if !path.exists() && !matches!(action, StateAction::Import { .. }) {
-        return Err(StateError::Open {
-            path,
-            message: "no state directory here".into(),
-        }
-        .into());
+    if !matches!(action, StateAction::Import { .. }) && !crate::state::store_exists(&path) {
+        return Err(StateError::Missing { path }.into());
     }
     let store = SledStore::open(&path, None, None).inspect_err(|e| {
         if matches!(e, StateError::Locked { .. }) {

@@ -18,7 +18,7 @@ mod sled_store;
 mod tree;
 
 pub use operator::{ExportLine, Remembered, Stats};
-pub use sled_store::{sled_config, SledStore, StateMeta};
+pub use sled_store::{sled_config, store_exists, SledStore, StateMeta};
 
 use crate::key::{EventKey, KeyRef};
 use chrono::{DateTime, Utc};
@@ -33,6 +33,9 @@ pub enum StateError {
     /// Another process holds the store.
     #[error("state directory {path} is in use by another senhasegura-forwarder process (only one agent may use a state directory; stop the other one or set another state.path)")]
     Locked { path: PathBuf },
+    /// A `state` command found no store to read or change (the agent creates it).
+    #[error("no state store in {path} yet: the agent creates it at its first poll (`state` commands other than import do not, so that the first poll still keeps to source.backfill)")]
+    Missing { path: PathBuf },
     /// The store could not be opened or read.
     #[error("state store {path} cannot be opened: {message}. If it is corrupt, move the directory aside and `state import` the last export (see README, \"Recovering the state\")")]
     Open { path: PathBuf, message: String },

@@ -96,6 +96,14 @@ pub struct StateMeta {
     pub vault: Option<String>,
 }
 
+/// Whether `path` holds a store (sled's `db` file), as opposed to a missing or empty directory.
+/// Only the agent's first poll (and `state import`) create a store: one created by anything
+/// else would record no first-run horizon, and the first poll would forward all of
+/// `state.retention` instead of `source.backfill`.
+pub fn store_exists(path: &Path) -> bool {
+    path.join("db").is_file()
+}
+
 impl SledStore {
     /// Open (or create) the store at `path`, migrating a format-1 store. `first_run_horizon` is
     /// remembered only when the store is created.

@@ -123,15 +123,18 @@ fn v3_path_falls_back_to_v4_on_404() {
     assert!(run.stderr.contains("falling back to the v4 path"), "{}", run.stderr);
 }
 
-#[test]
-fn horizon_skips_old_events_on_first_run() {
-    // 100 sessions over 10 days ending now; backfill 24h forwards only the last day's events.
-    let sim = Sim::start(&["--sessions", "100", "--active", "0", "--history", "10d"]);
+/// 100 sessions over 10 days ending now, and a config with backfill 24h.
+fn ten_days_backfill_one(sim: &Sim) -> Setup {
     let setup = Setup::new(&sim.url, "", "");
     let text = std::fs::read_to_string(&setup.config)
         .unwrap()
         .replace("backfill = \"all\"", "backfill = \"24h\"");
     std::fs::write(&setup.config, text).unwrap();
+    setup
+}
+
+/// A first poll of `ten_days_backfill_one` forwards only the last day's events.
+fn assert_first_poll_keeps_to_backfill(setup: &Setup) {
     let run = setup.run(&["once"]);
     run.ok();
     let n = run.docs().len();
@@ -140,6 +143,39 @@ fn horizon_skips_old_events_on_first_run() {
         "about a tenth of the sessions end in the last day, got {n}"
     );
     assert!(run.stderr.contains("skipped_horizon="), "{}", run.stderr);
+}
+
+#[test]
+fn horizon_skips_old_events_on_first_run() {
+    let sim = Sim::start(&["--sessions", "100", "--active", "0", "--history", "10d"]);
+    assert_first_poll_keeps_to_backfill(&ten_days_backfill_one(&sim));
+}
+
+/// The package creates the state directory empty. Looking into it before the first start
+/// (`state stats`, a dry run) must not create a store: one made without the agent recorded no
+/// first-run horizon, and the first poll forwarded all ten days.
+#[test]
+fn state_commands_and_dry_runs_leave_an_empty_state_directory_empty() {
+    let sim = Sim::start(&["--sessions", "100", "--active", "0", "--history", "10d"]);
+    let setup = ten_days_backfill_one(&sim);
+    let dir = setup.state_dir();
+    std::fs::create_dir(&dir).unwrap();
+    for action in [&["stats"][..], &["list"], &["export"], &["prune"], &["forget", "--session", "x"]] {
+        let out = crate::support::cmd()
+            .args(["state", "-c"])
+            .arg(&setup.config)
+            .args(action)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{action:?}: {stderr}");
+        assert!(stderr.contains("no state store in"), "{action:?}: {stderr}");
+    }
+    let dry = setup.run(&["once", "--dry-run"]);
+    let n = dry.ok().docs().len();
+    assert!((8..=12).contains(&n), "a dry run keeps to backfill too, got {n}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing created");
+    assert_first_poll_keeps_to_backfill(&setup);
 }
 
 #[test]
