@@ -60,6 +60,14 @@ impl Config {
                 format!("`{}` is not a URL: {e}", crate::settings::excerpt(&url)),
             )
         })?;
+        // Before anything echoes the URL: it is logged, shown by `check` and `/health`, and
+        // kept in the state, and reqwest would send these as Basic credentials.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid(
+                "source.url",
+                "holds a user name or password (`user:...@`); remove them: the agent signs in with source.auth, and the URL is logged, shown by check and /health, and kept in the state",
+            ));
+        }
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid(
                 "source.url",

@@ -277,3 +277,18 @@ fn online_check_does_not_call_a_udp_sink_connected() {
     );
     assert!(!line.contains("connected"), "{line}");
 }
+
+/// A user and password in `source.url` would be logged, shown by `check` and `/health`, kept in
+/// the state, and sent as Basic credentials: refused as a config error, never echoed.
+#[test]
+fn a_password_in_the_vault_url_is_refused_and_never_shown() {
+    let s = Setup::new("https://svc:P4ssw0rd-Secret@127.0.0.1:1", "", "");
+    let run = check(&s, &["--offline"]);
+    assert_fails_once(&run, 2, "config", "holds a user name or password");
+    let once = s.run(&["once"]);
+    assert_eq!(once.code, 2, "{}", once.stderr);
+    for out in [&run.stdout, &run.stderr, &once.stdout, &once.stderr] {
+        assert!(!out.contains("P4ssw0rd"), "{out}");
+    }
+    assert!(!s.state_dir().exists(), "refused before the store is opened");
+}
