@@ -46,6 +46,7 @@ pub(super) fn poll_end(s: &CycleSummary, error: Option<&Error>) -> crate::teleme
         duration: s.duration,
         new_events: s.counters.new_events,
         interrupted: s.interrupted,
+        answered: s.bytes > 0,
         failed: error.map(|e| match e {
             Error::Source(_) => Failed::Source,
             _ => Failed::Other,

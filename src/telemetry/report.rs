@@ -30,6 +30,8 @@ pub struct PollEnd {
     pub new_events: u64,
     /// Shutdown interrupted it.
     pub interrupted: bool,
+    /// The listing's body began to arrive: the vault answered this poll.
+    pub answered: bool,
     /// Why it failed, if it did.
     pub failed: Option<Failed>,
 }
@@ -112,7 +114,9 @@ impl Telemetry {
         m.poll_duration.observe(end.duration.as_secs_f64());
         let mut st = self.status();
         st.poll_started = None;
-        if end.failed == Some(Failed::Source) {
+        // A source error, or a stop before the vault answered (in a retry's wait, say): this
+        // poll learned nothing new of the source, so no "recovered".
+        if end.failed == Some(Failed::Source) || (end.interrupted && !end.answered) {
             m.polls_error.inc();
             return;
         }

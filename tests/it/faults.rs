@@ -515,3 +515,18 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
         run.stderr
     );
 }
+
+/// A stop while the poll waits to retry a vault that is down is not a recovery: no "Source
+/// recovered" line (alerts pair it with "Source down").
+#[test]
+fn a_stop_during_an_outage_logs_no_recovery() {
+    let sim = Sim::start(&["--fail-first", "100000", "--sessions", "5", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace("retries = 4", "retries = 100000");
+    std::fs::write(&setup.config, text).unwrap();
+    let agent = setup.start_run();
+    agent.wait_for_log("Source down", 1, std::time::Duration::from_secs(20));
+    let run = agent.stop();
+    assert!(run.stderr.contains("interrupted=true"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("Source recovered").count(), 0, "{}", run.stderr);
+}
