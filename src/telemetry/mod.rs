@@ -36,7 +36,7 @@ pub fn source_error_kind(e: &SourceError) -> &'static str {
         SourceError::AuthRejected { .. } => "auth",
         SourceError::Token { .. } => "token",
         SourceError::NotAuthorized { .. } => "not_authorized",
-        SourceError::NotFound { .. } => "not_found",
+        SourceError::NotFound { .. } | SourceError::TokenNotFound { .. } => "not_found",
         SourceError::Server { .. } => "server",
         SourceError::Api { .. } => "api",
         SourceError::Listing { .. } => "listing",

@@ -530,3 +530,25 @@ fn a_stop_during_an_outage_logs_no_recovery() {
     assert!(run.stderr.contains("interrupted=true"), "{}", run.stderr);
     assert_eq!(run.stderr.matches("Source recovered").count(), 0, "{}", run.stderr);
 }
+
+/// A 404 from the token endpoint names the token endpoint and its settings, not the listing's
+/// path (it said "set source.path", which cannot fix it).
+#[test]
+fn a_missing_token_endpoint_is_named_as_such() {
+    let sim = Sim::start(&["--sessions", "5", "--now", NOW]);
+    let setup = Setup::new(&sim.url, "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "client_secret = \"simulator-secret\"",
+        "client_secret = \"simulator-secret\"\ntoken_path = \"/oauth2/token\"",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let run = setup.run(&["once"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("the token endpoint {}/oauth2/token was not found", sim.url)),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("source.auth.token_path"), "{}", run.stderr);
+    assert!(!run.stderr.contains("set source.path"), "{}", run.stderr);
+}

@@ -76,7 +76,7 @@ impl TokenSource {
         }
         let (token, ttl) = self.fetch(http).await.map_err(|e| match e {
             // The vault answered about the credentials: already named as such.
-            SourceError::AuthRejected { .. } | SourceError::NotFound { .. } => e,
+            SourceError::AuthRejected { .. } | SourceError::TokenNotFound { .. } => e,
             cause => SourceError::Token {
                 url: self.url.clone(),
                 cause: Box::new(cause),
@@ -151,8 +151,8 @@ impl TokenSource {
             });
         }
         if status.as_u16() == 404 {
-            return Err(SourceError::NotFound {
-                path: self.url.clone(),
+            return Err(SourceError::TokenNotFound {
+                url: self.url.clone(),
                 message,
             });
         }

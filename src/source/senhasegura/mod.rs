@@ -33,6 +33,9 @@ pub enum SourceError {
     /// The path does not exist on this vault.
     #[error("the listing path {path} was not found ({message}); set source.path to the path your vault version documents ({v3} or {v4})", v3 = PATH_V3, v4 = PATH_V4)]
     NotFound { path: String, message: String },
+    /// The token endpoint does not exist at the configured address.
+    #[error("the token endpoint {url} was not found ({message}); check source.url (the vault's address, without a path) and source.auth.token_path (default {TOKEN_PATH})")]
+    TokenNotFound { url: String, message: String },
     /// A 5xx, 408 or 429 answer from the vault (or a proxy before it), with how long it asked
     /// the client to wait (`Retry-After`), if it said.
     #[error("the vault answered HTTP {status}: {message}{}", asked(*.retry_after))]
