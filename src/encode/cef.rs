@@ -155,9 +155,6 @@ impl CefEncoder {
         let mut line = String::with_capacity(768);
         line.push_str(&self.header);
         let _ = write!(line, "{class}|{name}|{severity}|");
-        if e.device.unparsed {
-            counters.partial += 1;
-        }
         let mut x = Ext {
             out: String::with_capacity(640),
             counters,

@@ -66,14 +66,13 @@ impl EcsEncoder {
 
     /// Append the JSON document of `e` to `out` (one line, no newline), written field by field
     /// in the order of docs/mapping.md: no intermediate structure, one pass over each value.
-    pub fn encode(&self, e: &SessionEvent, out: &mut Vec<u8>, counters: &mut EncodeCounters) {
+    /// `_counters`: nothing to count, JSON has no length limits to cut values to (a record with an
+    /// unparsed device is counted by the filter, once whatever the formats).
+    pub fn encode(&self, e: &SessionEvent, out: &mut Vec<u8>, _counters: &mut EncodeCounters) {
         let (action, kind_type) = match e.phase {
             Phase::Start => ("remote-session-started", "start"),
             Phase::End => ("remote-session-ended", "end"),
         };
-        if e.device.unparsed {
-            counters.partial += 1;
-        }
         let mut doc = Obj::open(out);
         doc.ts("@timestamp", Some(&e.timestamp));
         let mut ecs = doc.obj("ecs");

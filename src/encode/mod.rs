@@ -32,7 +32,8 @@ pub struct Options {
 pub struct EncodeCounters {
     /// Values truncated to a format limit.
     pub truncated: u64,
-    /// Events emitted although some field could not be mapped.
+    /// Events emitted although some field could not be mapped (counted once per event by the
+    /// filter, whatever the number of formats).
     pub partial: u64,
 }
 

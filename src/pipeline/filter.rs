@@ -427,6 +427,9 @@ impl Worker {
         let start = candidate.start;
         let original = self.input.keep_original.then_some(bytes);
         let event = SessionEvent::build(record, candidate, &self.input.origin, tenant, self.created, original);
+        if event.device.unparsed {
+            self.encode.partial = self.encode.partial.saturating_add(1);
+        }
         for (i, enc) in self.input.encoders.iter().enumerate() {
             let buf = &mut self.batch.payloads[i];
             let start = buf.len();

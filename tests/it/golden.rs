@@ -20,12 +20,17 @@ fn blank_volatile(line: &str) -> String {
 }
 
 fn run(input: &Path, format: &str) -> crate::support::Run {
+    run_formats(input, &[format])
+}
+
+/// A dry run of `input` with one stdout sink per format.
+fn run_formats(input: &Path, formats: &[&str]) -> crate::support::Run {
     let sim = Sim::start(&["--fixture", input.to_str().unwrap()]);
-    let setup = Setup::new(
-        &sim.url,
-        "",
-        &format!("[cef]\nversion = \"test\"\n[[sink]]\ntype = \"stdout\"\nformat = \"{format}\"\n"),
-    );
+    let sinks: String = formats
+        .iter()
+        .map(|f| format!("[[sink]]\ntype = \"stdout\"\nformat = \"{f}\"\n"))
+        .collect();
+    let setup = Setup::new(&sim.url, "", &format!("[cef]\nversion = \"test\"\n{sinks}"));
     let text = std::fs::read_to_string(&setup.config)
         .unwrap()
         .replace("\"UTC\"", "\"America/Sao_Paulo\"");
@@ -81,6 +86,9 @@ fn unmappable_record_is_emitted_partially_and_counted() {
     assert!(bad["destination"].get("port").is_none() && bad["destination"].get("ip").is_none());
     assert_eq!(bad["user"]["name"], "bea", "what can be mapped still is");
     assert!(out.stderr.contains("partial=1"), "{}", out.stderr);
+    // Counted per record, not once per output format.
+    let both = run_formats(&golden_dir().join("edge-cases.json"), &["ecs", "cef"]);
+    assert!(both.stderr.contains("partial=1 "), "{}", both.stderr);
     assert!(
         out.stderr.contains("bad=1"),
         "the record without session_id is counted: {}",
