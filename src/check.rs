@@ -114,15 +114,7 @@ fn offline_checks(config_path: &Path, sink_lines: bool) -> Result<Resolved, Erro
         warn("tls", "source.insecure = true turns certificate verification off");
     }
     // Builds the HTTP client: reads and parses source.ca_file. No request is made.
-    let client = VaultClient::new(&resolved.client_settings()).map_err(|e| {
-        fail(
-            "source",
-            ConfigError::Invalid {
-                key: "source",
-                message: e.to_string(),
-            },
-        )
-    })?;
+    let client = VaultClient::new(&resolved.client_settings()).map_err(|e| fail("source", e))?;
     report(
         true,
         "source",

@@ -100,6 +100,14 @@ fn offline_check_refuses_unreadable_ca_files() {
     let junk = s.dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
     assert_fails_once(&with_ca(&junk), 2, "source", "holds no");
+    // The same file stops `once` and `run` as a config error too (they said exit 3, a source
+    // error, and `run` does not stop for those).
+    let junk_setup = setup(&format!("ca_file = \"{}\"", junk.display()), "");
+    for command in ["once", "run"] {
+        let run = junk_setup.run(&[command]);
+        assert_eq!(run.code, 2, "{command}: {}", run.stderr);
+        assert!(run.stderr.contains("source.ca_file"), "{command}: {}", run.stderr);
+    }
     // A missing file.
     assert_fails_once(
         &with_ca(&s.dir.path().join("missing.pem")),

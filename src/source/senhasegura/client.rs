@@ -12,7 +12,7 @@ use super::model::ErrorBody;
 use super::oauth1::Oauth1;
 use super::{from_reqwest, SourceError};
 use super::{PATH_V3, PATH_V4};
-use crate::settings::Secret;
+use crate::settings::{ConfigError, Secret};
 use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -82,8 +82,9 @@ pub fn cleartext_host(url: &str) -> Option<String> {
     (!local).then(|| host.to_string())
 }
 
-/// Build the HTTP client the settings describe.
-pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError> {
+/// Build the HTTP client the settings describe. What fails here is the configuration (an
+/// unreadable or empty `source.ca_file`): exit 2 from `once` and `run` as from `check`.
+pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, ConfigError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("senhasegura-forwarder/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(src.connect_timeout)
@@ -93,16 +94,15 @@ pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError>
         .redirect(reqwest::redirect::Policy::none())
         .gzip(true);
     if let Some(ca) = &src.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| SourceError::Tls {
-            message: format!("cannot read source.ca_file {}: {e}", ca.display()),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Tls {
-            message: format!("source.ca_file {} holds no usable PEM certificate: {e}", ca.display()),
-        })?;
+        let bad = |message: String| ConfigError::Invalid {
+            key: "source.ca_file",
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| bad(format!("cannot read {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("{} holds no usable PEM certificate: {e}", ca.display())))?;
         if certs.is_empty() {
-            return Err(SourceError::Tls {
-                message: format!("source.ca_file {} holds no PEM certificate", ca.display()),
-            });
+            return Err(bad(format!("{} holds no PEM certificate", ca.display())));
         }
         builder = builder.tls_certs_only(certs);
     }
@@ -125,14 +125,15 @@ pub fn http_client(src: &ClientSettings) -> Result<reqwest::Client, SourceError>
         tracing::warn!("TLS CERTIFICATE VERIFICATION IS OFF (source.insecure = true): anyone on the path can read the vault's answers and the credentials; use source.ca_file instead");
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder.build().map_err(|e| SourceError::Tls {
-        message: super::chain(&e),
+    builder.build().map_err(|e| ConfigError::Invalid {
+        key: "source",
+        message: format!("the HTTP client cannot be built: {}", super::chain(&e)),
     })
 }
 
 impl VaultClient {
     /// A client for the configured vault.
-    pub fn new(src: &ClientSettings) -> Result<VaultClient, SourceError> {
+    pub fn new(src: &ClientSettings) -> Result<VaultClient, ConfigError> {
         let http = http_client(src)?;
         let path = src.path.clone().unwrap_or_else(|| PATH_V3.to_string());
         let token_url = format!("{}{}", src.base_url, src.token_path);
