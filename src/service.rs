@@ -101,7 +101,14 @@ impl Service {
         }
         self.notifier.reloading();
         match crate::config::Config::load(path).and_then(crate::config::Config::resolve) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                // A process's environment is fixed at its start: systemd hands the reload's
+                // `check` a re-read EnvironmentFile, but not the running agent.
+                if std::fs::read_to_string(path).is_ok_and(|t| t.contains("${")) {
+                    tracing::info!("The configuration reads ${{VAR}} from the environment: those keep the values the agent started with; after changing them (e.g. in /etc/default/senhasegura-forwarder), restart instead");
+                }
+                Some(r)
+            }
             Err(e) => {
                 tracing::error!(config = %path.display(), error = %e, "Reload refused: the new configuration is invalid; still running on the previous one");
                 self.notifier.status(&format!("Reload refused: {e}"));

@@ -229,6 +229,27 @@ fn sighup_from_kafka_to_stdout_sends_each_event_once() {
     assert_eq!(setup.state_keys(), unique);
 }
 
+/// A reload of a config that reads `${VAR}` applies the value the agent started with (its
+/// environment cannot change), and says so: the vault's URL from the environment stays.
+#[test]
+fn sighup_keeps_environment_values_and_says_so() {
+    let sim = Sim::start(&["--sessions", "5", "--now", NOW]);
+    let setup = Setup::new("${FWD_TEST_VAULT}", "interval = \"300ms\"", "");
+    let mut agent = Agent::spawn(&setup, &[("FWD_TEST_VAULT", sim.url.as_str())]);
+    let first = agent.wait_log("Poll cycle done", 0);
+    agent.signal("HUP");
+    let reloaded = agent.wait_log("Configuration reloaded", first);
+    agent.wait_log("Poll cycle done", reloaded);
+    agent.signal("TERM");
+    let (code, _, err) = agent.wait_exit(WAIT);
+    assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
+    assert!(
+        err.iter().any(|l| l.contains("keep the values the agent started with")),
+        "{}",
+        err.join("\n")
+    );
+}
+
 /// A running agent gets `config` and a SIGHUP, refuses it, and keeps polling and delivering on
 /// its old config; returns the refusal (with the lines that follow it) and the stdout lines.
 fn reload_is_refused(config: &str) -> (Setup, String, Vec<String>) {
