@@ -22,7 +22,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `senhasegura_forwarder=debug`.
-    #[arg(long, env = "SENHASEGURA_FORWARDER_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "SENHASEGURA_FORWARDER_LOG", default_value = "info", global = true, value_parser = log_filter)]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -135,4 +135,12 @@ pub enum StateAction {
         /// The export file ("-" for stdin).
         file: PathBuf,
     },
+}
+
+/// A log filter tracing reads, refused at the command line when it does not (it was replaced by
+/// `info` without a word).
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a log filter ({e}); e.g. info, debug or senhasegura_forwarder=debug"))
 }

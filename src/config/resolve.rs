@@ -126,6 +126,14 @@ impl Config {
         if let Some(ca) = &self.source.ca_file {
             regular_file("source.ca_file", ca)?;
         }
+        for (key, value) in [
+            ("source.timeout", self.source.timeout.0),
+            ("source.connect_timeout", self.source.connect_timeout.0),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero (every request would time out at once)"));
+            }
+        }
         if self.source.interval.0.is_zero() {
             return Err(invalid("source.interval", "must be greater than zero"));
         }

@@ -203,7 +203,13 @@ impl SledStore {
                         self.count_keys(added as i64)?;
                     }
                 }
-                Err(e) => return Err(bad(e.to_string())),
+                // serde's own words for the second case name a Rust type, not the file.
+                Err(e) if e.is_data() => {
+                    return Err(bad(
+                        "not a line of a state export: expected {\"meta\":{...}} (the first line) or {\"key\":\"SESSION_ID:start|end\",\"time\":\"RFC 3339\"}".into(),
+                    ))
+                }
+                Err(e) => return Err(bad(format!("not JSON: {e}"))),
             }
         }
         let added = self.chunks.insert_sorted(&sorted(run))?;
