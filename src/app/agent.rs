@@ -187,16 +187,17 @@ impl Agent {
         }
         let backfill_horizon = first_run_horizon(config.source.backfill);
         let state_path = &config.state.path;
-        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) = if dry_run && !crate::state::store_exists(state_path) {
-            (None, Arc::new(EmptyStore))
-        } else {
-            let vault = (!dry_run).then_some(resolved.base_url.as_str());
-            let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
-            if !dry_run {
-                warn_zone_change(&s, resolved)?;
-            }
-            (Some(s.clone()), s)
-        };
+        let (store, dedup): (Option<Arc<SledStore>>, Arc<dyn Dedup>) =
+            if dry_run && !crate::state::store_exists(state_path) {
+                (None, Arc::new(EmptyStore))
+            } else {
+                let vault = (!dry_run).then_some(resolved.base_url.as_str());
+                let s = Arc::new(SledStore::open(state_path, backfill_horizon, vault)?);
+                if !dry_run {
+                    warn_zone_change(&s, resolved)?;
+                }
+                (Some(s.clone()), s)
+            };
         let first_run = match &store {
             Some(s) => s.meta()?.first_run_horizon,
             None => backfill_horizon,

@@ -131,7 +131,10 @@ impl Config {
             ("source.connect_timeout", self.source.connect_timeout.0),
         ] {
             if value.is_zero() {
-                return Err(invalid(key, "must be greater than zero (every request would time out at once)"));
+                return Err(invalid(
+                    key,
+                    "must be greater than zero (every request would time out at once)",
+                ));
             }
         }
         if self.source.interval.0.is_zero() {

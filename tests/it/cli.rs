@@ -31,13 +31,21 @@ fn bad_configs_exit_2_naming_the_problem() {
 
     // A zero timeout: every request would fail at once, every poll.
     for key in ["timeout", "connect_timeout"] {
-        let (_d, run) = with_config(&BASE.replace("timezone = \"UTC\"", &format!("timezone = \"UTC\"\n{key} = \"0s\"")));
+        let (_d, run) =
+            with_config(&BASE.replace("timezone = \"UTC\"", &format!("timezone = \"UTC\"\n{key} = \"0s\"")));
         assert_eq!(run.code, 2, "{key}: {}", run.stderr);
-        assert!(run.stderr.contains(&format!("source.{key}: must be greater than zero")), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("source.{key}: must be greater than zero")),
+            "{}",
+            run.stderr
+        );
     }
 
     // A log filter tracing cannot read was replaced by `info` without a word.
-    let bad_filter = crate::support::cmd().args(["--log-level", "info,[", "check", "--offline"]).output().unwrap();
+    let bad_filter = crate::support::cmd()
+        .args(["--log-level", "info,[", "check", "--offline"])
+        .output()
+        .unwrap();
     assert_eq!(bad_filter.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_filter.stderr).contains("not a log filter"));
 
@@ -262,7 +270,10 @@ fn state_is_private_locked_and_manageable() {
     // A line of something else, and a line that is not JSON: named as such, not in serde's
     // words about a Rust enum.
     for (line, said) in [
-        ("{\"session\":\"x\"}", "import line 1: not a line of a state export: expected {\"meta\""),
+        (
+            "{\"session\":\"x\"}",
+            "import line 1: not a line of a state export: expected {\"meta\"",
+        ),
         ("garbage", "import line 1: not JSON: "),
     ] {
         std::fs::write(&bad_import, format!("{line}\n")).unwrap();

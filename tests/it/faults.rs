@@ -522,7 +522,9 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
 fn a_stop_during_an_outage_logs_no_recovery() {
     let sim = Sim::start(&["--fail-first", "100000", "--sessions", "5", "--now", NOW]);
     let setup = Setup::new(&sim.url, "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace("retries = 4", "retries = 100000");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("retries = 4", "retries = 100000");
     std::fs::write(&setup.config, text).unwrap();
     let agent = setup.start_run();
     agent.wait_for_log("Source down", 1, std::time::Duration::from_secs(20));
@@ -545,7 +547,8 @@ fn a_missing_token_endpoint_is_named_as_such() {
     let run = setup.run(&["once"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
-        run.stderr.contains(&format!("the token endpoint {}/oauth2/token was not found", sim.url)),
+        run.stderr
+            .contains(&format!("the token endpoint {}/oauth2/token was not found", sim.url)),
         "{}",
         run.stderr
     );

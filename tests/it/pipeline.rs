@@ -160,7 +160,13 @@ fn state_commands_and_dry_runs_leave_an_empty_state_directory_empty() {
     let setup = ten_days_backfill_one(&sim);
     let dir = setup.state_dir();
     std::fs::create_dir(&dir).unwrap();
-    for action in [&["stats"][..], &["list"], &["export"], &["prune"], &["forget", "--session", "x"]] {
+    for action in [
+        &["stats"][..],
+        &["list"],
+        &["export"],
+        &["prune"],
+        &["forget", "--session", "x"],
+    ] {
         let out = crate::support::cmd()
             .args(["state", "-c"])
             .arg(&setup.config)
