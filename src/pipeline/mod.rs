@@ -162,6 +162,7 @@ impl Pipeline {
         total: &mut CycleSummary,
     ) -> Result<(), Error> {
         self.telemetry.attempt_started();
+        total.answered = false;
         // SIGTERM does not wait for a vault that is slow to answer (token or listing headers).
         let mut sd = shutdown.clone();
         let response = tokio::select! {
@@ -294,7 +295,9 @@ impl Pipeline {
         let outcome = filter
             .await
             .map_err(|e| Error::Internal(format!("the filter thread failed: {e}")))?;
-        total.bytes += self.progress.bytes.load(Ordering::Relaxed);
+        let read_now = self.progress.bytes.load(Ordering::Relaxed);
+        total.bytes += read_now;
+        total.answered = read_now > 0;
         let c = &mut total.counters;
         c.records = outcome.counters.records;
         c.known = outcome.counters.known;

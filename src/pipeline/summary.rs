@@ -37,6 +37,8 @@ pub struct CycleSummary {
     pub attempts: u32,
     /// Shutdown interrupted the cycle.
     pub interrupted: bool,
+    /// The last attempt's listing body began to arrive: the vault answered it.
+    pub answered: bool,
 }
 
 /// What the metrics need to know of a finished poll.
@@ -46,7 +48,7 @@ pub(super) fn poll_end(s: &CycleSummary, error: Option<&Error>) -> crate::teleme
         duration: s.duration,
         new_events: s.counters.new_events,
         interrupted: s.interrupted,
-        answered: s.bytes > 0,
+        answered: s.answered,
         failed: error.map(|e| match e {
             Error::Source(_) => Failed::Source,
             _ => Failed::Other,
