@@ -87,7 +87,10 @@ impl Envelope {
         let mut head = String::with_capacity(128);
         match self.protocol {
             Protocol::Rfc5424 => {
-                let ts = meta.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                // RFC 5424's TIME-SECFRAC has at most 6 digits (rsyslog garbled 7 to 9): a vault
+                // time with nanoseconds is cut to microseconds here.
+                let ts = chrono::SubsecRound::trunc_subsecs(meta.time, 6)
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
                 let _ = write!(
                     head,
                     "<{}>1 {ts} {} {} {} {msgid} - ",
@@ -173,6 +176,15 @@ mod tests {
             out,
             b"<86>1 2024-05-06T19:07:59Z collector1 senhasegura-forwarder 42 session-end - CEF:0|x"
         );
+        // At most 6 fractional digits (RFC 5424 TIME-SECFRAC), cut, not rounded.
+        for (nanos, shown) in [(123_456_789, ".123456Z"), (123_400_000, ".123400Z"), (120_000_000, ".120Z")] {
+            let mut m = meta(Phase::End);
+            m.time = m.time + chrono::Duration::nanoseconds(nanos);
+            let mut out = Vec::new();
+            env(Protocol::Rfc5424).write(&m, b"", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(&format!("<86>1 2024-05-06T19:07:59{shown} ")), "{text}");
+        }
         let mut out = Vec::new();
         env(Protocol::Rfc3164).write(&meta(Phase::Start), b"{}", &mut out);
         assert_eq!(out, b"<86>May  6 19:07:59 collector1 senhasegura-forwarder[42]: {}");
