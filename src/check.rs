@@ -131,6 +131,19 @@ fn offline_checks(config_path: &Path, sink_lines: bool) -> Result<Resolved, Erro
         if sink_lines {
             report(true, &what, "settings are valid");
         }
+        // Not a failure: the directory may be a mount that comes later, and the sink recovers
+        // when it is there. But a typo would hold every poll up until then.
+        if let crate::sink::SinkConfig::File(f) = sink_config {
+            if let Some(dir) = f.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+                warn(
+                    &what,
+                    &format!(
+                        "directory {} does not exist: the sink fails (and holds up delivery) until it does",
+                        dir.display()
+                    ),
+                );
+            }
+        }
     }
     Ok(resolved)
 }

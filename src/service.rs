@@ -84,6 +84,12 @@ impl Service {
         }
     }
 
+    /// A handle on SIGHUP that resolves for reloads requested from now on (`None` when this
+    /// service does not reload).
+    pub fn reload_handle(&self) -> Option<crate::shutdown::Reload> {
+        self.config_path.as_ref().map(|_| self.reload.clone())
+    }
+
     /// Resolves when SIGHUP asks for a reload.
     pub async fn reload_requested(&mut self) {
         if self.config_path.is_none() {

@@ -145,6 +145,7 @@ fn build_pipeline(
             give_up_after: mode.gives_up().then_some(config.delivery.give_up_after.0),
         },
         telemetry: telemetry.clone(),
+        reload: None,
     };
     Ok(Pipeline {
         client,
@@ -331,6 +332,11 @@ impl Agent {
     }
 
     /// One cycle.
+    /// Let a reload requested from now on abandon a batch a failing sink holds up (`run`).
+    pub fn watch_reload(&mut self, reload: Option<crate::shutdown::Reload>) {
+        self.pipeline.sinks.reload = reload;
+    }
+
     pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<CycleSummary, Error> {
         self.prune_if_due()?;
         self.backup_if_due()?;

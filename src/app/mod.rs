@@ -117,6 +117,7 @@ async fn run_loop(
         // The next poll starts an interval after this one started, or later when the vault
         // asked for a longer pause (Retry-After) in the answer that failed this poll.
         let mut pause = (started, Duration::ZERO);
+        agent.watch_reload(service.reload_handle());
         match agent.poll(&shutdown).await {
             Ok(summary) => service.cycle_done(&summary),
             Err(Error::Sink(crate::sink::SinkError::Closed { sink, message })) => {

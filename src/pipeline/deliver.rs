@@ -1,7 +1,8 @@
 //! Delivery: fan one batch out to every sink, concurrently, and retry the sinks that did not
 //! acknowledge (only those: a sink that acknowledged is not sent the batch again) with
 //! backoff. Returns only when all acknowledged, when a sink is closed for good, when the
-//! give-up time of `once` passed, or when shutdown abandons the batch (never committed).
+//! give-up time of `once` passed, or when shutdown or a reload abandons the batch (never
+//! committed).
 
 use super::{backoff_delay, Batch};
 use crate::encode::Encoder;
@@ -36,6 +37,10 @@ pub struct SinkSet {
     pub policy: DeliveryPolicy,
     /// Per-sink counters, outages and health.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// `run`'s SIGHUP, watched from the poll's start: a reload requested while a sink fails
+    /// abandons the batch, so that the new configuration (a fixed sink address, say) applies
+    /// now instead of after a poll that cannot end while the sink is down.
+    pub reload: Option<crate::shutdown::Reload>,
 }
 
 /// The keys of a delivered batch, moved out of it (the batch is refilled next), except those a
@@ -157,11 +162,22 @@ impl SinkSet {
             }
             let delay = backoff_delay(attempt, self.policy.backoff, self.policy.backoff_max);
             let mut sd = shutdown.clone();
+            let mut reload = self.reload.clone();
+            let reload_requested = async {
+                match reload.as_mut() {
+                    Some(r) => r.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = sd.wait() => {
                     tracing::warn!(sink = name, events = batch.metas.len(), "Shutdown: abandoning a batch the sink has not acknowledged; it is not marked sent");
                     return Err(SinkError::Failed { sink: name, message: format!("abandoned at shutdown: {error}") }.into());
+                }
+                _ = reload_requested => {
+                    tracing::warn!(sink = name, events = batch.metas.len(), "Reload requested while the sink fails: abandoning a batch it has not acknowledged (not marked sent; the next poll reads it again) to apply the new configuration now");
+                    return Err(SinkError::Failed { sink: name, message: format!("abandoned for a reload: {error}") }.into());
                 }
             }
             attempt += 1;

@@ -260,6 +260,12 @@ impl Pipeline {
                     let Some(mut batch) = batch_rx.recv().await else {
                         break Ok(());
                     };
+                    // After SIGTERM, only the batch in flight is finished: what the filter read
+                    // ahead (thousands of events, minutes to a slow collector) is not sent, not
+                    // committed, and read again at the next start.
+                    if shutdown.is_fired() {
+                        break Ok(());
+                    }
                     received += 1;
                     let rejected = match sinks.deliver(&batch, shutdown).await {
                         Ok(rejected) => rejected,

@@ -229,6 +229,54 @@ fn sighup_from_kafka_to_stdout_sends_each_event_once() {
     assert_eq!(setup.state_keys(), unique);
 }
 
+/// A sink that fails holds its poll up (`run` retries it until it acknowledges), so a reload
+/// that fixes it must not wait for the poll's end: the batch is abandoned (not marked sent), the
+/// new config applies, and the next poll delivers everything to the fixed sink, each once.
+#[test]
+fn sighup_fixes_a_failing_sink_without_waiting_for_the_poll() {
+    let sim = Sim::start(&["--sessions", "20", "--active", "4", "--now", NOW]);
+    let missing = "[[sink]]\ntype = \"file\"\npath = \"DIR/missing/events.ndjson\"\n";
+    let setup = Setup::new(&sim.url, "interval = \"300ms\"", "");
+    let dir = setup.dir.path().display().to_string();
+    write_config(&setup, &sim.url, &missing.replace("DIR", &dir));
+    // The unit's check lets it through (the directory may be a mount to come), with a warning.
+    let check = cmd()
+        .args(["check", "--offline", "-c"])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("warn sink file: directory") && said.contains("missing does not exist"),
+        "{said}"
+    );
+    let mut agent = Agent::spawn(&setup, &[]);
+    let down = agent.wait_log("Sink down", 0);
+    let fixed = setup.dir.path().join("events.ndjson");
+    write_config(
+        &setup,
+        &sim.url,
+        &format!("[[sink]]\ntype = \"file\"\npath = \"{}\"\n", fixed.display()),
+    );
+    agent.signal("HUP");
+    let abandoned = agent.wait_log("abandoning a batch it has not acknowledged", down);
+    let reloaded = agent.wait_log("Configuration reloaded", abandoned);
+    agent.wait_log("Poll cycle done", reloaded);
+    agent.signal("TERM");
+    let (code, _, err) = agent.wait_exit(WAIT);
+    assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
+    let lines: Vec<String> = std::fs::read_to_string(&fixed).unwrap().lines().map(ecs_key).collect();
+    let unique: HashSet<String> = lines.iter().cloned().collect();
+    assert_eq!(unique.len(), lines.len(), "each event once");
+    assert_eq!(
+        setup.state_keys(),
+        unique,
+        "the state holds exactly what the fixed sink got"
+    );
+    assert!(!unique.is_empty());
+}
+
 /// A reload of a config that reads `${VAR}` applies the value the agent started with (its
 /// environment cannot change), and says so: the vault's URL from the environment stays.
 #[test]

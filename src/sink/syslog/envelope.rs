@@ -177,13 +177,20 @@ mod tests {
             b"<86>1 2024-05-06T19:07:59Z collector1 senhasegura-forwarder 42 session-end - CEF:0|x"
         );
         // At most 6 fractional digits (RFC 5424 TIME-SECFRAC), cut, not rounded.
-        for (nanos, shown) in [(123_456_789, ".123456Z"), (123_400_000, ".123400Z"), (120_000_000, ".120Z")] {
+        for (nanos, shown) in [
+            (123_456_789, ".123456Z"),
+            (123_400_000, ".123400Z"),
+            (120_000_000, ".120Z"),
+        ] {
             let mut m = meta(Phase::End);
             m.time = m.time + chrono::Duration::nanoseconds(nanos);
             let mut out = Vec::new();
             env(Protocol::Rfc5424).write(&m, b"", &mut out);
             let text = String::from_utf8(out).unwrap();
-            assert!(text.starts_with(&format!("<86>1 2024-05-06T19:07:59{shown} ")), "{text}");
+            assert!(
+                text.starts_with(&format!("<86>1 2024-05-06T19:07:59{shown} ")),
+                "{text}"
+            );
         }
         let mut out = Vec::new();
         env(Protocol::Rfc3164).write(&meta(Phase::Start), b"{}", &mut out);
