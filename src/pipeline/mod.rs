@@ -165,6 +165,7 @@ impl Pipeline {
         total.answered = false;
         // SIGTERM does not wait for a vault that is slow to answer (token or listing headers).
         let mut sd = shutdown.clone();
+        let opened = tokio::time::Instant::now();
         let response = tokio::select! {
             r = self.client.open_listing() => r?,
             _ = sd.wait() => {
@@ -215,11 +216,22 @@ impl Pipeline {
         let mut sd = shutdown.clone();
         let head_ref = &mut head;
         let read = async move {
+            let url = response.url().clone();
             let mut stream = response.bytes_stream();
             let mut bytes = 0u64;
+            // source.timeout: the time the vault takes, not the time the filter (held up by a
+            // failing sink) makes the reader wait; those waits push the deadline back.
+            let mut deadline = opened.checked_add(timeout).unwrap_or(opened);
             loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                // Checked here too: `timeout` polls the stream first, so a vault that always
+                // has data ready (an endless listing) would never meet it.
+                if left.is_zero() {
+                    return Err(crate::source::senhasegura::listing_timeout(Some(&url), timeout));
+                }
                 tokio::select! {
-                    next = tokio::time::timeout(idle_timeout, stream.next()) => match next {
+                    next = tokio::time::timeout(idle_timeout.min(left), stream.next()) => match next {
+                        Err(_) if left < idle_timeout => return Err(crate::source::senhasegura::listing_timeout(Some(&url), timeout)),
                         Err(_) => return Err(SourceError::Stalled { seconds: idle_timeout.as_secs(), bytes }),
                         Ok(Some(Ok(chunk))) => {
                             bytes = bytes.saturating_add(chunk.len() as u64);
@@ -234,9 +246,11 @@ impl Pipeline {
                             buf.clear();
                             buf.extend_from_slice(&chunk);
                             drop(chunk);
+                            let held = tokio::time::Instant::now();
                             if chunk_tx.send(buf).await.is_err() {
                                 return Ok(false);
                             }
+                            deadline = deadline.checked_add(held.elapsed()).unwrap_or(deadline);
                         }
                         Ok(Some(Err(e))) => return Err(from_reqwest(&e, timeout)),
                         Ok(None) => return Ok(false),

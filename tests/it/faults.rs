@@ -595,3 +595,52 @@ fn sigterm_finishes_the_batch_in_flight_not_what_was_read_ahead() {
     let rest = setup.run(&["once"]);
     assert_eq!(rest.ok().docs().len() + sent, 30000, "{}", rest.stderr);
 }
+
+/// A sink down for longer than `source.timeout` in the middle of a long listing is the sink's
+/// outage, not the vault's: the listing was not cut by the timeout, read twice, and reported as
+/// "Source down" (the time the filter holds the reader up no longer counts).
+#[test]
+fn a_sink_outage_longer_than_the_source_timeout_is_not_the_vaults() {
+    let sim = Sim::start(&["--sessions", "50000", "--active", "0", "--now", NOW]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("later");
+    let sink = format!(
+        "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[delivery]\nretry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\n",
+        out.join("events.ndjson").display()
+    );
+    let setup = Setup::new(&sim.url, "timeout = \"2s\"\ninterval = \"1h\"", &sink);
+    let agent = setup.start_run();
+    agent.wait_for_log("Sink down", 1, std::time::Duration::from_secs(20));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::fs::create_dir(&out).unwrap();
+    agent.wait_for_log("Poll cycle done", 1, std::time::Duration::from_secs(60));
+    let run = agent.stop();
+    assert!(!run.stderr.contains("Source down"), "{}", run.stderr);
+    assert!(run.stderr.contains("attempts=1 "), "{}", run.stderr);
+    assert!(run.stderr.contains("delivered=50000 "), "{}", run.stderr);
+    assert_eq!(sim.stats()["listings"], 1);
+}
+
+/// `source.timeout` still bounds the vault's own time: a listing whose head comes late, and one
+/// that stalls mid-body (idle timeout longer), each fail as a timeout.
+#[test]
+fn the_source_timeout_bounds_a_slow_vault() {
+    for slow in [&["--delay-ms", "2500"][..], &["--stall-after", "5000"]] {
+        let mut args = vec!["--sessions", "50", "--now", NOW];
+        args.extend_from_slice(slow);
+        let sim = Sim::start(&args);
+        let setup = Setup::new(&sim.url, "timeout = \"1s\"\nidle_timeout = \"30s\"", "");
+        let text = std::fs::read_to_string(&setup.config)
+            .unwrap()
+            .replace("retries = 4", "retries = 0");
+        std::fs::write(&setup.config, text).unwrap();
+        let run = setup.run(&["once"]);
+        assert_eq!(run.code, 3, "{slow:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("the listing did not complete within 1s (source.timeout)"),
+            "{slow:?}: {}",
+            run.stderr
+        );
+    }
+}

@@ -216,15 +216,24 @@ impl VaultClient {
                     hint: "check the client id and token",
                 })?;
             authorization.set_sensitive(true);
-            let resp = self
+            // source.timeout bounds the answer's head here and its body in the pipeline's
+            // reader, which leaves out the time a failing sink holds the listing up (a
+            // request timeout would count it, and blame the vault for a SIEM outage).
+            let request = self
                 .http
                 .get(&url)
                 .header(reqwest::header::AUTHORIZATION, authorization)
                 .header(reqwest::header::ACCEPT, "application/json")
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| from_reqwest(&e, self.timeout))?;
+                .send();
+            let resp = match tokio::time::timeout(self.timeout, request).await {
+                Ok(sent) => sent.map_err(|e| from_reqwest(&e, self.timeout))?,
+                Err(_) => {
+                    return Err(super::listing_timeout(
+                        reqwest::Url::parse(&url).ok().as_ref(),
+                        self.timeout,
+                    ))
+                }
+            };
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);

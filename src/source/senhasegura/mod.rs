@@ -215,17 +215,22 @@ fn via_proxy(url: Option<&reqwest::Url>) -> String {
         .unwrap_or_default()
 }
 
+/// `source.timeout` ran out for the listing at `url`.
+pub fn listing_timeout(url: Option<&reqwest::Url>, timeout: std::time::Duration) -> SourceError {
+    SourceError::Timeout {
+        seconds: timeout.as_secs(),
+        via: via_proxy(url),
+    }
+}
+
 /// Classify a reqwest error.
 pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceError {
+    if e.is_timeout() {
+        return listing_timeout(e.url(), timeout);
+    }
     // A refusal, a reset, a certificate (a TLS-inspecting proxy's) or a timeout that came from a
     // proxy reads as the vault's: say which proxy the request went through.
     let via = via_proxy(e.url());
-    if e.is_timeout() {
-        return SourceError::Timeout {
-            seconds: timeout.as_secs(),
-            via,
-        };
-    }
     let message = format!("{}{via}", chain(e));
     let lower = message.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
