@@ -183,7 +183,7 @@ mod tests {
             (120_000_000, ".120Z"),
         ] {
             let mut m = meta(Phase::End);
-            m.time = m.time + chrono::Duration::nanoseconds(nanos);
+            m.time += chrono::Duration::nanoseconds(nanos);
             let mut out = Vec::new();
             env(Protocol::Rfc5424).write(&m, b"", &mut out);
             let text = String::from_utf8(out).unwrap();
