@@ -331,7 +331,9 @@ impl Pipeline {
         if let filter::Ended::StateFailed(e) = outcome.ended {
             return Err(e.into());
         }
-        let interrupted = read_result?;
+        // Also when the listing was read whole but SIGTERM stopped delivery (which leaves the
+        // batches read ahead unsent): the cycle did not finish.
+        let interrupted = read_result? || shutdown.is_fired();
         if interrupted {
             total.interrupted = true;
             return Ok(());
