@@ -295,17 +295,22 @@ fn tls_works_with_the_ca_file_and_fails_without() {
     assert_eq!(run.docs().len(), 5);
 }
 
-#[test]
-fn closed_stdout_ends_cleanly_without_committing() {
-    let sim = Sim::start(&["--sessions", "50", "--now", NOW, "--delay-ms", "300"]);
-    let setup = Setup::new(&sim.url, "", "");
-    let mut child = crate::support::cmd()
+/// `once` of this setup, its stdout and stderr piped.
+fn spawn_once(setup: &Setup) -> std::process::Child {
+    crate::support::cmd()
         .args(["once", "-c"])
         .arg(&setup.config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn closed_stdout_ends_cleanly_without_committing() {
+    let sim = Sim::start(&["--sessions", "50", "--now", NOW, "--delay-ms", "300"]);
+    let setup = Setup::new(&sim.url, "", "");
+    let mut child = spawn_once(&setup);
     drop(child.stdout.take()); // the reader goes away before anything is written
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -564,13 +569,7 @@ fn sigterm_finishes_the_batch_in_flight_not_what_was_read_ahead() {
     use std::io::BufRead;
     let sim = Sim::start(&["--sessions", "30000", "--active", "0", "--now", NOW]);
     let setup = Setup::new(&sim.url, "", "");
-    let mut child = crate::support::cmd()
-        .args(["once", "-c"])
-        .arg(&setup.config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_once(&setup);
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
