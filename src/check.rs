@@ -53,7 +53,7 @@ pub async fn run(config_path: &Path, offline: bool) -> Result<(), Error> {
             "OAuth 1.0a: requests are signed, there is no token to fetch",
         );
     }
-    let resp = client.open_listing().await.map_err(|e| fail("listing", e))?;
+    let (resp, _) = client.open_listing().await.map_err(|e| fail("listing", e))?;
     report(
         true,
         "listing",

@@ -146,6 +146,7 @@ fn build_pipeline(
         },
         telemetry: telemetry.clone(),
         reload: None,
+        failing_time: Arc::default(),
     };
     Ok(Pipeline {
         client,
@@ -331,12 +332,12 @@ impl Agent {
         Ok(())
     }
 
-    /// One cycle.
     /// Let a reload requested from now on abandon a batch a failing sink holds up (`run`).
     pub fn watch_reload(&mut self, reload: Option<crate::shutdown::Reload>) {
         self.pipeline.sinks.reload = reload;
     }
 
+    /// One cycle.
     pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<CycleSummary, Error> {
         self.prune_if_due()?;
         self.backup_if_due()?;

@@ -55,10 +55,13 @@ impl Config {
     pub fn resolve(self) -> Result<Resolved, ConfigError> {
         let url = self.source.url.0.trim().trim_end_matches('/').to_string();
         let parsed = reqwest::Url::parse(&url).map_err(|e| {
-            invalid(
-                "source.url",
-                format!("`{}` is not a URL: {e}", crate::settings::excerpt(&url)),
-            )
+            // An `@` may follow a password (one with a `/` or `#` breaks the parse): not shown.
+            let shown = if url.contains('@') {
+                "(not shown: it holds an `@`, perhaps a password)".to_string()
+            } else {
+                format!("`{}`", crate::settings::excerpt(&url))
+            };
+            invalid("source.url", format!("{shown} is not a URL: {e}"))
         })?;
         // Before anything echoes the URL: it is logged, shown by `check` and `/health`, and
         // kept in the state, and reqwest would send these as Basic credentials.

@@ -41,6 +41,9 @@ pub struct SinkSet {
     /// abandons the batch, so that the new configuration (a fixed sink address, say) applies
     /// now instead of after a poll that cannot end while the sink is down.
     pub reload: Option<crate::shutdown::Reload>,
+    /// Nanoseconds spent on failed delivery rounds and their retry waits: the time a failing
+    /// sink held the poll up, which the listing's `source.timeout` does not count.
+    pub failing_time: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The keys of a delivered batch, moved out of it (the batch is refilled next), except those a
@@ -94,6 +97,7 @@ impl SinkSet {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
+            let round = Instant::now();
             let pending = self
                 .sinks
                 .iter_mut()
@@ -170,7 +174,10 @@ impl SinkSet {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(delay) => {
+                    let failed = u64::try_from(round.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    self.failing_time.fetch_add(failed, std::sync::atomic::Ordering::AcqRel);
+                }
                 _ = sd.wait() => {
                     tracing::warn!(sink = name, events = batch.metas.len(), "Shutdown: abandoning a batch the sink has not acknowledged; it is not marked sent");
                     return Err(SinkError::Failed { sink: name, message: format!("abandoned at shutdown: {error}") }.into());

@@ -128,6 +128,8 @@ impl Pipeline {
             match result {
                 Ok(()) => break,
                 Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() => {
+                    // Bytes came, but the attempt failed: the vault did not answer it.
+                    total.answered = false;
                     let delay = self.retry.delay(&e, attempt);
                     self.telemetry.source_failed(&e);
                     tracing::debug!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Vault request failed; retrying");
@@ -165,8 +167,7 @@ impl Pipeline {
         total.answered = false;
         // SIGTERM does not wait for a vault that is slow to answer (token or listing headers).
         let mut sd = shutdown.clone();
-        let opened = tokio::time::Instant::now();
-        let response = tokio::select! {
+        let (response, opened) = tokio::select! {
             r = self.client.open_listing() => r?,
             _ = sd.wait() => {
                 total.interrupted = true;
@@ -215,12 +216,15 @@ impl Pipeline {
 
         let mut sd = shutdown.clone();
         let head_ref = &mut head;
+        let failing_time = self.sinks.failing_time.clone();
         let read = async move {
             let url = response.url().clone();
             let mut stream = response.bytes_stream();
             let mut bytes = 0u64;
-            // source.timeout: the time the vault takes, not the time the filter (held up by a
-            // failing sink) makes the reader wait; those waits push the deadline back.
+            // source.timeout: the time the vault takes, not the time a failing sink holds the
+            // reader up (waiting for the filter, which waits for delivery): that much of each
+            // wait pushes the deadline back. A slow sink's waits still count: they end, and an
+            // endless listing must meet the deadline whatever the sinks.
             let mut deadline = opened.checked_add(timeout).unwrap_or(opened);
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -246,11 +250,13 @@ impl Pipeline {
                             buf.clear();
                             buf.extend_from_slice(&chunk);
                             drop(chunk);
-                            let held = tokio::time::Instant::now();
+                            let (held, failing_before) = (tokio::time::Instant::now(), failing_time.load(Ordering::Acquire));
                             if chunk_tx.send(buf).await.is_err() {
                                 return Ok(false);
                             }
-                            deadline = deadline.checked_add(held.elapsed()).unwrap_or(deadline);
+                            let failing = failing_time.load(Ordering::Acquire).saturating_sub(failing_before);
+                            let pushed = held.elapsed().min(Duration::from_nanos(failing));
+                            deadline = deadline.checked_add(pushed).unwrap_or(deadline);
                         }
                         Ok(Some(Err(e))) => return Err(from_reqwest(&e, timeout)),
                         Ok(None) => return Ok(false),
@@ -264,6 +270,8 @@ impl Pipeline {
         let store = self.store.clone();
         let telemetry = &self.telemetry;
         let sinks = &mut self.sinks;
+        // Delivery left batches unsent because SIGTERM came.
+        let stopped = std::cell::Cell::new(false);
         let deliver = async {
             let result = async {
                 let mut delivered = 0u64;
@@ -278,6 +286,7 @@ impl Pipeline {
                     // ahead (thousands of events, minutes to a slow collector) is not sent, not
                     // committed, and read again at the next start.
                     if shutdown.is_fired() {
+                        stopped.set(true);
                         break Ok(());
                     }
                     received += 1;
@@ -333,7 +342,7 @@ impl Pipeline {
         }
         // Also when the listing was read whole but SIGTERM stopped delivery (which leaves the
         // batches read ahead unsent): the cycle did not finish.
-        let interrupted = read_result? || shutdown.is_fired();
+        let interrupted = read_result? || stopped.get();
         if interrupted {
             total.interrupted = true;
             return Ok(());

@@ -194,8 +194,9 @@ impl VaultClient {
         }
     }
 
-    /// Start the listing request and return the response once its headers say success.
-    pub async fn open_listing(&self) -> Result<reqwest::Response, SourceError> {
+    /// Start the listing request and return the response once its headers say success, with
+    /// the time that request was sent (its body's `source.timeout` counts from there).
+    pub async fn open_listing(&self) -> Result<(reqwest::Response, tokio::time::Instant), SourceError> {
         let mut refreshed = false;
         loop {
             let path = self.path();
@@ -225,8 +226,10 @@ impl VaultClient {
                 .header(reqwest::header::AUTHORIZATION, authorization)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send();
-            let resp = match tokio::time::timeout(self.timeout, request).await {
-                Ok(sent) => sent.map_err(|e| from_reqwest(&e, self.timeout))?,
+            let sent = tokio::time::Instant::now();
+            let deadline = sent.checked_add(self.timeout).unwrap_or(sent);
+            let resp = match tokio::time::timeout_at(deadline, request).await {
+                Ok(answer) => answer.map_err(|e| from_reqwest(&e, self.timeout))?,
                 Err(_) => {
                     return Err(super::listing_timeout(
                         reqwest::Url::parse(&url).ok().as_ref(),
@@ -236,13 +239,16 @@ impl VaultClient {
             };
             let status = resp.status();
             if status.is_success() {
-                return Ok(resp);
+                return Ok((resp, sent));
             }
             if status.is_redirection() {
                 return Err(super::redirect_error(&resp, "listing"));
             }
             let asked = super::retry_after(resp.headers(), std::time::SystemTime::now());
-            let body = read_limited(resp).await;
+            // Within the same deadline: an error answer whose body stalls would hang the poll.
+            let body = tokio::time::timeout_at(deadline, read_limited(resp))
+                .await
+                .unwrap_or_default();
             let message = ErrorBody::message_of(&body)
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_string());
             match classify(status.as_u16(), &message) {

@@ -225,7 +225,9 @@ pub fn listing_timeout(url: Option<&reqwest::Url>, timeout: std::time::Duration)
 
 /// Classify a reqwest error.
 pub fn from_reqwest(e: &reqwest::Error, timeout: std::time::Duration) -> SourceError {
-    if e.is_timeout() {
+    // The listing's requests carry no reqwest timeout (the pipeline keeps source.timeout), so a
+    // timeout while connecting is source.connect_timeout's: a network error, named as such.
+    if e.is_timeout() && !e.is_connect() {
         return listing_timeout(e.url(), timeout);
     }
     // A refusal, a reset, a certificate (a TLS-inspecting proxy's) or a timeout that came from a
