@@ -299,4 +299,14 @@ fn a_password_in_the_vault_url_is_refused_and_never_shown() {
         assert!(!out.contains("P4ssw0rd"), "{out}");
     }
     assert!(!s.state_dir().exists(), "refused before the store is opened");
+    // A password with a `/` breaks the parse: the URL is not echoed in that error either.
+    let s = Setup::new("https://svc:P4ss/w0rd@127.0.0.1:1", "", "");
+    let run = check(&s, &["--offline"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("source.url: (not shown"), "{}", run.stdout);
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains("w0rd"),
+        "{}",
+        run.stdout
+    );
 }
