@@ -31,6 +31,19 @@ fn injected_failure(opts: &SimOptions) -> Response<HttpBody> {
         None => status.canonical_reason().unwrap_or("Error"),
     };
     let mut resp = api_error(status, message);
+    // --stall-after applies to the failure's body too: its head arrives, then nothing.
+    if let Some(limit) = opts.misbehave.stall_after {
+        let (parts, body) = resp.into_parts();
+        let whole = body_bytes(body);
+        let head = whole.slice(..whole.len().min(usize::try_from(limit).unwrap_or(usize::MAX)));
+        let stream = futures_util::stream::unfold(Some(head), |head| async move {
+            match head {
+                Some(h) => Some((Ok::<_, std::io::Error>(Frame::data(h)), None)),
+                None => futures_util::future::pending().await,
+            }
+        });
+        resp = Response::from_parts(parts, BodyExt::boxed(StreamBody::new(stream)));
+    }
     // Checked when the options were parsed.
     if let Some(value) = opts
         .retry_after
@@ -40,6 +53,16 @@ fn injected_failure(opts: &SimOptions) -> Response<HttpBody> {
         resp.headers_mut().insert(hyper::header::RETRY_AFTER, value);
     }
     resp
+}
+
+/// The bytes of a body built whole (`json`): its one frame.
+fn body_bytes(body: HttpBody) -> Bytes {
+    use futures_util::FutureExt;
+    body.collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default()
 }
 
 fn api_error(status: StatusCode, message: &str) -> Response<HttpBody> {

@@ -33,7 +33,8 @@ pub struct Misbehave {
     /// gzip the token answer and bomb or fixture listings (Content-Encoding: gzip).
     #[arg(long)]
     pub gzip: bool,
-    /// Send this many bytes of each listing, then stall: keep the connection open, send nothing.
+    /// Send this many bytes of each listing (and of each `--fail-first` answer), then stall: keep
+    /// the connection open, send nothing.
     #[arg(long)]
     pub stall_after: Option<u64>,
 }
