@@ -527,10 +527,7 @@ fn the_vault_is_reached_through_the_proxy_the_environment_names() {
 fn a_stop_during_an_outage_logs_no_recovery() {
     let sim = Sim::start(&["--fail-first", "100000", "--sessions", "5", "--now", NOW]);
     let setup = Setup::new(&sim.url, "", "");
-    let text = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("retries = 4", "retries = 100000");
-    std::fs::write(&setup.config, text).unwrap();
+    setup.edit("retries = 4", "retries = 100000");
     let agent = setup.start_run();
     agent.wait_for_log("Source down", 1, std::time::Duration::from_secs(20));
     let run = agent.stop();
@@ -544,11 +541,10 @@ fn a_stop_during_an_outage_logs_no_recovery() {
 fn a_missing_token_endpoint_is_named_as_such() {
     let sim = Sim::start(&["--sessions", "5", "--now", NOW]);
     let setup = Setup::new(&sim.url, "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+    setup.edit(
         "client_secret = \"simulator-secret\"",
         "client_secret = \"simulator-secret\"\ntoken_path = \"/oauth2/token\"",
     );
-    std::fs::write(&setup.config, text).unwrap();
     let run = setup.run(&["once"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
@@ -635,10 +631,7 @@ fn the_source_timeout_bounds_a_slow_vault() {
         args.extend_from_slice(slow);
         let sim = Sim::start(&args);
         let setup = Setup::new(&sim.url, "timeout = \"1s\"\nidle_timeout = \"30s\"", "");
-        let text = std::fs::read_to_string(&setup.config)
-            .unwrap()
-            .replace("retries = 4", "retries = 0");
-        std::fs::write(&setup.config, text).unwrap();
+        setup.edit("retries = 4", "retries = 0");
         let run = setup.run(&["once"]);
         assert_eq!(run.code, 3, "{slow:?}: {}", run.stderr);
         let said = if slow.contains(&"503") {

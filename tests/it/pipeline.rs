@@ -126,10 +126,7 @@ fn v3_path_falls_back_to_v4_on_404() {
 /// 100 sessions over 10 days ending now, and a config with backfill 24h.
 fn ten_days_backfill_one(sim: &Sim) -> Setup {
     let setup = Setup::new(&sim.url, "", "");
-    let text = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("backfill = \"all\"", "backfill = \"24h\"");
-    std::fs::write(&setup.config, text).unwrap();
+    setup.edit("backfill = \"all\"", "backfill = \"24h\"");
     setup
 }
 

@@ -103,6 +103,13 @@ impl Setup {
         Setup { dir, config }
     }
 
+    /// Change this setup's config: `from` (which must be there) becomes `to`.
+    pub fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from:?} is not in the config:\n{text}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
