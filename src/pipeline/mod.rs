@@ -226,16 +226,17 @@ impl Pipeline {
             // wait pushes the deadline back. A slow sink's waits still count: they end, and an
             // endless listing must meet the deadline whatever the sinks.
             let mut deadline = opened.checked_add(timeout).unwrap_or(opened);
+            let timed_out = || Err(crate::source::senhasegura::listing_timeout(Some(&url), timeout));
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 // Checked here too: `timeout` polls the stream first, so a vault that always
                 // has data ready (an endless listing) would never meet it.
                 if left.is_zero() {
-                    return Err(crate::source::senhasegura::listing_timeout(Some(&url), timeout));
+                    return timed_out();
                 }
                 tokio::select! {
                     next = tokio::time::timeout(idle_timeout.min(left), stream.next()) => match next {
-                        Err(_) if left < idle_timeout => return Err(crate::source::senhasegura::listing_timeout(Some(&url), timeout)),
+                        Err(_) if left < idle_timeout => return timed_out(),
                         Err(_) => return Err(SourceError::Stalled { seconds: idle_timeout.as_secs(), bytes }),
                         Ok(Some(Ok(chunk))) => {
                             bytes = bytes.saturating_add(chunk.len() as u64);
