@@ -20,9 +20,12 @@
 use super::StateError;
 use crate::key::{EventKey, KeyRef, Phase};
 
-/// Entries per chunk, at most. Small enough that a sled leaf (16 values) stays under sled's
-/// inline item limit (a quarter of the 128 KiB segment), so chunk writes never become blob files.
-pub const CHUNK_ENTRIES: usize = 64;
+/// Entries per chunk, at most. A sled leaf holds up to 16 chunks, and sled keeps about 110
+/// bytes in memory for every page of an open store, read or not: larger chunks, fewer pages.
+/// 192 entries of 40-hex ids make a leaf of at most about 80 KB, under sled's inline limit
+/// (the whole 128 KiB segment, vendor/PATCHES.md change 5), so chunk writes do not become blob
+/// files. Stores written with smaller chunks (64 entries before) are read as they are.
+pub const CHUNK_ENTRIES: usize = 192;
 const SIGN: u64 = 1 << 63;
 const TAG_END: u8 = 1;
 const TAG_HEX: u8 = 2;

@@ -14,7 +14,9 @@ pub const SEG_HEADER_LEN: usize = 20;
 /// The minimum number of items per segment.
 /// Items larger than this fraction of an `io_buf`
 /// will be stored as an off-log blob.
-pub const MINIMUM_ITEMS_PER_SEGMENT: usize = 4;
+// senhasegura-forwarder: 1 instead of 4 (see vendor/PATCHES.md, change 5): a leaf of up to a
+// whole segment stays in the log, so the store's leaves can be large and its pages few.
+pub const MINIMUM_ITEMS_PER_SEGMENT: usize = 1;
 
 /// During testing, this should never be exceeded.
 #[allow(unused)]
