@@ -5,7 +5,8 @@
 //! vendored one-shard page cache (vendor/PATCHES.md), sled kept nearly every value written.
 //!
 //!   cargo run --release --example sled_cache -- VALUES VALUE_BYTES CACHE_BYTES [PER_BATCH]
-//!   e.g. 15600 670 1048576 156 (a 1,000,000-key first poll's chunks, the store's cache size)
+//!   e.g. 15600 670 1048576 156 (a 1,000,000-key first poll's chunks before 192-entry chunks,
+//!   the store's cache size); 5200 4700 1048576 6 for today's
 
 use std::error::Error;
 

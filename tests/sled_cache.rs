@@ -47,7 +47,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Heap in use after writing `values` values of 670 bytes (a chunk of 64 keys) in batches of 156
+/// Heap in use after writing `values` values of 670 bytes (a chunk of 64 keys, the layout before
+/// 192-entry chunks: the cache's bound does not depend on the value's size) in batches of 156
 /// with a flush each, as the commits of a first poll do, over the heap in use after the open.
 fn kept_after_writing(values: u64) -> usize {
     let dir = tempfile::tempdir().unwrap();

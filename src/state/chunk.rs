@@ -22,9 +22,11 @@ use crate::key::{EventKey, KeyRef, Phase};
 
 /// Entries per chunk, at most. A sled leaf holds up to 16 chunks, and sled keeps about 110
 /// bytes in memory for every page of an open store, read or not: larger chunks, fewer pages.
-/// 192 entries of 40-hex ids make a leaf of at most about 80 KB, under sled's inline limit
-/// (the whole 128 KiB segment, vendor/PATCHES.md change 5), so chunk writes do not become blob
-/// files. Stores written with smaller chunks (64 entries before) are read as they are.
+/// 192 entries of 40-hex ids make a leaf of about 80 KB (at most about 100 KB: 17 chunks of
+/// 31-byte entries), under sled's inline limit (the whole 128 KiB segment, vendor/PATCHES.md
+/// change 5), so chunk writes do not become blob files; ids of more than about 40 bytes still
+/// do, as they did past about 30 with 64-entry chunks. Stores written with smaller chunks (64
+/// entries before) are read as they are.
 pub const CHUNK_ENTRIES: usize = 192;
 const SIGN: u64 = 1 << 63;
 const TAG_END: u8 = 1;

@@ -13,19 +13,22 @@ use std::sync::Mutex;
 
 /// Decoded chunks kept for lookups.
 const CACHED_CHUNKS: usize = 8;
-/// Chunks rewritten per sled batch (each batch is atomic). Few, because sled copies the whole
-/// leaf at every write into it (a leaf holds up to 16 chunks) and can free the old copies only
-/// after the batch: a batch holds its writes times a leaf, about 80 KB each, until it ends.
-const CHUNKS_PER_BATCH: usize = 16;
+/// Chunks rewritten per sled batch (each batch is atomic). sled frees nothing a batch replaced
+/// until the batch ends: every write into a leaf leaves the leaf's old lists of keys and values
+/// behind (a few KB; the values themselves are shared), and a leaf it consolidates or evicts
+/// meanwhile leaves the whole leaf (up to about 100 KB). Each batch also seals and writes sled's
+/// log buffer, so not fewer: a commit of a batch of events rewrites about 6 chunks, one batch.
+const CHUNKS_PER_BATCH: usize = 64;
 
-/// Free now what sled has finished with on this thread. sled frees a replaced leaf or evicted
-/// page through `crossbeam-epoch`: it goes into the thread's bag of deferred frees, which is
-/// handed on for freeing only when it holds 64 of them or when the thread pins again enough
-/// times. The filter's thread and the one that commits each filled a bag with up to 64 leaves
-/// (about 5 MB) that stayed resident; a flush after each chunk read from the tree and after
-/// each write hands the bag on at once (`benches/e2e.sh`, README "Measured").
+/// Free now what sled has finished with on this thread. sled frees a replaced leaf, its old
+/// lists or an evicted page through `crossbeam-epoch`: each goes into the thread's bag of
+/// deferred frees, which is handed on for freeing only when it holds 64 of them (or on a flush,
+/// or when the thread ends). The filter's thread and the one that commits each kept a bag of up
+/// to 64 of those resident; a flush after each chunk read from the tree and after each batch
+/// written hands the bag on at once (`benches/e2e.sh`, README "Measured"). sled's own re-export
+/// of the crate, so that this is the collector sled uses.
 fn free_deferred() {
-    crossbeam_epoch::pin().flush();
+    sled::crossbeam_pin().flush();
 }
 
 /// A decoded chunk and the key range it covers.
