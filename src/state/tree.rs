@@ -284,6 +284,62 @@ mod tests {
         }
     }
 
+    /// A tree the previous release wrote (chunks of at most 64 entries) is read as it is, and
+    /// commits into it merge into those chunks and split at today's limit: nothing lost,
+    /// nothing twice, every chunk within the limit, and a rewrite drops exactly what it should.
+    #[test]
+    fn chunks_of_the_previous_size_are_read_and_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let raw = db.open_tree("c").unwrap();
+        // 6,400 entries (every other i) in chunks of 64, written as the previous release did.
+        let old: Vec<(Vec<u8>, i64)> = (0..12_800u64)
+            .step_by(2)
+            .map(|i| (key(i as i64 / 7, i), i as i64))
+            .collect();
+        let mut sorted_old = old.clone();
+        sorted_old.sort();
+        for piece in sorted_old.chunks(64) {
+            let mut c = Chunk::default();
+            for (k, t) in piece {
+                c.push(k, *t);
+            }
+            raw.insert(c.first_key().unwrap(), c.encode()).unwrap();
+        }
+        let t = ChunkTree::new(raw);
+        assert!(old.iter().all(|(k, _)| t.contains(k).unwrap()));
+        assert!(t.chunks().map(Result::unwrap).all(|c| c.len() == 64));
+        // The odd ones, in three commits: each lands between two old entries, inside old chunks.
+        let mut new: Vec<(Vec<u8>, i64)> = (1..12_800u64)
+            .step_by(2)
+            .map(|i| (key(i as i64 / 7, i), i as i64))
+            .collect();
+        new.sort();
+        for part in new.chunks(2_200) {
+            assert_eq!(t.insert_sorted(part).unwrap(), part.len() as u64);
+        }
+        let mut all: Vec<(Vec<u8>, i64)> = old.iter().chain(&new).cloned().collect();
+        all.sort();
+        let chunks: Vec<Chunk> = t.chunks().map(Result::unwrap).collect();
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK_ENTRIES));
+        assert!(
+            chunks.iter().any(|c| c.len() > 64),
+            "merged chunks grow past the old size"
+        );
+        let flat: Vec<Vec<u8>> = chunks.iter().flat_map(|c| c.iter().map(|e| e.key.to_vec())).collect();
+        assert_eq!(
+            flat,
+            all.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+            "in order, each once"
+        );
+        assert_eq!(t.insert_sorted(&new[..100]).unwrap(), 0, "already there");
+        let dropped = t.rewrite(Bound::Unbounded, |e| e.time >= 5_000).unwrap();
+        assert_eq!(dropped, all.iter().filter(|(_, time)| *time < 5_000).count());
+        for (k, time) in &all {
+            assert_eq!(t.contains(k).unwrap(), *time >= 5_000);
+        }
+    }
+
     /// Lookups racing with inserts never leave a chunk cached as it was before the insert:
     /// once `insert_sorted` returns, every key it added is found (the filter looks up the next
     /// listing while delivery commits the last batches of this one).
