@@ -127,11 +127,17 @@ impl Pipeline {
             let result = self.attempt(horizon, shutdown, &mut total).await;
             match result {
                 Ok(()) => break,
-                Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries && !shutdown.is_fired() => {
+                Err(Error::Source(e)) if e.is_retryable() && attempt < self.retry.retries => {
                     // Bytes came, but the attempt failed: the vault did not answer it.
                     total.answered = false;
-                    let delay = self.retry.delay(&e, attempt);
                     self.telemetry.source_failed(&e);
+                    // A stop that came during the attempt ends the cycle as interrupted, as a
+                    // stop during the wait below does: it, not the vault, ends the retries.
+                    if shutdown.is_fired() {
+                        total.interrupted = true;
+                        break;
+                    }
+                    let delay = self.retry.delay(&e, attempt);
                     tracing::debug!(error = %e, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "Vault request failed; retrying");
                     let mut sd = shutdown.clone();
                     tokio::select! {
