@@ -123,6 +123,13 @@ impl ChunkTree {
         Forget(self)
     }
 
+    /// Apply one sled batch, then free what it replaced.
+    fn apply(&self, batch: sled::Batch) -> Result<(), StateError> {
+        self.tree.apply_batch(batch)?;
+        free_deferred();
+        Ok(())
+    }
+
     /// Add `entries` (sorted by key, distinct); not flushed. Returns how many were not there.
     pub fn insert_sorted<K: AsRef<[u8]>>(&self, entries: &[(K, i64)]) -> Result<u64, StateError> {
         let _writing = self.writing();
@@ -162,13 +169,11 @@ impl ChunkTree {
             i += n.max(1);
             in_batch += 1;
             if in_batch >= CHUNKS_PER_BATCH {
-                self.tree.apply_batch(std::mem::take(&mut batch))?;
-                free_deferred();
+                self.apply(std::mem::take(&mut batch))?;
                 in_batch = 0;
             }
         }
-        self.tree.apply_batch(batch)?;
-        free_deferred();
+        self.apply(batch)?;
         Ok(added)
     }
 
@@ -200,8 +205,7 @@ impl ChunkTree {
                     break;
                 }
             }
-            self.tree.apply_batch(batch)?;
-            free_deferred();
+            self.apply(batch)?;
             if seen < CHUNKS_PER_BATCH {
                 return Ok(dropped);
             }
@@ -292,14 +296,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let raw = db.open_tree("c").unwrap();
-        // 6,400 entries (every other i) in chunks of 64, written as the previous release did.
-        let old: Vec<(Vec<u8>, i64)> = (0..12_800u64)
-            .step_by(2)
-            .map(|i| (key(i as i64 / 7, i), i as i64))
-            .collect();
-        let mut sorted_old = old.clone();
-        sorted_old.sort();
-        for piece in sorted_old.chunks(64) {
+        // Every other i from `first`, sorted: 6,400 entries.
+        let every_other = |first: u64| {
+            let mut v: Vec<(Vec<u8>, i64)> = (first..12_800u64)
+                .step_by(2)
+                .map(|i| (key(i as i64 / 7, i), i as i64))
+                .collect();
+            v.sort();
+            v
+        };
+        // The even ones in chunks of 64, written as the previous release did.
+        let old = every_other(0);
+        for piece in old.chunks(64) {
             let mut c = Chunk::default();
             for (k, t) in piece {
                 c.push(k, *t);
@@ -310,11 +318,7 @@ mod tests {
         assert!(old.iter().all(|(k, _)| t.contains(k).unwrap()));
         assert!(t.chunks().map(Result::unwrap).all(|c| c.len() == 64));
         // The odd ones, in three commits: each lands between two old entries, inside old chunks.
-        let mut new: Vec<(Vec<u8>, i64)> = (1..12_800u64)
-            .step_by(2)
-            .map(|i| (key(i as i64 / 7, i), i as i64))
-            .collect();
-        new.sort();
+        let new = every_other(1);
         for part in new.chunks(2_200) {
             assert_eq!(t.insert_sorted(part).unwrap(), part.len() as u64);
         }
