@@ -6,7 +6,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use super::pending::{Pending, Refused};
-use super::{Batch, Counters, Progress};
+use super::{Batch, Counters, Progress, BATCH_POOL};
 use crate::encode::{EncodeCounters, Encoder};
 use crate::event::{Candidate, Origin, SessionEvent, WallClock};
 use crate::key::{EventKey, KeyRef};
@@ -68,6 +68,8 @@ pub struct FilterOutcome {
     pub encode: EncodeCounters,
     /// How it ended.
     pub ended: Ended,
+    /// Batches it made (the rest of what it filled came back from delivery).
+    pub batches_made: usize,
 }
 
 /// How the filter thread ended.
@@ -108,6 +110,8 @@ struct Worker {
     pending: Pending,
     /// Batches handed to delivery so far.
     batches_sent: u64,
+    /// Batches this poll has made (at most [`BATCH_POOL`] while delivery goes on).
+    batches_made: usize,
     /// `committed_batches` when `pending` was last trimmed.
     trimmed_at: u64,
     published: Counters,
@@ -141,6 +145,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         created: Utc::now(),
         pending: Pending::default(),
         batches_sent: 0,
+        batches_made: 1,
         trimmed_at: 0,
         published: Counters::default(),
         future: Future::default(),
@@ -154,7 +159,7 @@ pub fn run(input: FilterInput) -> FilterOutcome {
         let result = scanner.feed(&chunk, &mut |item| w.item(item));
         w.input.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         w.publish(chunk.len() as u64);
-        // Full or gone: then this one is simply dropped.
+        // Never full (the pool's size); gone: the reader ended.
         let _ = w.input.spent_chunks.try_send(chunk);
         match result {
             Ok(()) => {}
@@ -188,6 +193,7 @@ impl Worker {
             counters: self.counters,
             encode: self.encode,
             ended,
+            batches_made: self.batches_made,
         }
     }
 
@@ -286,14 +292,26 @@ impl Worker {
         Ok(())
     }
 
-    /// An empty batch: a delivered one if delivery gave one back, else a new one.
+    /// An empty batch: a delivered one if delivery gave one back, else a new one while the poll
+    /// has fewer than [`BATCH_POOL`]; with that many out, it waits for delivery to give one
+    /// back. So the poll's batch buffers are the same few from its first second to its last,
+    /// instead of one more mapped and dropped whenever delivery's hand-back and the filter's
+    /// need crossed. `None` from the wait: delivery ended, and the send after this fails.
     fn next_batch(&mut self) -> Batch {
-        match self.input.spent.try_recv() {
-            Ok(mut batch) => {
+        let spent = if self.batches_made < BATCH_POOL {
+            self.input.spent.try_recv().ok()
+        } else {
+            self.input.spent.blocking_recv()
+        };
+        match spent {
+            Some(mut batch) => {
                 batch.clear();
                 batch
             }
-            Err(_) => Batch::new(self.input.encoders.len()),
+            None => {
+                self.batches_made = self.batches_made.saturating_add(1);
+                Batch::new(self.input.encoders.len())
+            }
         }
     }
 

@@ -29,32 +29,24 @@ impl Dedup for Store {
     }
 }
 
-/// Run the filter over `body` cut into `chunk`-byte pieces; the outcome and the keys of
-/// the events it emitted.
-fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String>) {
+/// The filter's input for `body` cut into `chunk`-byte pieces, batches of `batch_size`; the
+/// receiving end of the batch queue and the sending end of the spent batches.
+fn input(
+    body: &[u8],
+    chunk: usize,
+    batch_size: usize,
+    store: Store,
+) -> (FilterInput, mpsc::Receiver<Batch>, mpsc::Sender<Batch>) {
     let pieces: Vec<Vec<u8>> = body.chunks(chunk.max(1)).map(<[u8]>::to_vec).collect();
     let (chunk_tx, chunks) = mpsc::channel(pieces.len() + 1);
     for p in pieces {
         chunk_tx.try_send(p).unwrap();
     }
     drop(chunk_tx);
-    let (batches, mut batch_rx) = mpsc::channel(1 << 16);
-    // Delivery gives back a batch that still holds an earlier poll's events: nothing of it may
-    // reach the next batches.
-    let (spent_tx, spent) = mpsc::channel(1);
-    let mut junk = Batch::new(1);
-    junk.payloads[0].extend_from_slice(b"{\"junk\":1}");
-    junk.ranges[0].push((0, junk.payloads[0].len()));
-    junk.starts.push(None);
-    junk.metas.push(EventMeta {
-        key: EventKey::new("junk", Phase::Start),
-        time: Utc::now(),
-        tenant: None,
-        event_id: crate::event::event_id("https://junk", None, "junk", Phase::Start),
-    });
-    spent_tx.try_send(junk).unwrap();
+    let (batches, batch_rx) = mpsc::channel(1 << 16);
+    let (spent_tx, spent) = mpsc::channel(BATCH_POOL);
     let (spent_chunks, _) = mpsc::channel(1);
-    let outcome = run(FilterInput {
+    let input = FilterInput {
         chunks,
         spent_chunks,
         batches,
@@ -67,7 +59,7 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
             timezone: chrono_tz::America::Sao_Paulo,
         }),
         horizon: DateTime::<Utc>::MIN_UTC,
-        batch_size: 3,
+        batch_size,
         keep_original: false,
         progress: Arc::new(Progress::default()),
         committed_batches: Arc::new(AtomicU64::new(0)),
@@ -78,21 +70,118 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
             std::time::Duration::from_secs(600),
             std::time::Duration::from_secs(300),
         )),
+    };
+    (input, batch_rx, spent_tx)
+}
+
+/// The keys of `batch`'s events, after checking each kept its own payload.
+fn batch_keys(batch: &Batch) -> Vec<String> {
+    assert_eq!(batch.ranges[0].len(), batch.metas.len());
+    for (meta, &(s, t)) in batch.metas.iter().zip(&batch.ranges[0]) {
+        let doc: serde_json::Value = serde_json::from_slice(&batch.payloads[0][s..t]).unwrap();
+        assert_eq!(
+            doc["event"]["id"],
+            meta.event_id.as_str(),
+            "each event keeps its own payload"
+        );
+    }
+    batch.metas.iter().map(|m| m.key.to_string()).collect()
+}
+
+/// Run the filter over `body` cut into `chunk`-byte pieces; the outcome and the keys of
+/// the events it emitted.
+fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String>) {
+    let (input, mut batch_rx, spent_tx) = input(body, chunk, 3, store);
+    // Delivery gives back a batch that still holds an earlier poll's events: nothing of it may
+    // reach the next batches.
+    let mut junk = Batch::new(1);
+    junk.payloads[0].extend_from_slice(b"{\"junk\":1}");
+    junk.ranges[0].push((0, junk.payloads[0].len()));
+    junk.starts.push(None);
+    junk.metas.push(EventMeta {
+        key: EventKey::new("junk", Phase::Start),
+        time: Utc::now(),
+        tenant: None,
+        event_id: crate::event::event_id("https://junk", None, "junk", Phase::Start),
     });
+    spent_tx.try_send(junk).unwrap();
+    // No delivery gives batches back here: with the sender gone, the filter makes new ones.
+    drop(spent_tx);
+    let outcome = run(input);
     let mut keys = Vec::new();
     while let Ok(batch) = batch_rx.try_recv() {
-        assert_eq!(batch.ranges[0].len(), batch.metas.len());
-        for (meta, &(s, t)) in batch.metas.iter().zip(&batch.ranges[0]) {
-            let doc: serde_json::Value = serde_json::from_slice(&batch.payloads[0][s..t]).unwrap();
-            assert_eq!(
-                doc["event"]["id"],
-                meta.event_id.as_str(),
-                "each event keeps its own payload"
-            );
-        }
-        keys.extend(batch.metas.into_iter().map(|m| m.key.to_string()));
+        keys.extend(batch_keys(&batch));
     }
     (outcome, keys)
+}
+
+/// Run the filter on a thread of its own, with `deliver` (on this one) taking its batches and
+/// giving them back; the outcome and what `deliver` returned. A filter that never ends fails
+/// the test after a minute (a deadlock, not a slow run: the listings here take milliseconds).
+fn filter_with<T>(
+    body: &[u8],
+    batch_size: usize,
+    deliver: impl FnOnce(mpsc::Receiver<Batch>, mpsc::Sender<Batch>) -> T,
+) -> (FilterOutcome, T) {
+    let (input, batch_rx, spent_tx) = input(
+        body,
+        4096,
+        batch_size,
+        Store {
+            panics_on: None,
+            known: &[],
+        },
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(done_tx.send(Box::new(run(input)))));
+    let delivered = deliver(batch_rx, spent_tx);
+    let outcome = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the filter ended");
+    (*outcome, delivered)
+}
+
+#[test]
+fn a_poll_fills_the_same_few_batches_over_and_over() {
+    let records: Vec<String> = (0..100).map(|i| rec(&format!("s{i:03}"))).collect();
+    let body = format!(r#"{{"remote_sessions":[{}]}}"#, records.join(","));
+    // Delivery keeps each batch until the next one comes, as a sink still sending does: a
+    // filter that made a new batch whenever none had come back would make one per batch.
+    let (out, keys) = filter_with(body.as_bytes(), 3, |mut batches, spent| {
+        let (mut keys, mut held) = (Vec::new(), None);
+        while let Some(batch) = batches.blocking_recv() {
+            keys.extend(batch_keys(&batch));
+            if let Some(previous) = held.replace(batch) {
+                // Closed once the filter has ended; never full.
+                let full = matches!(spent.try_send(previous), Err(mpsc::error::TrySendError::Full(_)));
+                assert!(!full, "no room for a batch given back");
+            }
+        }
+        keys
+    });
+    let expected: Vec<String> = (0..100).map(|i| format!("s{i:03}:end")).collect();
+    assert_eq!(keys, expected);
+    assert!(matches!(out.ended, Ended::Read { scan: Ok(()), .. }), "{:?}", out.ended);
+    assert!(
+        (1..=BATCH_POOL).contains(&out.batches_made),
+        "{} batches made for 34 sent",
+        out.batches_made
+    );
+}
+
+#[test]
+fn a_filter_waiting_for_a_batch_back_ends_when_delivery_does() {
+    let records: Vec<String> = (0..100).map(|i| rec(&format!("s{i:03}"))).collect();
+    let body = format!(r#"{{"remote_sessions":[{}]}}"#, records.join(","));
+    // Delivery takes two batches, gives none back and ends (a sink failed): the filter, out of
+    // batches, must stop waiting for one.
+    let (out, taken) = filter_with(body.as_bytes(), 3, |mut batches, spent| {
+        let taken = [batches.blocking_recv(), batches.blocking_recv()];
+        drop((batches, spent));
+        taken.iter().flatten().count()
+    });
+    assert_eq!(taken, 2);
+    assert!(matches!(out.ended, Ended::DeliveryGone), "{:?}", out.ended);
 }
 
 fn rec(id: &str) -> String {

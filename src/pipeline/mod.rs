@@ -42,8 +42,20 @@ pub use summary::{Counters, CycleSummary};
 /// keeps the queue full or empty whatever its length. Two cost a megabyte more at the
 /// all-new peak for no measured speed (`benches/e2e.sh`).
 const BATCH_QUEUE: usize = 1;
-/// Body chunks waiting for the filter.
+/// Batches a poll fills and delivers in turn: the one the filter fills, the one waiting
+/// ([`BATCH_QUEUE`]) and the one being sent. A batch's payload is about a megabyte, so a poll
+/// holds these three from its first second to its last and never maps a fourth: with a new one
+/// made whenever none had come back yet, four or five were alive at once now and then, and the
+/// longer the poll, the likelier its peak met such a moment (`benches/e2e.sh`, README
+/// "Measured").
+pub(crate) const BATCH_POOL: usize = BATCH_QUEUE + 2;
+/// Body pieces waiting for the filter.
 const CHUNK_QUEUE: usize = 8;
+/// The body is copied into pieces of this size, at most...
+const CHUNK_PIECE: usize = 64 * 1024;
+/// ...and a poll has this many of them: the queue's, the one the reader fills and the one the
+/// filter scans. Like the batches, the same few buffers from the first second to the last.
+const CHUNK_POOL: usize = CHUNK_QUEUE + 2;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending... 5,000 against
 /// 10,000: a first poll of a million sessions ran no slower (2.66–2.90 s against 2.81–2.93 s)
 /// and peaked 2 MiB lower (27.6–27.9 against 29.4–30.5 MiB): the commit's lists and the
@@ -190,10 +202,10 @@ impl Pipeline {
         let refused = Arc::new(pending::Refused::default());
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         // Scanned chunk buffers come back to be filled again (see the reader below).
-        let (spent_chunk_tx, mut spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_QUEUE);
+        let (spent_chunk_tx, mut spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_POOL);
         let (batch_tx, mut batch_rx) = mpsc::channel(BATCH_QUEUE);
         // Delivered batches go back to the filter to be filled again.
-        let (spent_tx, spent_rx) = mpsc::channel(BATCH_QUEUE);
+        let (spent_tx, spent_rx) = mpsc::channel(BATCH_POOL);
         self.progress.bytes.store(0, Ordering::Relaxed);
         self.progress.records.store(0, Ordering::Relaxed);
         let input = filter::FilterInput {
@@ -227,6 +239,7 @@ impl Pipeline {
             let url = response.url().clone();
             let mut stream = response.bytes_stream();
             let mut bytes = 0u64;
+            let mut pieces_made = 0usize;
             // source.timeout: the time the vault takes, not the time a failing sink holds the
             // reader up (waiting for the filter, which waits for delivery): that much of each
             // wait pushes the deadline back. A slow sink's waits still count: they end, and an
@@ -250,17 +263,29 @@ impl Pipeline {
                                 let take = chunk.len().min(HEAD_BYTES - head_ref.len());
                                 head_ref.extend_from_slice(&chunk[..take]);
                             }
-                            // Copied into a buffer of our own and let go at once: hyper then
+                            // Copied into pieces of our own and let go at once: hyper then
                             // reads on into the same allocation instead of mapping a fresh
                             // 400 KiB block while the filter still holds the last ones.
-                            let mut buf = spent_chunk_rx.try_recv().unwrap_or_default();
-                            buf.clear();
-                            buf.extend_from_slice(&chunk);
-                            drop(chunk);
                             let (held, failing_before) = (tokio::time::Instant::now(), failing_time.load(Ordering::Acquire));
-                            if chunk_tx.send(buf).await.is_err() {
-                                return Ok(false);
+                            for piece in chunk.chunks(CHUNK_PIECE) {
+                                let spent = if pieces_made < CHUNK_POOL {
+                                    spent_chunk_rx.try_recv().ok()
+                                } else {
+                                    // All out: the filter gives one back as it finishes it
+                                    // (none: the filter ended, and the send below fails).
+                                    spent_chunk_rx.recv().await
+                                };
+                                let mut buf = spent.unwrap_or_else(|| {
+                                    pieces_made += 1;
+                                    Vec::with_capacity(CHUNK_PIECE)
+                                });
+                                buf.clear();
+                                buf.extend_from_slice(piece);
+                                if chunk_tx.send(buf).await.is_err() {
+                                    return Ok(false);
+                                }
                             }
+                            drop(chunk);
                             let failing = failing_time.load(Ordering::Acquire).saturating_sub(failing_before);
                             let pushed = held.elapsed().min(Duration::from_nanos(failing));
                             deadline = deadline.checked_add(pushed).unwrap_or(deadline);
@@ -280,6 +305,8 @@ impl Pipeline {
         // Delivery left batches unsent because SIGTERM came.
         let stopped = std::cell::Cell::new(false);
         let deliver = async {
+            // Owned here, so the filter's wait for a batch back ends when delivery does.
+            let spent_tx = spent_tx;
             let result = async {
                 let mut delivered = 0u64;
                 let mut pending: Vec<Delivered> = Vec::new();
@@ -306,7 +333,7 @@ impl Pipeline {
                     if commit {
                         deliver::take_delivered(&mut batch, &rejected, &mut pending);
                     }
-                    // Full or gone: then this one is simply dropped.
+                    // Never full (the pool's size); gone: the filter ended.
                     let _ = spent_tx.try_send(batch);
                     if commit && (pending.len() >= COMMIT_KEYS || since.elapsed() >= COMMIT_EVERY) {
                         commit_keys(&store, &mut pending, telemetry).await?;
@@ -325,6 +352,7 @@ impl Pipeline {
             // However delivery ended, the filter must not wait on a batch queue that nobody
             // reads any more: closed, its next send fails and it ends (and the reader after it).
             batch_rx.close();
+            drop(spent_tx);
             result
         };
         let (read_result, deliver_result) = tokio::join!(read, deliver);
@@ -332,6 +360,7 @@ impl Pipeline {
             .await
             .map_err(|e| Error::Internal(format!("the filter thread failed: {e}")))?;
         let read_now = self.progress.bytes.load(Ordering::Relaxed);
+        tracing::debug!(bytes = read_now, batches_made = outcome.batches_made, "Listing read");
         total.bytes += read_now;
         total.answered = read_now > 0;
         let c = &mut total.counters;
