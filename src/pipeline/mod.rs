@@ -51,7 +51,9 @@ const BATCH_QUEUE: usize = 1;
 pub(crate) const BATCH_POOL: usize = BATCH_QUEUE + 2;
 /// Body pieces waiting for the filter.
 const CHUNK_QUEUE: usize = 8;
-/// The body is copied into pieces of this size, at most...
+/// The body is copied into pieces of this size, at most (hyper hands out up to about 400 KiB
+/// at a time; a copy the size of each hand-out made every buffer grow to the largest one it had
+/// held, so the longer the listing, the more of them were that large)...
 const CHUNK_PIECE: usize = 64 * 1024;
 /// ...and a poll has this many of them: the queue's, the one the reader fills and the one the
 /// filter scans. Like the batches, the same few buffers from the first second to the last.
