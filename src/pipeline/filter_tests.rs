@@ -115,13 +115,13 @@ fn filter(body: &[u8], chunk: usize, store: Store) -> (FilterOutcome, Vec<String
     (outcome, keys)
 }
 
-/// Run the filter on a thread of its own, with `deliver` (on this one) taking its batches and
-/// giving them back; the outcome and what `deliver` returned. A filter that never ends fails
-/// the test after a minute (a deadlock, not a slow run: the listings here take milliseconds).
-fn filter_with<T>(
+/// Run the filter and `deliver` (taking its batches and giving them back) on threads of their
+/// own; the outcome and what `deliver` returned. A filter that does not end within a minute
+/// fails the test (a deadlock, not a slow run: the listings here take milliseconds).
+fn filter_with<T: Send + 'static>(
     body: &[u8],
     batch_size: usize,
-    deliver: impl FnOnce(mpsc::Receiver<Batch>, mpsc::Sender<Batch>) -> T,
+    deliver: impl FnOnce(mpsc::Receiver<Batch>, mpsc::Sender<Batch>) -> T + Send + 'static,
 ) -> (FilterOutcome, T) {
     let (input, batch_rx, spent_tx) = input(
         body,
@@ -134,11 +134,11 @@ fn filter_with<T>(
     );
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || drop(done_tx.send(Box::new(run(input)))));
-    let delivered = deliver(batch_rx, spent_tx);
+    let delivery = std::thread::spawn(move || deliver(batch_rx, spent_tx));
     let outcome = done_rx
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("the filter ended");
-    (*outcome, delivered)
+    (*outcome, delivery.join().expect("delivery ended"))
 }
 
 #[test]
@@ -146,7 +146,8 @@ fn a_poll_fills_the_same_few_batches_over_and_over() {
     let records: Vec<String> = (0..100).map(|i| rec(&format!("s{i:03}"))).collect();
     let body = format!(r#"{{"remote_sessions":[{}]}}"#, records.join(","));
     // Delivery keeps each batch until the next one comes, as a sink still sending does: a
-    // filter that made a new batch whenever none had come back would make one per batch.
+    // filter that made a new batch whenever none had come back would make more than three
+    // whenever it ran ahead of delivery.
     let (out, keys) = filter_with(body.as_bytes(), 3, |mut batches, spent| {
         let (mut keys, mut held) = (Vec::new(), None);
         while let Some(batch) = batches.blocking_recv() {

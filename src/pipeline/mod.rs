@@ -265,9 +265,10 @@ impl Pipeline {
                                 let take = chunk.len().min(HEAD_BYTES - head_ref.len());
                                 head_ref.extend_from_slice(&chunk[..take]);
                             }
-                            // Copied into pieces of our own and let go at once: hyper then
-                            // reads on into the same allocation instead of mapping a fresh
-                            // 400 KiB block while the filter still holds the last ones.
+                            // Copied into pieces of our own and let go once they are queued,
+                            // before the next read: hyper then reads on into the same
+                            // allocation instead of mapping a fresh 400 KiB block while the
+                            // filter still holds the last ones.
                             let (held, failing_before) = (tokio::time::Instant::now(), failing_time.load(Ordering::Acquire));
                             for piece in chunk.chunks(CHUNK_PIECE) {
                                 let spent = if pieces_made < CHUNK_POOL {

@@ -564,7 +564,8 @@ fn the_file_sink_appends_fsynced_lines_and_follows_a_rotation() {
 fn sigterm_while_a_sink_is_down_mid_listing_ends_the_agent() {
     // A listing of several batches (5,000 events, batches of 1,000) and a syslog sink nobody
     // listens for: delivery retries the first batch while the filter waits with the next ones.
-    // SIGTERM abandons the batch; the filter, blocked on the full batch queue, must end too.
+    // SIGTERM abandons the batch; the filter, waiting for a batch back (all three of the pool
+    // are out) or on the full batch queue, must end too.
     let sim = Sim::start(&["--sessions", "5000", "--active", "50", "--now", NOW]);
     let port = crate::rsyslog::free_port();
     let sink = format!(
@@ -574,10 +575,21 @@ fn sigterm_while_a_sink_is_down_mid_listing_ends_the_agent() {
     let setup = Setup::new(&sim.url, "interval = \"300ms\"", &sink);
     let mut agent = Agent::spawn(&setup, &[]);
     agent.wait_log("Sink down", 0);
+    // Time for the filter to read ahead until every batch of the pool is out (three of 1,000).
+    std::thread::sleep(Duration::from_millis(1500));
     agent.signal("TERM");
     let (code, _, err) = agent.wait_exit(Duration::from_secs(15));
     assert_eq!(code, 0, "stderr:\n{}", err.join("\n"));
     assert!(setup.state_keys().is_empty(), "nothing was acknowledged");
+    let read = err
+        .iter()
+        .find_map(|l| l.split("records=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        read >= 3000,
+        "the filter had filled the three batches: stderr:\n{}",
+        err.join("\n")
+    );
 }
 
 #[test]
