@@ -38,7 +38,8 @@
 //! The binary applies them (`main.rs`: the one `mallopt` call is the project's only unsafe
 //! code; the library forbids it). So that large buffers are mapped once per poll, not once per
 //! use, the pipeline reuses them: a poll fills the same three batches and ten body pieces
-//! over and over (`pipeline/mod.rs`, `BATCH_POOL` and `CHUNK_POOL`), the commit list is kept. Measured with `benches/e2e.sh` (README, "Measured"):
+//! over and over (`BATCH_POOL` in `pipeline/mod.rs`, `CHUNK_POOL` in `pipeline/pieces.rs`),
+//! the commit list is kept. Measured with `benches/e2e.sh` (README, "Measured"):
 //! peak RSS of a million-session poll, all new 74–86 → 48–54 MiB, all known 35–36 → 31–32
 //! MiB; the first poll's CPU time rises by up to a tenth (more pages mapped and unmapped).
 

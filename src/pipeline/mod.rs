@@ -13,6 +13,7 @@ mod batch;
 mod deliver;
 mod filter;
 mod pending;
+mod pieces;
 mod retry;
 mod summary;
 
@@ -26,6 +27,7 @@ use crate::state::{Dedup, Delivered};
 use crate::telemetry::Telemetry;
 use crate::Error;
 use futures_util::StreamExt;
+use pieces::{Pieces, CHUNK_POOL, CHUNK_QUEUE};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,15 +51,6 @@ const BATCH_QUEUE: usize = 1;
 /// longer the poll, the likelier its peak met such a moment (`benches/e2e.sh`, README
 /// "Measured").
 pub(crate) const BATCH_POOL: usize = BATCH_QUEUE + 2;
-/// Body pieces waiting for the filter.
-const CHUNK_QUEUE: usize = 8;
-/// The body is copied into pieces of this size, at most (hyper hands out up to about 400 KiB
-/// at a time; a copy the size of each hand-out made every buffer grow to the largest one it had
-/// held, so the longer the listing, the more of them were that large)...
-const CHUNK_PIECE: usize = 64 * 1024;
-/// ...and a poll has this many of them: the queue's, the one the reader fills and the one the
-/// filter scans. Like the batches, the same few buffers from the first second to the last.
-const CHUNK_POOL: usize = CHUNK_QUEUE + 2;
 /// Acknowledged keys are committed (apply + fsync) once this many are pending... 5,000 against
 /// 10,000: a first poll of a million sessions ran no slower (2.66–2.90 s against 2.81–2.93 s)
 /// and peaked 2 MiB lower (27.6–27.9 against 29.4–30.5 MiB): the commit's lists and the
@@ -204,7 +197,7 @@ impl Pipeline {
         let refused = Arc::new(pending::Refused::default());
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         // Scanned chunk buffers come back to be filled again (see the reader below).
-        let (spent_chunk_tx, mut spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_POOL);
+        let (spent_chunk_tx, spent_chunk_rx) = mpsc::channel::<Vec<u8>>(CHUNK_POOL);
         let (batch_tx, mut batch_rx) = mpsc::channel(BATCH_QUEUE);
         // Delivered batches go back to the filter to be filled again.
         let (spent_tx, spent_rx) = mpsc::channel(BATCH_POOL);
@@ -241,7 +234,7 @@ impl Pipeline {
             let url = response.url().clone();
             let mut stream = response.bytes_stream();
             let mut bytes = 0u64;
-            let mut pieces_made = 0usize;
+            let mut pieces = Pieces::new(spent_chunk_rx);
             // source.timeout: the time the vault takes, not the time a failing sink holds the
             // reader up (waiting for the filter, which waits for delivery): that much of each
             // wait pushes the deadline back. A slow sink's waits still count: they end, and an
@@ -270,23 +263,8 @@ impl Pipeline {
                             // allocation instead of mapping a fresh 400 KiB block while the
                             // filter still holds the last ones.
                             let (held, failing_before) = (tokio::time::Instant::now(), failing_time.load(Ordering::Acquire));
-                            for piece in chunk.chunks(CHUNK_PIECE) {
-                                let spent = if pieces_made < CHUNK_POOL {
-                                    spent_chunk_rx.try_recv().ok()
-                                } else {
-                                    // All out: the filter gives one back as it finishes it
-                                    // (none: the filter ended, and the send below fails).
-                                    spent_chunk_rx.recv().await
-                                };
-                                let mut buf = spent.unwrap_or_else(|| {
-                                    pieces_made += 1;
-                                    Vec::with_capacity(CHUNK_PIECE)
-                                });
-                                buf.clear();
-                                buf.extend_from_slice(piece);
-                                if chunk_tx.send(buf).await.is_err() {
-                                    return Ok(false);
-                                }
+                            if !pieces.queue(&chunk, &chunk_tx).await {
+                                return Ok(false);
                             }
                             drop(chunk);
                             let failing = failing_time.load(Ordering::Acquire).saturating_sub(failing_before);
