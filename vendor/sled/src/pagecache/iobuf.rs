@@ -1161,7 +1161,13 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
     let old_arc = unsafe { Arc::from_raw(old_ptr) };
 
-    pin().defer(move || drop(old_arc));
+    // senhasegura-forwarder patch 7 (vendor/PATCHES.md): handed on at once. A deferred drop
+    // waits in this thread's bag until 64 have gathered there (or the thread flushes it), and
+    // each one can hold the last reference to a whole segment-sized buffer.
+    let guard = pin();
+    guard.defer(move || drop(old_arc));
+    guard.flush();
+    drop(guard);
 
     // having held the mutex makes this linearized
     // with the notify below.
