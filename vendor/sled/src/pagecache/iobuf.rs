@@ -1161,19 +1161,21 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
     let old_arc = unsafe { Arc::from_raw(old_ptr) };
 
-    // senhasegura-forwarder patch 7 (vendor/PATCHES.md): handed on at once. A deferred drop
-    // waits in this thread's bag until 64 have gathered there (or the thread flushes it), and
-    // each one can hold the last reference to a whole segment-sized buffer.
+    // senhasegura-forwarder patch 7 (vendor/PATCHES.md): the deferred drop is handed to the
+    // global queue (below, once the lock is let go) instead of waiting in this thread's bag
+    // until 64 have gathered there: each one can hold the last reference to a whole
+    // segment-sized buffer.
     let guard = pin();
     guard.defer(move || drop(old_arc));
-    guard.flush();
-    drop(guard);
 
     // having held the mutex makes this linearized
     // with the notify below.
     drop(intervals);
 
     let _notified = iobufs.interval_updated.notify_all();
+
+    guard.flush();
+    drop(guard);
 
     drop(measure_assign_offset);
 

@@ -151,10 +151,12 @@ struct Free {
 
 // senhasegura-forwarder patch 6 (vendor/PATCHES.md): a segment's record is small. An open
 // store keeps one per segment of its file (a 10,000,000-key store has about 3,300), and
-// every segment recovered at open stays `Active`. `Active` held its four rarely used sets
-// inline (152 bytes for the enum); they are now one box made on first use, and the page ids
-// are a sorted list with room for two inline instead of a B-tree set (a node of about 100
-// bytes for a segment's first page).
+// every segment recovered at open is `Active` until the first stabilization. `Active` held
+// its four rarely used sets inline (152 bytes for the enum); they are now one box made on
+// first use, and the page ids are a sorted list with room for two inline instead of a B-tree
+// set (a node of about 100 bytes for a segment's first page). The cleaner takes a segment's
+// pages from the end of its list (the B-tree gave the smallest id first; each page is moved on
+// its own, so the order does not matter).
 const _: () = assert!(mem::size_of::<Segment>() <= 72);
 
 /// The page ids of a segment, sorted, without repeats.
