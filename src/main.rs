@@ -86,7 +86,37 @@ fn trim_heaps() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
+/// Start this program again in this process, with glibc's per-thread cache of freed blocks
+/// turned off, when the environment does not choose it (`memory::restart_tunables`). Returns
+/// only when there was nothing to do (`None`) or the new start failed (the process goes on
+/// with the cache). Before anything else: no thread, no open file of ours, nothing read.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn restart_without_tcache() -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    let tunables = memory::restart_tunables(
+        std::env::var_os("GLIBC_TUNABLES").as_deref(),
+        std::env::var_os(memory::RESTARTED).is_some(),
+    )?;
+    let mut args = std::env::args_os();
+    let arg0 = args.next()?;
+    // The running image itself, even if a package upgrade replaced the file on disk.
+    Some(
+        std::process::Command::new("/proc/self/exe")
+            .arg0(arg0)
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .env(memory::RESTARTED, "1")
+            .exec(),
+    )
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn restart_without_tcache() -> Option<std::io::Error> {
+    None
+}
+
 fn main() -> ExitCode {
+    let not_restarted = restart_without_tcache();
     // State, exports and anything else this process creates is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
@@ -96,6 +126,9 @@ fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     memory::on_release(trim_heaps);
     init_logging(&cli);
+    if let Some(e) = not_restarted {
+        tracing::debug!(error = %e, "Could not start again without glibc's per-thread cache; it stays on");
+    }
     for s in refused {
         tracing::debug!(
             setting = s.env,

@@ -20,15 +20,18 @@
 //!   events) run as fast with one arena.
 //!
 //! One setting glibc takes only from the environment, before `main`: its per-thread cache of
-//! freed blocks (`tcache`). The packaged units turn it off for `run`
-//! (`Environment=GLIBC_TUNABLES=glibc.malloc.tcache_count=0`). A poll reads every page of the
-//! store, and sled makes each page it reads a new small block; with the cache, those blocks
-//! went wherever a block of that size was last freed, spread over the heap, and the idle
-//! resident size of `benches/soak.sh` rose 2–7% from cycle 10 to 1,000 before it settled.
-//! Without it, level within 1–3% in three runs, lower when idle by 1.4 MiB at cycle 10 and
-//! 2.3 MiB at cycle 1,000, and no slower (README
-//! "Measured"). Only the units set it: a process cannot change it once started, and `once`'s one
-//! poll does not age.
+//! freed blocks (`tcache`), which the agent turns off. A poll reads every page of the store,
+//! and sled makes each page it reads a new small block; with the cache, those blocks went
+//! wherever a block of that size was last freed, spread over the heap. The idle resident size
+//! of `benches/soak.sh` rose 2–7% from cycle 10 to 1,000 before it settled; without it, level
+//! within 1–3% in three runs, lower when idle by 1.4 MiB at cycle 10 and 2.3 MiB at cycle
+//! 1,000, and no slower. A first poll ages too: the peak of an all-new `once` of 10,000,000
+//! sessions was 1.5 MiB lower without the cache, of 100,000 sessions 0.2 MiB lower (README
+//! "Measured"). A process cannot change the setting once started, so when the environment
+//! does not set `GLIBC_TUNABLES`, the binary starts itself again at once, same process and
+//! arguments, with `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` ([`restart_tunables`]). The
+//! packaged units set that value themselves (so the service starts once); an operator who sets
+//! `GLIBC_TUNABLES` chooses every tunable and should keep `glibc.malloc.tcache_count=0` in it.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
 //! [`BLOCKING_THREADS`]): each thread that allocates is tied to one of the arenas and (unless
@@ -102,6 +105,29 @@ fn resident_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// glibc's tunable for its per-thread cache of freed blocks (how many blocks of each size a
+/// thread keeps); the agent's value is 0.
+pub const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
+
+/// Set in the environment of the process the binary started again with [`TCACHE_TUNABLE`], so
+/// that it is started again at most once: the dynamic loader drops `GLIBC_TUNABLES` from the
+/// environment of a program that runs with more privileges than its caller (file capabilities,
+/// set-user-ID), and without this mark such a program would start itself again and again.
+pub const RESTARTED: &str = "SENHASEGURA_FORWARDER_ALLOCATOR_SET";
+
+/// The `GLIBC_TUNABLES` to start the process again with, so that glibc's per-thread cache is
+/// off ([`TCACHE_TUNABLE`]`=0`), given the current value: `None` when the process is to go on
+/// as it is, because this process was already started again (`restarted`) or because the
+/// environment sets `GLIBC_TUNABLES` at all. An operator who sets it chooses every tunable:
+/// the agent cannot add one to it, since glibc (2.36) cuts the variable at its first `:` as it
+/// reads it, so the process sees only the first tunable of a list.
+pub fn restart_tunables(tunables: Option<&std::ffi::OsStr>, restarted: bool) -> Option<std::ffi::OsString> {
+    if restarted || tunables.is_some_and(|t| !t.is_empty()) {
+        return None;
+    }
+    Some(format!("{TCACHE_TUNABLE}=0").into())
 }
 
 /// One allocator setting: how an operator chooses it instead, and the agent's value.
@@ -201,6 +227,21 @@ mod tests {
             sizes.is_some_and(|(before, after)| before > 0 && after > 0),
             "{sizes:?}"
         );
+    }
+
+    #[test]
+    fn the_cache_is_turned_off_once_unless_the_environment_sets_tunables() {
+        use std::ffi::{OsStr, OsString};
+        let restart = |t: Option<&str>, restarted| restart_tunables(t.map(OsStr::new), restarted);
+        let off = Some(OsString::from("glibc.malloc.tcache_count=0"));
+        assert_eq!(restart(None, false), off);
+        assert_eq!(restart(Some(""), false), off);
+        // The operator's tunables, whichever they are, stay as they are.
+        assert_eq!(restart(Some("glibc.malloc.tcache_count=7"), false), None);
+        assert_eq!(restart(Some("glibc.malloc.arena_max=4"), false), None);
+        // Never twice, whatever the loader left of the variable.
+        assert_eq!(restart(None, true), None);
+        assert_eq!(restart(Some("glibc.malloc.tcache_count=0"), true), None);
     }
 
     #[test]

@@ -481,3 +481,71 @@ fn a_closed_stderr_keeps_the_exit_code() {
     assert_eq!(status.code(), Some(0));
     assert!(std::fs::read_to_string(&export).unwrap().lines().count() > 3);
 }
+
+/// The environment the process started by `cmd` ends up with, read while it serves (the
+/// simulator, so that it stays up until killed): the variables named `GLIBC_TUNABLES` and
+/// `SENHASEGURA_FORWARDER_ALLOCATOR_SET`, and its command line.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn allocator_environment(mut cmd: std::process::Command) -> (Vec<String>, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .args(["simulate", "--listen", "127.0.0.1:0", "--sessions", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Serving: whatever start-up the binary does is over.
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("http://127.0.0.1:"), "{line:?}");
+    let split = |file: &str| -> Vec<String> {
+        let bytes = std::fs::read(format!("/proc/{}/{file}", child.id())).unwrap();
+        bytes
+            .split(|&b| b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    let env: Vec<String> = split("environ")
+        .into_iter()
+        .filter(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("SENHASEGURA_FORWARDER_ALLOCATOR_SET="))
+        .collect();
+    let mut env = env;
+    env.sort();
+    let cmdline = split("cmdline");
+    let _ = child.kill();
+    let _ = child.wait();
+    (env, cmdline)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_binary_turns_glibcs_per_thread_cache_off_unless_tunables_are_set() {
+    let cmd = |tunables: Option<&str>, marked: bool| {
+        let mut c = crate::support::cmd();
+        c.env_remove("GLIBC_TUNABLES").env_remove("SENHASEGURA_FORWARDER_ALLOCATOR_SET");
+        if let Some(t) = tunables {
+            c.env("GLIBC_TUNABLES", t);
+        }
+        if marked {
+            c.env("SENHASEGURA_FORWARDER_ALLOCATOR_SET", "1");
+        }
+        c
+    };
+    // Started again in the same process (the pid spawn returned), with its arguments.
+    let (env, cmdline) = allocator_environment(cmd(None, false));
+    assert_eq!(env, ["GLIBC_TUNABLES=glibc.malloc.tcache_count=0", "SENHASEGURA_FORWARDER_ALLOCATOR_SET=1"]);
+    assert_eq!(cmdline[0], crate::support::bin());
+    assert_eq!(cmdline[1..], ["simulate", "--listen", "127.0.0.1:0", "--sessions", "3"]);
+    // Tunables the operator sets stay as they are: no new start.
+    let (env, _) = allocator_environment(cmd(Some("glibc.malloc.tcache_count=5"), false));
+    assert_eq!(env, ["GLIBC_TUNABLES=glibc.malloc.tcache_count=5"]);
+    let (env, _) = allocator_environment(cmd(Some("glibc.malloc.arena_max=4"), false));
+    assert_eq!(env, ["GLIBC_TUNABLES=glibc.malloc.arena_max=4"]);
+    // Started again once at most, even when the variable is gone (as the loader drops it for a
+    // program with more privileges than its caller).
+    let (env, _) = allocator_environment(cmd(None, true));
+    assert_eq!(env, ["SENHASEGURA_FORWARDER_ALLOCATOR_SET=1"]);
+}
