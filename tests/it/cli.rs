@@ -525,7 +525,8 @@ fn allocator_environment(mut cmd: std::process::Command) -> (Vec<String>, Vec<St
 fn the_binary_turns_glibcs_per_thread_cache_off_unless_tunables_are_set() {
     let cmd = |tunables: Option<&str>, marked: bool| {
         let mut c = crate::support::cmd();
-        c.env_remove("GLIBC_TUNABLES").env_remove("SENHASEGURA_FORWARDER_ALLOCATOR_SET");
+        c.env_remove("GLIBC_TUNABLES")
+            .env_remove("SENHASEGURA_FORWARDER_ALLOCATOR_SET");
         if let Some(t) = tunables {
             c.env("GLIBC_TUNABLES", t);
         }
@@ -536,7 +537,13 @@ fn the_binary_turns_glibcs_per_thread_cache_off_unless_tunables_are_set() {
     };
     // Started again in the same process (the pid spawn returned), with its arguments.
     let (env, cmdline) = allocator_environment(cmd(None, false));
-    assert_eq!(env, ["GLIBC_TUNABLES=glibc.malloc.tcache_count=0", "SENHASEGURA_FORWARDER_ALLOCATOR_SET=1"]);
+    assert_eq!(
+        env,
+        [
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=0",
+            "SENHASEGURA_FORWARDER_ALLOCATOR_SET=1"
+        ]
+    );
     assert_eq!(cmdline[0], crate::support::bin());
     assert_eq!(cmdline[1..], ["simulate", "--listen", "127.0.0.1:0", "--sessions", "3"]);
     // Tunables the operator sets stay as they are: no new start.
