@@ -482,42 +482,26 @@ fn a_closed_stderr_keeps_the_exit_code() {
     assert!(std::fs::read_to_string(&export).unwrap().lines().count() > 3);
 }
 
-/// The environment the process started by `cmd` ends up with, read while it serves (the
-/// simulator, so that it stays up until killed): the variables named `GLIBC_TUNABLES` and
-/// `SENHASEGURA_FORWARDER_ALLOCATOR_SET`, and its command line.
+/// The environment the simulator started by `cmd` ends up with, read once it serves: the
+/// variables named `GLIBC_TUNABLES` and `SENHASEGURA_FORWARDER_ALLOCATOR_SET`, and its command
+/// line.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn allocator_environment(mut cmd: std::process::Command) -> (Vec<String>, Vec<String>) {
-    use std::io::BufRead;
-    let mut child = cmd
-        .args(["simulate", "--listen", "127.0.0.1:0", "--sessions", "3"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Serving: whatever start-up the binary does is over.
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("http://127.0.0.1:"), "{line:?}");
+fn allocator_environment(cmd: std::process::Command) -> (Vec<String>, Vec<String>) {
+    let sim = Sim::start_from(cmd, "127.0.0.1:0", &["--sessions", "3"]);
     let split = |file: &str| -> Vec<String> {
-        let bytes = std::fs::read(format!("/proc/{}/{file}", child.id())).unwrap();
+        let bytes = std::fs::read(format!("/proc/{}/{file}", sim.pid())).unwrap();
         bytes
             .split(|&b| b == 0)
             .filter(|v| !v.is_empty())
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect()
     };
-    let env: Vec<String> = split("environ")
+    let mut env: Vec<String> = split("environ")
         .into_iter()
         .filter(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("SENHASEGURA_FORWARDER_ALLOCATOR_SET="))
         .collect();
-    let mut env = env;
     env.sort();
-    let cmdline = split("cmdline");
-    let _ = child.kill();
-    let _ = child.wait();
-    (env, cmdline)
+    (env, split("cmdline"))
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

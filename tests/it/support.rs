@@ -46,7 +46,12 @@ impl Sim {
 
     /// A simulator on a given address (to restart one where the agent expects it).
     pub fn start_on(listen: &str, args: &[&str]) -> Sim {
-        let mut child = cmd()
+        Sim::start_from(cmd(), listen, args)
+    }
+
+    /// A simulator started by `command` (the binary, with an environment of the test's own).
+    pub fn start_from(mut command: Command, listen: &str, args: &[&str]) -> Sim {
+        let mut child = command
             .args(["simulate", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
@@ -60,6 +65,11 @@ impl Sim {
         let url = line.trim().to_string();
         assert!(url.starts_with("http"), "simulator printed {url:?}");
         Sim { child, url }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The simulator's counters.
