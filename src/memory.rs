@@ -112,9 +112,10 @@ fn resident_kib() -> Option<u64> {
 pub const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
 
 /// Set in the environment of the process the binary started again with [`TCACHE_TUNABLE`], so
-/// that it is started again at most once: the dynamic loader drops `GLIBC_TUNABLES` from the
-/// environment of a program that runs with more privileges than its caller (file capabilities,
-/// set-user-ID), and without this mark such a program would start itself again and again.
+/// that it is started again at most once: for a program that runs with more privileges than
+/// its caller (file capabilities, set-user-ID), the dynamic loader strips from `GLIBC_TUNABLES`
+/// what it does not trust, and without this mark such a program could start itself again and
+/// again.
 pub const RESTARTED: &str = "SENHASEGURA_FORWARDER_ALLOCATOR_SET";
 
 /// The `GLIBC_TUNABLES` to start the process again with, so that glibc's per-thread cache is
