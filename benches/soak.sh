@@ -12,7 +12,8 @@
 # 100: what the data itself costs, against what came with the long process's age. The agent
 # inherits the environment (e.g. MALLOC_ARENA_MAX=2, where `run` keeps one) and, as the packaged
 # service runs it, the GLIBC_TUNABLES of packaging/systemd/senhasegura-forwarder.service, unless
-# GLIBC_TUNABLES is set already or --bare is given (then as `run` started by hand).
+# GLIBC_TUNABLES is set already or --bare is given (then with glibc's defaults: the binary would
+# start itself again with the unit's value, which SENHASEGURA_FORWARDER_ALLOCATOR_SET=1 stops).
 #
 #   benches/soak.sh [--cycles C] [--sessions N] [--grow K] [--prune-keys M] [--every E] [--bare]
 #     defaults: --cycles 1000 --sessions 100000 --grow 50 --prune-keys 1000000
@@ -32,11 +33,13 @@ while [ $# -gt 0 ]; do
 done
 cargo build --release --quiet --bin senhasegura-forwarder
 BIN=target/release/senhasegura-forwarder
-if [ -z "$BARE" ] && [ -z "${GLIBC_TUNABLES+set}" ]; then
+if [ -n "$BARE" ]; then
+  export SENHASEGURA_FORWARDER_ALLOCATOR_SET=1
+elif [ -z "${GLIBC_TUNABLES+set}" ]; then
   GLIBC_TUNABLES=$(sed -n 's/^Environment=GLIBC_TUNABLES=//p' packaging/systemd/senhasegura-forwarder.service)
   export GLIBC_TUNABLES
 fi
-echo "environment: GLIBC_TUNABLES=${GLIBC_TUNABLES:-(unset)} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-(unset)}"
+echo "environment: GLIBC_TUNABLES=${GLIBC_TUNABLES:-(unset)} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-(unset)} SENHASEGURA_FORWARDER_ALLOCATOR_SET=${SENHASEGURA_FORWARDER_ALLOCATOR_SET:-(unset)}"
 WORK=$(mktemp -d)
 SIM_PID= AGENT=
 trap '[ -n "$AGENT" ] && kill $AGENT 2>/dev/null; [ -n "$SIM_PID" ] && kill $SIM_PID 2>/dev/null; rm -rf "$WORK"' EXIT

@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     memory::on_release(trim_heaps);
     init_logging(&cli);
     if let Some(e) = not_restarted {
-        tracing::debug!(error = %e, "Could not start again without glibc's per-thread cache; it stays on");
+        tracing::warn!(error = %e, "Could not start again without glibc's per-thread cache; it stays on");
     }
     for s in refused {
         tracing::debug!(

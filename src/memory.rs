@@ -31,12 +31,15 @@
 //! does not set `GLIBC_TUNABLES`, the binary starts itself again at once, same process and
 //! arguments, with `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` ([`restart_tunables`]). The
 //! packaged units set that value themselves (so the service starts once); an operator who sets
-//! `GLIBC_TUNABLES` chooses every tunable and should keep `glibc.malloc.tcache_count=0` in it.
+//! `GLIBC_TUNABLES` chooses every tunable and should keep `glibc.malloc.tcache_count=0` in it
+//! (set and empty, it keeps glibc's defaults). Where `/proc/self/exe` is not the agent (started
+//! through the dynamic loader, or under valgrind without `--trace-children=yes`), set
+//! `GLIBC_TUNABLES` or [`RESTARTED`] to avoid the restart.
 //!
 //! The runtime's threads matter as much (`main.rs` builds it with [`WORKER_THREADS`] and
-//! [`BLOCKING_THREADS`]): each thread that allocates is tied to one of the arenas and (unless
-//! the cache is off, as the units have it) keeps glibc's per-thread cache of freed blocks, so
-//! the same work spread over more threads holds more memory.
+//! [`BLOCKING_THREADS`]): each thread that allocates is tied to one of the arenas and (when
+//! glibc's per-thread cache is on, which the agent turns off as above) keeps a cache of freed
+//! blocks of its own, so the same work spread over more threads holds more memory.
 //!
 //! The binary applies them (`main.rs`: the one `mallopt` call is the project's only unsafe
 //! code; the library forbids it). So that large buffers are mapped once per poll, not once per
@@ -121,11 +124,10 @@ pub const RESTARTED: &str = "SENHASEGURA_FORWARDER_ALLOCATOR_SET";
 /// The `GLIBC_TUNABLES` to start the process again with, so that glibc's per-thread cache is
 /// off ([`TCACHE_TUNABLE`]`=0`), given the current value: `None` when the process is to go on
 /// as it is, because this process was already started again (`restarted`) or because the
-/// environment sets `GLIBC_TUNABLES` at all. An operator who sets it chooses every tunable:
-/// the agent cannot add one to it, since glibc (2.36) cuts the variable at its first `:` as it
-/// reads it, so the process sees only the first tunable of a list.
+/// environment sets `GLIBC_TUNABLES` at all, even empty. Whoever sets it chooses every tunable
+/// (the agent does not edit their list); an empty value keeps glibc's defaults, the cache on.
 pub fn restart_tunables(tunables: Option<&std::ffi::OsStr>, restarted: bool) -> Option<std::ffi::OsString> {
-    if restarted || tunables.is_some_and(|t| !t.is_empty()) {
+    if restarted || tunables.is_some() {
         return None;
     }
     Some(format!("{TCACHE_TUNABLE}=0").into())
@@ -236,8 +238,8 @@ mod tests {
         let restart = |t: Option<&str>, restarted| restart_tunables(t.map(OsStr::new), restarted);
         let off = Some(OsString::from("glibc.malloc.tcache_count=0"));
         assert_eq!(restart(None, false), off);
-        assert_eq!(restart(Some(""), false), off);
-        // The operator's tunables, whichever they are, stay as they are.
+        // The operator's tunables, whichever they are, stay as they are; none keeps the cache.
+        assert_eq!(restart(Some(""), false), None);
         assert_eq!(restart(Some("glibc.malloc.tcache_count=7"), false), None);
         assert_eq!(restart(Some("glibc.malloc.arena_max=4"), false), None);
         // Never twice, whatever the loader left of the variable.
