@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // SAFETY: mallopt only changes the allocator's parameters; no other thread runs yet.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let dir = tempfile::tempdir()?;
-    let db = senhasegura_forwarder::state::sled_config(dir.path())
+    let db = senhasegura_forwarder::state::sled_config(dir.path())?
         .cache_capacity(cache as u64)
         .open()?;
     let tree = db.open_tree("chunks")?;

@@ -7,8 +7,9 @@
 //! process's resident size ended up about twice what it used. So, unless the operator chose
 //! them through glibc's own variables (which then win):
 //! - allocations of 128 KiB and more are mapped on their own and returned on free
-//!   (`M_MMAP_THRESHOLD`, which also stops the threshold from rising); the store's 128 KiB log
-//!   buffers are what this keeps out of the arenas;
+//!   (`M_MMAP_THRESHOLD`, which also stops the threshold from rising); the store's log buffers
+//!   (256 KiB, 128 KiB in a store made before) and its larger leaves are what this keeps out of
+//!   the arenas;
 //! - few arenas (`M_ARENA_MAX`, [`Role`]): one for the commands that poll again and again
 //!   (`run`, `demo`), two for the others (`once`, `check`, `state`, `simulate`). A poll has two
 //!   busy threads (filter and delivery); with an arena each, a first poll of a million sessions

@@ -3,7 +3,7 @@
 //! Every delivered key becomes an *entry*: a byte string that sorts by the time the key is filed
 //! under (the session's start when the record has one, else the event's own time; see
 //! `sled_store.rs`), then by the key itself, plus the event's own time (for pruning). The
-//! entries, in order, are cut into chunks of at most [`CHUNK_ENTRIES`]; each chunk is one sled
+//! entries, in order, are cut into chunks of at most [`max_entries`]; each chunk is one sled
 //! value, stored under its first entry, and covers the entries from its own sled key up to the
 //! next chunk's. A chunk's size is bounded whatever the density of sessions in time, so reading,
 //! decoding and rewriting one costs the same in a listing of 1,000 sessions a day or 1,000 a
@@ -20,14 +20,23 @@
 use super::StateError;
 use crate::key::{EventKey, KeyRef, Phase};
 
-/// Entries per chunk, at most. A sled leaf holds up to 16 chunks, and sled keeps about 110
-/// bytes in memory for every page of an open store, read or not: larger chunks, fewer pages.
-/// 192 entries of 40-hex ids make a leaf of about 80 KB (at most about 100 KB: 17 chunks of
-/// 31-byte entries), under sled's inline limit (the whole 128 KiB segment, vendor/PATCHES.md
-/// change 5), so chunk writes do not become blob files; ids of more than about 40 bytes still
-/// do, as they did past about 30 with 64-entry chunks. Stores written with smaller chunks (64
-/// entries before) are read as they are.
-pub const CHUNK_ENTRIES: usize = 192;
+/// Chunks a sled leaf holds at most: it splits past 16 items, on its next write.
+const LEAF_CHUNKS: usize = 17;
+/// Bytes an entry takes in a chunk, at most, for the leaf to stay inside one log segment:
+/// 40-hex session ids take about 26 (31 at most, with no prefix shared with the entry before).
+const ENTRY_BYTES: usize = 40;
+
+/// Entries per chunk, at most, in a store whose sled log segments are `segment` bytes
+/// (`sled_store.rs`): 385 in the 256 KiB segments of a new store, 192 in the 128 KiB ones of
+/// a store made before. sled keeps about 110 bytes in memory for every page of an open store,
+/// read or not, so larger chunks make fewer pages; but a leaf (up to 17 chunks) larger than a
+/// segment is written to a file of its own under `blobs/` at every rewrite (vendor/PATCHES.md,
+/// change 5), so a leaf of chunks of entries of up to 40 bytes must fit in one. Ids longer than
+/// about 40 bytes still make blob files. Chunks written with another bound (64 entries, earlier)
+/// are read as they are, and merged and split by this one when they next change.
+pub fn max_entries(segment: usize) -> usize {
+    (segment / (LEAF_CHUNKS * ENTRY_BYTES)).max(1)
+}
 const SIGN: u64 = 1 << 63;
 const TAG_END: u8 = 1;
 const TAG_HEX: u8 = 2;
@@ -377,12 +386,12 @@ impl Chunk {
         (out, dropped)
     }
 
-    /// Cut into pieces of at most [`CHUNK_ENTRIES`], as even as possible.
-    pub fn split(self) -> Vec<Chunk> {
-        if self.len() <= CHUNK_ENTRIES {
+    /// Cut into pieces of at most `max` entries, as even as possible.
+    pub fn split(self, max: usize) -> Vec<Chunk> {
+        if self.len() <= max {
             return vec![self];
         }
-        let pieces = self.len().div_ceil(CHUNK_ENTRIES);
+        let pieces = self.len().div_ceil(max);
         let per = self.len().div_ceil(pieces);
         let mut out = Vec::with_capacity(pieces);
         let mut cur = Chunk::default();
@@ -486,11 +495,9 @@ mod tests {
 
         let merged = Chunk::default().merge(&keys[..10]).merge(&keys[5..]);
         assert_eq!(merged, c);
-        let pieces = merged.split();
-        assert_eq!(pieces.len(), 301usize.div_ceil(CHUNK_ENTRIES));
-        assert!(pieces
-            .iter()
-            .all(|p| p.len() <= CHUNK_ENTRIES && p.len() >= CHUNK_ENTRIES / 2));
+        let pieces = merged.split(64);
+        assert_eq!(pieces.len(), 301usize.div_ceil(64));
+        assert!(pieces.iter().all(|p| p.len() <= 64 && p.len() >= 32));
         let all: Vec<_> = pieces.iter().flat_map(|p| p.iter().map(|e| e.key.to_vec())).collect();
         assert_eq!(all, keys.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
         let (kept, dropped) = c.retain(|e| e.time >= 1_700_000_100);

@@ -131,10 +131,41 @@ fn dense_hour() -> Vec<Delivered> {
         .collect()
 }
 
+/// The log segment size a store at `path` has on disk.
+fn segment_of(path: &Path) -> usize {
+    sled_config(path).unwrap().segment_size
+}
+
+/// An empty sled database with the 128 KiB log segments of every store made before
+/// `SEGMENT_BYTES` grew (the agent then adds its own records to it on its first open).
+fn sled_of_128_kib_segments(path: &Path) {
+    let db = sled::Config::new().path(path).segment_size(128 * 1024).open().unwrap();
+    db.flush().unwrap();
+}
+
 #[test]
 fn dense_hour_stays_correct() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), None, None).unwrap();
+    for made_before in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        if made_before {
+            sled_of_128_kib_segments(dir.path());
+        }
+        dense_hour_in(dir.path());
+        // The store keeps its segment size (sled refuses another) and the chunk bound that
+        // goes with it, so its leaves still fit its segments.
+        let store = reopen(dir.path());
+        let (segment, bound) = if made_before { (128 * 1024, 192) } else { (SEGMENT_BYTES, 385) };
+        assert_eq!(segment_of(dir.path()), segment);
+        assert_eq!(chunk::max_entries(segment), bound);
+        let largest = store.chunks.chunks().map(|c| c.unwrap().len()).max().unwrap();
+        assert!(largest <= bound && largest > bound * 3 / 4, "largest chunk {largest}");
+    }
+}
+
+/// A first poll of a dense hour into the store at `path`: every key found, none twice, no blob
+/// file, prune removes exactly the keys older than the cutoff.
+fn dense_hour_in(path: &Path) {
+    let store = SledStore::open(path, None, None).unwrap();
     let all = dense_hour();
     for batch in all.chunks(10_000) {
         assert!(batch
@@ -148,10 +179,10 @@ fn dense_hour_stays_correct() {
         "every key found"
     );
     assert_eq!(store.stats().unwrap().keys, 200_000);
-    // Every leaf stayed in sled's log (vendor/PATCHES.md, change 5, and CHUNK_ENTRIES): a leaf
-    // over its inline limit is written to a file of its own under blobs/ at every rewrite.
+    // Every leaf stayed in sled's log (vendor/PATCHES.md, change 5, and `chunk::max_entries`):
+    // a leaf over its inline limit is written to a file of its own under blobs/ at every rewrite.
     store.db.flush().unwrap();
-    let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+    let blobs = std::fs::read_dir(path.join("blobs")).unwrap().count();
     assert_eq!(blobs, 0, "sled wrote {blobs} blob files");
     let cutoff = 1_768_478_400 - 1800;
     let expect = all.iter().filter(|x| x.time.timestamp() < cutoff).count();
@@ -214,9 +245,9 @@ fn a_store_cleaned_across_reopens_keeps_exactly_its_keys() {
     assert!(size / expect as u64 <= 45, "{size} bytes for {expect} keys");
 }
 
-/// Write a format-1 store the way the previous release laid it out.
+/// Write a format-1 store the way the previous release laid it out (128 KiB log segments).
 fn format_1_store(path: &Path, keys: &[(i64, &str)]) {
-    let db = sled_config(path).open().unwrap();
+    let db = sled::Config::new().path(path).segment_size(128 * 1024).open().unwrap();
     db.insert(META_FORMAT, &1u64.to_be_bytes()).unwrap();
     db.insert(META_CREATED, &5i64.to_be_bytes()).unwrap();
     db.insert(META_FIRST_RUN, &i64::MIN.to_be_bytes()).unwrap();
@@ -265,6 +296,7 @@ fn format_1_is_migrated_and_still_known() {
     store.export(&mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("\"key_format\":2"), "{text}");
+    assert_eq!(segment_of(dir.path()), 128 * 1024, "the store keeps its segments");
 }
 
 #[test]

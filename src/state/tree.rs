@@ -3,7 +3,7 @@
 //!
 //! Lookups go through a few decoded chunks kept with the key range they cover (a listing in time
 //! order reads each chunk once); inserts merge sorted entries into the chunks that cover them
-//! and split those past [`CHUNK_ENTRIES`](super::chunk::CHUNK_ENTRIES); prune and forget
+//! and split those past the store's bound ([`max_entries`](super::chunk::max_entries)); prune and forget
 //! rewrite the chunks that lose entries. Memory is a few chunks, whatever the store holds.
 
 use super::chunk::{Chunk, Entry};
@@ -50,6 +50,8 @@ impl Cached {
 /// The chunk tree and its lookup cache.
 pub struct ChunkTree {
     tree: sled::Tree,
+    /// Entries per chunk written, at most.
+    max_entries: usize,
     /// Most recently used last.
     cache: Mutex<Vec<Cached>>,
 }
@@ -63,10 +65,11 @@ fn successor(key: &[u8]) -> Vec<u8> {
 }
 
 impl ChunkTree {
-    /// Wrap a sled tree.
-    pub fn new(tree: sled::Tree) -> ChunkTree {
+    /// Wrap a sled tree whose chunks are written with at most `max_entries` entries.
+    pub fn new(tree: sled::Tree, max_entries: usize) -> ChunkTree {
         ChunkTree {
             tree,
+            max_entries,
             cache: Mutex::new(Vec::with_capacity(CACHED_CHUNKS)),
         }
     }
@@ -153,7 +156,7 @@ impl ChunkTree {
             };
             let n = entries[i..].partition_point(|(k, _)| hi.as_deref().is_none_or(|hi| k.as_ref() < hi));
             let before = chunk.len();
-            let pieces = chunk.merge(&entries[i..i + n]).split();
+            let pieces = chunk.merge(&entries[i..i + n]).split(self.max_entries);
             let after: usize = pieces.iter().map(Chunk::len).sum();
             added = added.saturating_add(after.saturating_sub(before) as u64);
             if let Some(old) = old {
@@ -230,7 +233,10 @@ impl ChunkTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::chunk::{entry_key, pack, CHUNK_ENTRIES};
+    use crate::state::chunk::{entry_key, pack};
+
+    /// The bound in these tests (a store with 128 KiB log segments has it).
+    const MAX: usize = 192;
 
     fn key(filed: i64, i: u64) -> Vec<u8> {
         entry_key(
@@ -243,7 +249,7 @@ mod tests {
     fn insert_lookup_split_rewrite() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let t = ChunkTree::new(db.open_tree("c").unwrap());
+        let t = ChunkTree::new(db.open_tree("c").unwrap(), MAX);
         // Appends, then inserts before, between and inside existing chunks.
         let mut all: Vec<(Vec<u8>, i64)> = Vec::new();
         for (lo, hi, step) in [(1000, 3000, 1), (0, 500, 3), (500, 3000, 7), (5000, 5100, 1)] {
@@ -264,7 +270,7 @@ mod tests {
         assert!(!t.contains(&key(400, 4001)).unwrap());
         assert!(!t.contains(&key(999, 9999)).unwrap());
         let chunks: Vec<Chunk> = t.chunks().map(Result::unwrap).collect();
-        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK_ENTRIES));
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= MAX));
         let flat: Vec<Vec<u8>> = chunks.iter().flat_map(|c| c.iter().map(|e| e.key.to_vec())).collect();
         assert_eq!(
             flat,
@@ -314,7 +320,7 @@ mod tests {
             }
             raw.insert(c.first_key().unwrap(), c.encode()).unwrap();
         }
-        let t = ChunkTree::new(raw);
+        let t = ChunkTree::new(raw, MAX);
         assert!(old.iter().all(|(k, _)| t.contains(k).unwrap()));
         assert!(t.chunks().map(Result::unwrap).all(|c| c.len() == 64));
         // The odd ones, in three commits: each lands between two old entries, inside old chunks.
@@ -325,7 +331,7 @@ mod tests {
         let mut all: Vec<(Vec<u8>, i64)> = old.iter().chain(&new).cloned().collect();
         all.sort();
         let chunks: Vec<Chunk> = t.chunks().map(Result::unwrap).collect();
-        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK_ENTRIES));
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= MAX));
         assert!(
             chunks.iter().any(|c| c.len() > 64),
             "merged chunks grow past the old size"
@@ -351,7 +357,7 @@ mod tests {
     fn lookups_during_inserts_see_every_committed_key() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let t = std::sync::Arc::new(ChunkTree::new(db.open_tree("c").unwrap()));
+        let t = std::sync::Arc::new(ChunkTree::new(db.open_tree("c").unwrap(), MAX));
         let batches: Vec<Vec<(Vec<u8>, i64)>> = (0..200u64)
             .map(|b| (0..20).map(|i| (key(b as i64, b * 100 + i), b as i64)).collect())
             .collect();

@@ -338,6 +338,14 @@ impl Config {
         self
     }
 
+    // senhasegura-forwarder patch 8 (vendor/PATCHES.md): the segment size recorded in the
+    // `conf` file of the database at this config's path, `None` when there is none yet. sled
+    // refuses to open a database with another segment size than it was made with.
+    #[doc(hidden)]
+    pub fn stored_segment_size(&self) -> Result<Option<usize>> {
+        Ok(self.read_config()?.map(|stored| stored.segment_size))
+    }
+
     /// Opens a `Db` based on the provided config.
     pub fn open(&self) -> Result<Db> {
         // only validate, setup directory, and open file once
