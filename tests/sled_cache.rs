@@ -52,7 +52,10 @@ static ALLOCATOR: Counting = Counting;
 /// with a flush each, as the commits of a first poll do, over the heap in use after the open.
 fn kept_after_writing(values: u64) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let db = senhasegura_forwarder::state::sled_config(dir.path()).unwrap().open().unwrap();
+    let db = senhasegura_forwarder::state::sled_config(dir.path())
+        .unwrap()
+        .open()
+        .unwrap();
     let tree = db.open_tree("chunks").unwrap();
     let value = vec![7u8; 670];
     let before = LIVE.load(Ordering::Relaxed);

@@ -22,8 +22,9 @@ use crate::key::{EventKey, KeyRef, Phase};
 
 /// Chunks a sled leaf holds at most: it splits past 16 items, on its next write.
 const LEAF_CHUNKS: usize = 17;
-/// Bytes an entry takes in a chunk, at most, for the leaf to stay inside one log segment:
-/// 40-hex session ids take about 26 (31 at most, with no prefix shared with the entry before).
+/// Bytes an entry may take in a chunk, about, for the leaf to stay inside one log segment (the
+/// leaf's keys and headers take a little more): 40-hex session ids take about 26 (31 at most,
+/// with no prefix shared with the entry before).
 const ENTRY_BYTES: usize = 40;
 
 /// Entries per chunk, at most, in a store whose sled log segments are `segment` bytes
@@ -31,7 +32,7 @@ const ENTRY_BYTES: usize = 40;
 /// a store made before. sled keeps about 110 bytes in memory for every page of an open store,
 /// read or not, so larger chunks make fewer pages; but a leaf (up to 17 chunks) larger than a
 /// segment is written to a file of its own under `blobs/` at every rewrite (vendor/PATCHES.md,
-/// change 5), so a leaf of chunks of entries of up to 40 bytes must fit in one. Ids longer than
+/// change 5), so a leaf of chunks of entries of about 40 bytes must fit in one. Ids longer than
 /// about 40 bytes still make blob files. Chunks written with another bound (64 entries, earlier)
 /// are read as they are, and merged and split by this one when they next change.
 pub fn max_entries(segment: usize) -> usize {

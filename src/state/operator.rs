@@ -152,7 +152,8 @@ impl SledStore {
 
     /// Read an export; keys are added (existing ones kept), and the first-run horizon is taken
     /// from the export when it is later than the store's. Exports of format 1 (which did not
-    /// record sessions' starts) are read too.
+    /// record sessions' starts) are read too, and so is the time up to which a store migrated
+    /// from format 1 looks its end keys up under their own time.
     pub fn import(&self, input: &mut dyn BufRead) -> Result<u64, StateError> {
         let mut run = Vec::new();
         let mut n = 0;
@@ -188,6 +189,11 @@ impl SledStore {
                         if ours.is_none_or(|o| theirs > o) {
                             self.db.insert(META_FIRST_RUN, &theirs.timestamp().to_be_bytes())?;
                         }
+                    }
+                    // End keys a format-1 store filed under their own time are found there only
+                    // up to this time (an export of a migrated store keeps them so).
+                    if let Some(until) = meta.legacy_until {
+                        self.raise_legacy_until(until.timestamp())?;
                     }
                 }
                 Ok(ExportLine::Key { key, time, start }) => {

@@ -46,17 +46,28 @@ const CACHE_BYTES: u64 = 1024 * 1024;
 /// large (`chunk::max_entries`), so half as many sled pages and segments, whose records sled
 /// keeps in memory for as long as the store is open: 1.1 MiB less anonymous memory at the peak
 /// of an all-known poll of 10,000,000 sessions, no difference at 100,000 (README "Measured");
-/// 512 KiB (sled's default) saved little more and cost 0.7 MiB in an all-new poll of 100,000.
+/// 512 KiB (sled's default) saved little more and cost 0.7–1.0 MiB in an all-new poll of 100,000.
 const SEGMENT_BYTES: usize = 256 * 1024;
 /// Keys sorted and inserted at once by a migration or an import.
 pub(super) const INSERT_RUN: usize = 10_000;
 
 /// sled's settings for the store at `path`: its page cache, and the log segment size the store
-/// was made with ([`SEGMENT_BYTES`] for a new one). Fails when the store's `conf` file cannot
-/// be read.
-pub fn sled_config(path: &Path) -> sled::Result<sled::Config> {
+/// was made with ([`SEGMENT_BYTES`] for a new one), which sled records in the store's `conf`
+/// file before it writes the log. A log without that record is refused: read with a guessed
+/// segment size, it would be misread, and sled would record the guess.
+pub fn sled_config(path: &Path) -> Result<sled::Config, StateError> {
     let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
-    let segment = config.stored_segment_size()?.unwrap_or(SEGMENT_BYTES);
+    let conf = path.join("conf");
+    let segment = match config.stored_segment_size().map_err(|e| open_error(&conf, e))? {
+        Some(size) => size,
+        None if std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0) => {
+            return Err(StateError::Open {
+                path: conf,
+                message: "missing or empty, but the store's log is not: it records the size of the log's segments, without which the log cannot be read".into(),
+            })
+        }
+        None => SEGMENT_BYTES,
+    };
     Ok(config.segment_size(segment))
 }
 
@@ -100,6 +111,10 @@ pub struct StateMeta {
     pub first_run_horizon: Option<DateTime<Utc>>,
     /// The vault base URL last used with this store.
     pub vault: Option<String>,
+    /// Until when end events are looked up under their own time too, as key format 1 filed them
+    /// (set by a migration or an import of format 1; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_until: Option<DateTime<Utc>>,
 }
 
 /// Whether `path` holds a store (sled's `db` file), as opposed to a missing or empty directory.
@@ -119,7 +134,7 @@ impl SledStore {
         vault: Option<&str>,
     ) -> Result<SledStore, StateError> {
         create_private_dir(path)?;
-        let config = sled_config(path).map_err(|e| open_error(path, e))?;
+        let config = sled_config(path)?;
         let max_entries = chunk::max_entries(config.segment_size);
         let db = config.open().map_err(|e| open_error(path, e))?;
         let chunks = ChunkTree::new(db.open_tree(CHUNKS_TREE)?, max_entries);
@@ -287,6 +302,9 @@ impl SledStore {
                 .db
                 .get(META_VAULT)?
                 .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            legacy_until: Some(self.legacy_until.load(Ordering::Relaxed))
+                .filter(|&s| s != i64::MIN)
+                .and_then(|s| Utc.timestamp_opt(s, 0).single()),
         })
     }
 
