@@ -52,7 +52,7 @@ const SEGMENT_BYTES: usize = 256 * 1024;
 pub(super) const INSERT_RUN: usize = 10_000;
 
 /// sled's settings for the store at `path`: its page cache, and the log segment size the store
-/// was made with ([`SEGMENT_BYTES`] for a new one), which sled records in the store's `conf`
+/// was made with (`SEGMENT_BYTES` for a new one), which sled records in the store's `conf`
 /// file before it writes the log. A log without that record is refused: read with a guessed
 /// segment size, it would be misread, and sled would record the guess.
 pub fn sled_config(path: &Path) -> Result<sled::Config, StateError> {
