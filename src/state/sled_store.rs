@@ -44,7 +44,7 @@ const CACHE_BYTES: u64 = 1024 * 1024;
 /// with (sled refuses to open it with another): stores made before this one was chosen have
 /// 128 KiB segments, and chunks of at most 192 entries. Twice the segment makes chunks twice as
 /// large (`chunk::max_entries`), so half as many sled pages and segments, whose records sled
-/// keeps in memory for as long as the store is open: 1.1 MiB less anonymous memory at the peak
+/// keeps in memory for as long as the store is open: 0.8–1.3 MiB less anonymous memory at the peak
 /// of an all-known poll of 10,000,000 sessions, no difference at 100,000 (README "Measured");
 /// 512 KiB (sled's default) saved little more and cost 0.7–1.0 MiB in an all-new poll of 100,000.
 const SEGMENT_BYTES: usize = 256 * 1024;
