@@ -142,11 +142,12 @@ fn segment_of(path: &Path) -> usize {
     sled_config(path).unwrap().segment_size
 }
 
-/// An empty sled database with the 128 KiB log segments of every store made before
-/// `SEGMENT_BYTES` grew (the agent then adds its own records to it on its first open).
-fn sled_of_128_kib_segments(path: &Path) {
-    let db = sled::Config::new().path(path).segment_size(128 * 1024).open().unwrap();
-    db.flush().unwrap();
+/// The log segment size of every store made before `SEGMENT_BYTES` grew.
+const OLD_SEGMENT: usize = 128 * 1024;
+
+/// A sled database with the log segments of a store made before `SEGMENT_BYTES` grew.
+fn sled_of_old_segments(path: &Path) -> sled::Db {
+    sled::Config::new().path(path).segment_size(OLD_SEGMENT).open().unwrap()
 }
 
 #[test]
@@ -154,14 +155,15 @@ fn dense_hour_stays_correct() {
     for made_before in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         if made_before {
-            sled_of_128_kib_segments(dir.path());
+            // Empty: the agent adds its own records to it on its first open.
+            sled_of_old_segments(dir.path()).flush().unwrap();
         }
         dense_hour_in(dir.path());
         // The store keeps its segment size (sled refuses another) and the chunk bound that
         // goes with it, so its leaves still fit its segments.
         let store = reopen(dir.path());
         let (segment, bound) = if made_before {
-            (128 * 1024, 192)
+            (OLD_SEGMENT, 192)
         } else {
             (SEGMENT_BYTES, 385)
         };
@@ -264,7 +266,7 @@ fn a_store_cleaned_across_reopens_keeps_exactly_its_keys() {
 
 /// Write a format-1 store the way the previous release laid it out (128 KiB log segments).
 fn format_1_store(path: &Path, keys: &[(i64, &str)]) {
-    let db = sled::Config::new().path(path).segment_size(128 * 1024).open().unwrap();
+    let db = sled_of_old_segments(path);
     db.insert(META_FORMAT, &1u64.to_be_bytes()).unwrap();
     db.insert(META_CREATED, &5i64.to_be_bytes()).unwrap();
     db.insert(META_FIRST_RUN, &i64::MIN.to_be_bytes()).unwrap();
@@ -313,7 +315,7 @@ fn format_1_is_migrated_and_still_known() {
     store.export(&mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("\"key_format\":2"), "{text}");
-    assert_eq!(segment_of(dir.path()), 128 * 1024, "the store keeps its segments");
+    assert_eq!(segment_of(dir.path()), OLD_SEGMENT, "the store keeps its segments");
     // Its export, imported into a new store (README, "Recovering the state"), still finds the
     // end keys format 1 filed under their own time.
     let moved = tempfile::tempdir().unwrap();
